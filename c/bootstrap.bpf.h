@@ -1,0 +1,400 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Kernel-side machinery shared by every event handler: filters, the 2-layer
+ * buffers, counters. bootstrap.bpf.c includes this, defines one fill
+ * function per event and ends with TB_DEFINE_HANDLERS().
+ *
+ * The 2-layer protocol (docs/protocol.md):
+ *  - every event is one fixed-size struct tb_record in the `events` ring
+ *    buffer: common header + the event's fixed fields;
+ *  - variable bytes (write content, paths, argv) go to this CPU's region of
+ *    the mmapped `payload` array, at logical positions [payload_pos,
+ *    payload_pos + payload_len);
+ *  - the consumer publishes how far it has read (tb_cpu_ctl.tail); the
+ *    producer never writes past tail + region size, so a payload is never
+ *    overwritten before it was read. What does not fit is not written, and
+ *    is flagged in the field (TB_VAR_NO_SPACE) and counted (payload_full).
+ */
+#ifndef TB_BOOTSTRAP_BPF_H
+#define TB_BOOTSTRAP_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bootstrap.gen.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define TB_MAX_COMM_FILTERS 8
+/* Copy loop bound: the largest variable field (1 MiB) in PIECE_MAX pieces,
+ * plus one extra piece per chunk boundary it can cross. */
+#define TB_MAX_PIECES ((1u << 20) / TB_PIECE_MAX + (1u << 20) / TB_CHUNK_SIZE + 2)
+#define TB_SCRATCH_SIZE 4096 /* strings read in one helper call (PATH_MAX) */
+
+/* Fixed at load time (rodata): payload area geometry and wake-up policy. */
+const volatile __u32 tb_nchunks = 1;       /* payload chunks per CPU */
+const volatile __u64 tb_wake_bytes = 1 << 20; /* wake the reader when this much is pending */
+const volatile __u64 tb_wake_ns = 1000000; /* ... or when it has not been woken for this long */
+
+/* Changeable while tracing (userspace updates the single `cfg` entry). */
+struct tb_config {
+	__u32 self_tgid;     /* never trace this process (the tracer); 0 = trace it */
+	__u32 pid_filter;    /* 1: only processes in `pids` */
+	__u32 follow;        /* 1: add children of processes in `pids` as they fork */
+	__u32 ncomm;         /* number of active comm prefixes */
+	__u32 content_max;   /* cap on write content bytes per event */
+	__u32 argv_max;      /* cap on argv bytes per exec */
+	__u32 all_fds;       /* 1: capture content of every fd, ignore `content_fds` */
+	__u32 pad;
+	struct {
+		char prefix[TB_COMM_LEN];
+		__u32 len;
+	} comm[TB_MAX_COMM_FILTERS];
+};
+
+/* One CPU's control block, mmapped by userspace. The producer's fields and
+ * the consumer's `tail` sit on different cache lines. */
+struct tb_cpu_ctl {
+	__u64 head;          /* producer: next logical payload position */
+	__u64 seq;           /* producer: last record sequence number */
+	__u64 last_wake_ns;  /* producer: last forced reader wake-up */
+	__u32 busy;          /* producer: a handler is writing this CPU's region */
+	__u32 pad0;
+	__u8 pad1[32];
+	__u64 tail;          /* consumer: payload consumed up to here */
+	__u8 pad2[56];
+};
+TB_STATIC_ASSERT(sizeof(struct tb_cpu_ctl) == TB_CPU_CTL_SIZE, "tb_cpu_ctl size");
+
+struct tb_chunk {
+	__u8 data[TB_CHUNK_ELEM_SIZE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized at load time */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1); /* possible CPUs x tb_nchunks, set at load time */
+	__type(key, __u32);
+	__type(value, struct tb_chunk);
+} payload SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1); /* possible CPUs, set at load time */
+	__type(key, __u32);
+	__type(value, struct tb_cpu_ctl);
+} cpu_ctl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tb_config);
+} cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);   /* tgid */
+	__type(value, __u8);  /* 1 = given by the caller, 2 = added by follow */
+} pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);   /* fd whose write content is captured */
+	__type(value, __u8);
+} content_fds SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TB_STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct tb_scratch {
+	char buf[TB_SCRATCH_SIZE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tb_scratch);
+} scratch SEC(".maps");
+
+/* State of one event being recorded. */
+struct tb_ctx {
+	struct tb_record *rec;
+	struct tb_cpu_ctl *ctl;
+	struct tb_config *cfg;
+	__u32 cpu;
+};
+
+static __always_inline void tb_count(__u32 stat)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &stat);
+	if (v)
+		*v += 1; /* per-CPU: no atomics needed */
+}
+
+static __always_inline bool tb_comm_matches(struct tb_config *c, const char *comm)
+{
+	for (int i = 0; i < TB_MAX_COMM_FILTERS; i++) {
+		if (i >= c->ncomm)
+			break;
+		__u32 len = c->comm[i].len;
+		bool ok = true;
+		for (int j = 0; j < TB_COMM_LEN; j++) {
+			if (j >= len)
+				break;
+			if (comm[j] != c->comm[i].prefix[j]) {
+				ok = false;
+				break;
+			}
+		}
+		if (ok)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline __u64 tb_upid(struct task_struct *leader, __u32 tgid)
+{
+	/* Start time in ms since boot (42 bits: 139 years) above the pid (22 bits:
+	 * pid_max is at most 2^22), so it does not wrap within a boot. */
+	__u64 start_ms = BPF_CORE_READ(leader, start_boottime) / 1000000;
+	return (start_ms << 22) | (tgid & ((1u << 22) - 1));
+}
+
+/* Filters, then reserves the ring record and fills the common header. */
+static __always_inline bool tb_begin(struct tb_ctx *t, __u32 event_type)
+{
+	__u32 zero = 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32, tid = (__u32)pid_tgid;
+
+	t->cfg = bpf_map_lookup_elem(&cfg, &zero);
+	if (!t->cfg)
+		return false;
+	if (tgid == t->cfg->self_tgid)
+		return false;
+	if (t->cfg->pid_filter && !bpf_map_lookup_elem(&pids, &tgid))
+		return false;
+	char comm[TB_COMM_LEN];
+	bpf_get_current_comm(comm, sizeof(comm));
+	if (t->cfg->ncomm && !tb_comm_matches(t->cfg, comm))
+		return false;
+
+	t->cpu = bpf_get_smp_processor_id();
+	t->ctl = bpf_map_lookup_elem(&cpu_ctl, &t->cpu);
+	if (!t->ctl)
+		return false;
+	/* Handlers of tracepoint programs do not nest on a CPU; if one ever did,
+	 * it must not write into the region another handler is filling. */
+	if (__sync_lock_test_and_set(&t->ctl->busy, 1)) {
+		tb_count(TB_STAT_BUSY);
+		return false;
+	}
+	__u64 seq = ++t->ctl->seq;
+	struct tb_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		tb_count(TB_STAT_RING_FULL);
+		t->ctl->busy = 0;
+		return false;
+	}
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *parent = BPF_CORE_READ(task, real_parent);
+	r->event_type = event_type;
+	r->cpu = t->cpu;
+	r->seq = seq;
+	r->timestamp_ns = bpf_ktime_get_boot_ns();
+	r->pid = tgid;
+	r->tid = tid;
+	r->ppid = BPF_CORE_READ(parent, tgid);
+	r->flags = 0;
+	r->upid = tb_upid(BPF_CORE_READ(task, group_leader), tgid);
+	r->uppid = tb_upid(BPF_CORE_READ(parent, group_leader), r->ppid);
+	__builtin_memcpy(r->comm, comm, TB_COMM_LEN);
+	r->payload_pos = t->ctl->head;
+	r->payload_len = 0;
+	r->reserved = 0;
+	__builtin_memset(r->fixed, 0, TB_FIXED_SLOT_SIZE);
+	t->rec = r;
+	return true;
+}
+
+/* Publishes the record; wakes the reader only when enough is pending or it
+ * has slept long enough (a wake-up per event dominates on small machines). */
+static __always_inline void tb_end(struct tb_ctx *t)
+{
+	struct tb_record *r = t->rec;
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	__u64 now = r->timestamp_ns;
+
+	r->payload_len = (__u32)(t->ctl->head - r->payload_pos);
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(*r) >= tb_wake_bytes ||
+	    now - t->ctl->last_wake_ns >= tb_wake_ns) {
+		flags = BPF_RB_FORCE_WAKEUP;
+		t->ctl->last_wake_ns = now;
+	}
+	tb_count(TB_STAT_RECORDS);
+	bpf_ringbuf_submit(r, flags);
+	t->ctl->busy = 0;
+}
+
+/* Room in this CPU's region for `need` more bytes, given the consumer's tail. */
+static __always_inline bool tb_room(struct tb_ctx *t, __u64 need)
+{
+	__u64 tail = *(volatile __u64 *)&t->ctl->tail;
+	return t->ctl->head + need - tail <= (__u64)tb_nchunks * TB_CHUNK_SIZE;
+}
+
+/*
+ * Copies `size` bytes from `src` (user memory if `user`, else kernel) into
+ * the payload area as variable field `v`, at most `max` of them. Pieces never
+ * cross a chunk boundary, so each is a single bounded helper call.
+ */
+static __always_inline void tb_copy(struct tb_ctx *t, struct tb_var *v, const void *src,
+				    __u64 size, __u64 max, bool user)
+{
+	if (max > (1u << 20))
+		max = 1u << 20; /* the copy loop is bounded for 1 MiB */
+	__u64 want = size < max ? size : max;
+
+	v->size = size;
+	v->len = 0;
+	if (want < size) {
+		v->flags |= TB_VAR_TRUNCATED;
+		tb_count(TB_STAT_TRUNCATED);
+	}
+	if (!tb_room(t, want)) {
+		v->flags |= TB_VAR_NO_SPACE;
+		t->rec->flags |= TB_REC_PAYLOAD_LOST;
+		tb_count(TB_STAT_PAYLOAD_FULL);
+		return;
+	}
+	for (__u32 i = 0; i < TB_MAX_PIECES; i++) {
+		/* Progress is re-read from the record each time rather than kept in
+		 * a register: the verifier then sees the same (unknown) state at
+		 * every iteration and prunes, instead of walking each distinct
+		 * byte count separately. */
+		__u64 done = *(volatile __u32 *)&v->len;
+		if (done >= want)
+			break;
+		__u64 pos = t->ctl->head;
+		__u32 off = pos & (TB_CHUNK_SIZE - 1);
+		__u32 idx = t->cpu * tb_nchunks + (__u32)((pos / TB_CHUNK_SIZE) % tb_nchunks);
+		__u64 n = want - done;
+		if (n > TB_CHUNK_SIZE - off)
+			n = TB_CHUNK_SIZE - off;
+		if (n > TB_PIECE_MAX)
+			n = TB_PIECE_MAX;
+		struct tb_chunk *c = bpf_map_lookup_elem(&payload, &idx);
+		if (!c)
+			break;
+		/* Reserve, then write: a reader checking `head` after its copy
+		 * sees any writer that could have touched its bytes. */
+		t->ctl->head = pos + n;
+		long err = user ? bpf_probe_read_user(&c->data[off & (TB_CHUNK_SIZE - 1)], n, src + done)
+				: bpf_probe_read_kernel(&c->data[off & (TB_CHUNK_SIZE - 1)], n, src + done);
+		if (err) {
+			t->ctl->head = pos; /* nothing of this piece was delivered */
+			v->flags |= TB_VAR_FAULT;
+			t->rec->flags |= TB_REC_PAYLOAD_LOST;
+			tb_count(TB_STAT_FAULT);
+			break;
+		}
+		v->len = (__u32)(done + n);
+	}
+}
+
+/* Copies bytes from user memory into variable field `v`. */
+static __always_inline void tb_copy_user(struct tb_ctx *t, struct tb_var *v, const void *src,
+					 __u64 size, __u64 max)
+{
+	tb_copy(t, v, src, size, max, true);
+}
+
+/* Copies a NUL-terminated user string (at most `max` bytes, without the NUL)
+ * into variable field `v`: read whole into per-CPU scratch first, so its
+ * length is known before it goes to the payload area. */
+static __always_inline void tb_copy_user_str(struct tb_ctx *t, struct tb_var *v, const char *src, __u64 max)
+{
+	__u32 zero = 0;
+	struct tb_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return;
+	if (max > TB_SCRATCH_SIZE - 1)
+		max = TB_SCRATCH_SIZE - 1;
+	long n = bpf_probe_read_user_str(s->buf, max + 1, src);
+	if (n < 0) {
+		v->flags |= TB_VAR_FAULT;
+		t->rec->flags |= TB_REC_PAYLOAD_LOST;
+		tb_count(TB_STAT_FAULT);
+		return;
+	}
+	__u64 len = n > 0 ? n - 1 : 0; /* without the NUL */
+	/* A string that filled the buffer may have been cut: say so. */
+	__u64 size = len;
+	if (len == max) {
+		v->flags |= TB_VAR_TRUNCATED;
+		tb_count(TB_STAT_TRUNCATED);
+		size = 0; /* original length unknown */
+	}
+	tb_copy(t, v, s->buf, len & (TB_SCRATCH_SIZE - 1), max, false);
+	v->size = size;
+}
+
+/* Is write content captured for this fd? */
+static __always_inline bool tb_content_fd(struct tb_ctx *t, __s64 fd)
+{
+	if (fd < 0)
+		return false;
+	if (t->cfg->all_fds)
+		return true;
+	__u32 key = (__u32)fd;
+	return bpf_map_lookup_elem(&content_fds, &key) != NULL;
+}
+
+/* Follow mode: children of traced processes are traced too. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(tb_follow_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 zero = 0;
+	struct tb_config *c = bpf_map_lookup_elem(&cfg, &zero);
+	if (!c || !c->follow)
+		return 0;
+	__u32 ptgid = parent->tgid, ctgid = child->tgid;
+	if (ptgid == ctgid || !bpf_map_lookup_elem(&pids, &ptgid))
+		return 0;
+	__u8 mark = 2;
+	if (bpf_map_update_elem(&pids, &ctgid, &mark, BPF_NOEXIST) == 0)
+		tb_count(TB_STAT_FOLLOWED);
+	return 0;
+}
+
+/* Expands one handler per TB_TRACEPOINT_LIST entry; each calls the event's
+ * fill function, which writes its fixed fields and copies its variable ones. */
+#define TB_HANDLER(cat, tp, ctx_type, id, optional)                                  \
+	SEC("tp/" #cat "/" #tp)                                                      \
+	int handle__##cat##__##tp(struct ctx_type *ctx)                              \
+	{                                                                            \
+		struct tb_ctx t;                                                     \
+		if (!tb_begin(&t, id))                                               \
+			return 0;                                                    \
+		fill_##cat##__##tp(ctx, &t, (struct tb_payload_##cat##__##tp *)t.rec->fixed); \
+		tb_end(&t);                                                          \
+		return 0;                                                            \
+	}
+#define TB_DEFINE_HANDLERS() TB_TRACEPOINT_LIST(TB_HANDLER)
+
+#endif /* TB_BOOTSTRAP_BPF_H */

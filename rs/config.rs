@@ -1,0 +1,290 @@
+//! What to trace and how big the buffers are: a builder, validated into a
+//! ResolvedConfig before anything touches the kernel.
+
+use crate::error::{Error, Result};
+use crate::types::{EventType, CHUNK_SIZE, COMM_LEN};
+use std::time::Duration;
+
+/// Tracer configuration. `Config::default()` traces every typed event the
+/// kernel has, from every process but the tracer itself, capturing write
+/// content of fds 1 and 2.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Event names ("syscalls/sys_enter_write") or wildcards ("syscalls/*");
+    /// empty: every non-optional typed event.
+    pub events: Vec<String>,
+    /// Only these processes (tgids); empty: all processes.
+    pub pids: Vec<u32>,
+    /// Also trace children forked by traced processes (needs `pids`).
+    pub follow_children: bool,
+    /// Only tasks whose comm starts with one of these (at most 8, 1..15 bytes).
+    pub comm: Vec<String>,
+    /// File descriptors whose write content is captured.
+    pub content_fds: Vec<i32>,
+    /// Capture write content for every fd (ignores `content_fds`).
+    pub all_fds: bool,
+    /// Most content bytes captured per write (1 byte to 1 MiB).
+    pub content_max: u32,
+    /// Most argv bytes captured per exec (1 byte to 1 MiB).
+    pub argv_max: u32,
+    /// Ring-buffer size in bytes (rounded up to a power of two).
+    pub ring_bytes: usize,
+    /// Payload area per possible CPU, in bytes (rounded up to 256 KiB).
+    pub payload_bytes_per_cpu: usize,
+    /// Wake the reader once this many bytes of records are pending...
+    pub wake_bytes: u64,
+    /// ... or once a CPU has not woken it for this long.
+    pub wake_interval: Duration,
+    /// Trace the tracer's own process too (off: it would trace its own output).
+    pub trace_self: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            events: Vec::new(),
+            pids: Vec::new(),
+            follow_children: false,
+            comm: Vec::new(),
+            content_fds: vec![1, 2],
+            all_fds: false,
+            content_max: 1 << 20,
+            argv_max: 128 << 10,
+            ring_bytes: 8 << 20,
+            payload_bytes_per_cpu: 16 << 20,
+            wake_bytes: 256 << 10,
+            wake_interval: Duration::from_millis(1),
+            trace_self: false,
+        }
+    }
+}
+
+macro_rules! setter {
+    ($(#[$m:meta])* $name:ident: $t:ty) => {
+        $(#[$m])*
+        pub fn $name(mut self, v: $t) -> Self {
+            self.$name = v;
+            self
+        }
+    };
+}
+
+impl Config {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Event names or wildcards.
+    pub fn events<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.events = names.into_iter().map(Into::into).collect();
+        self
+    }
+    setter!(pids: Vec<u32>);
+    setter!(follow_children: bool);
+    setter!(comm: Vec<String>);
+    setter!(content_fds: Vec<i32>);
+    setter!(all_fds: bool);
+    setter!(content_max: u32);
+    setter!(argv_max: u32);
+    setter!(ring_bytes: usize);
+    setter!(payload_bytes_per_cpu: usize);
+    setter!(wake_bytes: u64);
+    setter!(wake_interval: Duration);
+    setter!(trace_self: bool);
+
+    /// Validates everything and expands event names.
+    pub fn resolve(&self) -> Result<ResolvedConfig> {
+        let events = resolve_events(&self.events)?;
+        let cap = |what: &str, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                Err(Error::Config(format!("{what} must be from {lo} to {hi}, got {v}")))
+            } else {
+                Ok(())
+            }
+        };
+        cap("content_max", self.content_max as u64, 1, 1 << 20)?;
+        cap("argv_max", self.argv_max as u64, 1, 1 << 20)?;
+        cap("ring_bytes", self.ring_bytes as u64, 4096, 1 << 30)?;
+        cap("payload_bytes_per_cpu", self.payload_bytes_per_cpu as u64, 1, 1 << 30)?;
+        cap("wake_bytes", self.wake_bytes, 1, 1 << 30)?;
+        if self.follow_children && self.pids.is_empty() {
+            return Err(Error::Config("follow_children needs at least one pid to follow".into()));
+        }
+        if self.content_fds.len() > 256 {
+            return Err(Error::Config(format!("at most 256 content_fds, got {}", self.content_fds.len())));
+        }
+        if let Some(fd) = self.content_fds.iter().find(|&&fd| fd < 0) {
+            return Err(Error::Config(format!("content_fds must be non-negative, got {fd}")));
+        }
+        if self.pids.len() > 65536 {
+            return Err(Error::Config(format!("at most 65536 pids, got {}", self.pids.len())));
+        }
+        if let Some(p) = self.pids.iter().find(|&&p| p == 0) {
+            return Err(Error::Config(format!("pid {p} is not a process id")));
+        }
+        let r = ResolvedConfig {
+            events,
+            pids: self.pids.clone(),
+            follow_children: self.follow_children,
+            comm: self.comm.clone(),
+            content_fds: self.content_fds.clone(),
+            all_fds: self.all_fds,
+            content_max: self.content_max,
+            argv_max: self.argv_max,
+            ring_bytes: self.ring_bytes.next_power_of_two(),
+            payload_chunks_per_cpu: self.payload_bytes_per_cpu.div_ceil(CHUNK_SIZE),
+            wake_bytes: self.wake_bytes,
+            wake_ns: self.wake_interval.as_nanos().min(u64::MAX as u128) as u64,
+            trace_self: self.trace_self,
+        };
+        r.validate_comm()?;
+        Ok(r)
+    }
+}
+
+/// A validated configuration, with event names resolved.
+#[derive(Clone, Debug)]
+pub struct ResolvedConfig {
+    pub events: Vec<EventType>,
+    pub pids: Vec<u32>,
+    pub follow_children: bool,
+    pub comm: Vec<String>,
+    pub content_fds: Vec<i32>,
+    pub all_fds: bool,
+    pub content_max: u32,
+    pub argv_max: u32,
+    pub ring_bytes: usize,
+    pub payload_chunks_per_cpu: usize,
+    pub wake_bytes: u64,
+    pub wake_ns: u64,
+    pub trace_self: bool,
+}
+
+impl ResolvedConfig {
+    pub(crate) fn validate_comm(&self) -> Result<()> {
+        if self.comm.len() > 8 {
+            return Err(Error::Config(format!("at most 8 comm prefixes, got {}", self.comm.len())));
+        }
+        for c in &self.comm {
+            if c.is_empty() || c.len() >= COMM_LEN {
+                return Err(Error::Config(format!(
+                    "comm prefix {c:?} must be 1 to {} bytes (the kernel keeps {} bytes of comm)",
+                    COMM_LEN - 1,
+                    COMM_LEN - 1
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == n[ni] || p[pi] == b'?') {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            pi += 1;
+            mark = ni;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+fn resolve_events(names: &[String]) -> Result<Vec<EventType>> {
+    if names.is_empty() {
+        return Ok(EventType::ALL.iter().copied().filter(|e| !e.optional()).collect());
+    }
+    let mut out: Vec<EventType> = Vec::new();
+    for name in names {
+        let name = name.trim();
+        let matched: Vec<EventType> = if name.contains(['*', '?']) {
+            EventType::ALL.iter().copied().filter(|e| glob_match(name, e.name())).collect()
+        } else {
+            EventType::from_name(name).into_iter().collect()
+        };
+        if matched.is_empty() {
+            return Err(Error::UnknownEvent { name: name.to_string(), suggestions: suggestions(name) });
+        }
+        for e in matched {
+            if !out.contains(&e) {
+                out.push(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Known event names close to `name`, best first.
+pub fn suggestions(name: &str) -> Vec<String> {
+    let mut scored: Vec<(usize, &str)> = EventType::ALL
+        .iter()
+        .map(|e| e.name())
+        .map(|n| {
+            let tp = n.split('/').nth(1).unwrap_or(n);
+            let d = edit_distance(name, n).min(edit_distance(name, tp));
+            let d = if n.contains(name) || name.contains(tp) { d.min(1) } else { d };
+            (d, n)
+        })
+        .filter(|(d, n)| *d <= 3.max(n.len() / 3))
+        .collect();
+    scored.sort();
+    scored.into_iter().take(5).map(|(_, n)| n.to_string()).collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let sub = prev[j - 1] + usize::from(a[i - 1] != b[j - 1]);
+            cur[j] = sub.min(prev[j] + 1).min(cur[j - 1] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("syscalls/*", "syscalls/sys_enter_write"));
+        assert!(glob_match("*write", "syscalls/sys_enter_write"));
+        assert!(!glob_match("sched/*", "syscalls/sys_enter_write"));
+        assert!(glob_match("*", "a"));
+    }
+
+    #[test]
+    fn unknown_event_lists_close_matches() {
+        let err = Config::new().events(["syscalls/sys_enter_writ"]).resolve().unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("did you mean \"syscalls/sys_enter_write\""), "{msg}");
+        let err = Config::new().events(["nosuch/thing_at_all_xyz"]).resolve().unwrap_err();
+        assert!(err.to_string().contains("list_events()"), "{err}");
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        assert!(Config::new().content_max(0).resolve().is_err());
+        assert!(Config::new().content_max((1 << 20) + 1).resolve().is_err());
+        assert!(Config::new().comm(vec!["a-very-long-comm-name".into()]).resolve().is_err());
+        assert!(Config::new().follow_children(true).resolve().is_err());
+        assert!(Config::new().content_fds(vec![-1]).resolve().is_err());
+        let r = Config::new().payload_bytes_per_cpu(1).ring_bytes(5000).resolve().unwrap();
+        assert_eq!(r.payload_chunks_per_cpu, 1);
+        assert_eq!(r.ring_bytes, 8192);
+    }
+}

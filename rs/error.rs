@@ -1,0 +1,69 @@
+//! What can go wrong when starting or running a tracer, each with what to do.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "insufficient privileges to trace: {what}. Run as root, or grant the capabilities \
+         CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (e.g. `sudo setcap cap_bpf,cap_perfmon,cap_sys_admin+ep <binary>`); \
+         CAP_SYS_ADMIN alone also works on kernels before 5.8"
+    )]
+    Permission { what: String },
+
+    #[error(
+        "kernel BTF not found at {path}: tracer-ebpf needs a kernel built with CONFIG_DEBUG_INFO_BTF=y \
+         (most distribution kernels since 2020 have it)"
+    )]
+    BtfMissing { path: PathBuf },
+
+    #[error(
+        "tracefs is not mounted and could not be mounted ({reason}). Mount it as root: \
+         `mount -t tracefs nodev /sys/kernel/tracing`"
+    )]
+    TracefsMissing { reason: String },
+
+    #[error("unknown event {name:?}{}", suggest(.suggestions))]
+    UnknownEvent { name: String, suggestions: Vec<String> },
+
+    #[error(
+        "tracepoint {name} does not exist on this kernel ({release}); {hint}"
+    )]
+    TracepointMissing { name: String, release: String, hint: String },
+
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    #[error("the kernel rejected the BPF program {program}: {message}\n{log}")]
+    Verifier { program: String, message: String, log: String },
+
+    #[error("{context}: {source}")]
+    Bpf {
+        context: String,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn suggest(s: &[String]) -> String {
+    if s.is_empty() {
+        "; see list_events() or `tracer-example --list`".to_string()
+    } else {
+        format!("; did you mean {}?", s.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>().join(", "))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io { context: context.into(), source }
+    }
+}

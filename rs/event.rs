@@ -1,0 +1,69 @@
+//! A decoded event: the common header plus its typed payload.
+
+use crate::types::{EventType, Payload, COMM_LEN};
+
+/// The task's comm as the kernel had it (up to 15 bytes, no NUL).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Comm {
+    bytes: [u8; COMM_LEN],
+    len: u8,
+}
+
+impl Comm {
+    /// From the kernel's NUL-padded array.
+    pub fn from_padded(raw: &[u8; COMM_LEN]) -> Comm {
+        let len = raw.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        Comm { bytes: *raw, len: len as u8 }
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+    /// Lossy text (invalid UTF-8 becomes U+FFFD).
+    pub fn to_string_lossy(&self) -> String {
+        String::from_utf8_lossy(self.as_bytes()).into_owned()
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.to_string_lossy())
+    }
+}
+
+/// One captured event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Unique within this tracer: its start time in epoch ns plus a counter.
+    pub event_id: u64,
+    pub event_type: EventType,
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    pub cpu: u32,
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Parent process id (real parent).
+    pub ppid: u32,
+    /// Unique process id: process start (ms since boot) << 22 | pid.
+    pub upid: u64,
+    pub uppid: u64,
+    pub comm: Comm,
+    /// Record flags (TB_REC_*): 1 = some variable bytes were not delivered.
+    pub flags: u32,
+    pub payload: Payload,
+}
+
+impl Event {
+    /// True if any variable field of this event lost bytes.
+    pub fn payload_lost(&self) -> bool {
+        self.flags & 1 != 0
+    }
+    /// The event as one JSON line (no trailing newline), the format every
+    /// front end prints.
+    pub fn to_json(&self) -> String {
+        let mut s = String::with_capacity(256);
+        crate::json::write_event(&mut s, self);
+        s
+    }
+}

@@ -1,0 +1,45 @@
+//! tracer-ebpf: an eBPF tracer with 2-layer buffering.
+//!
+//! Small fixed records travel through a BPF ring buffer; variable payloads
+//! (write contents, paths, argv) go to a per-CPU payload area that this
+//! library reads through mmap. Nothing is lost without a counter: see
+//! [`Stats`] and the per-field flags of [`types::Var`].
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! let mut t = tracer_ebpf::Tracer::new(tracer_ebpf::Config::new().events(["syscalls/sys_enter_write"]))?;
+//! for ev in t.poll(1000, Duration::from_millis(100))? {
+//!     println!("{}", ev.to_json());
+//! }
+//! # Ok::<(), tracer_ebpf::Error>(())
+//! ```
+
+/// The libbpf-cargo skeleton of c/bootstrap.bpf.c (types of its maps).
+#[allow(clippy::all, unsafe_op_in_unsafe_fn)]
+pub mod bpf {
+    include!(concat!(env!("OUT_DIR"), "/bootstrap.skel.rs"));
+}
+
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod event;
+pub mod json;
+mod loader;
+pub mod payload_area;
+pub mod stats;
+pub mod tracefs;
+pub mod tracer;
+pub mod types;
+pub mod value;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use config::{Config, ResolvedConfig};
+pub use error::{Error, Result};
+pub use event::{Comm, Event};
+pub use loader::bpf_object;
+pub use stats::Stats;
+pub use tracer::Tracer;
+pub use types::{EventType, Payload};

@@ -1,0 +1,243 @@
+//! Opening, sizing, loading and attaching the BPF object, and writing the
+//! filter maps. Every failure becomes an `Error` that says what to do.
+
+use crate::bpf::types::{rodata, tb_config};
+use crate::config::ResolvedConfig;
+use crate::error::{Error, Result};
+use crate::types::{EventType, COMM_LEN};
+use libbpf_rs::{Link, Map, MapCore, MapFlags, Object, ObjectBuilder, PrintLevel};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// The compiled BPF object (build.rs), embedded in the library.
+pub fn bpf_object() -> &'static [u8] {
+    include_bytes!(concat!(env!("OUT_DIR"), "/bootstrap.bpf.o"))
+}
+
+const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Effective capabilities of this process, from /proc/self/status.
+fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
+}
+
+/// BTF and privileges, checked before anything is loaded so the error says
+/// exactly what is missing.
+pub fn check_environment() -> Result<()> {
+    if !Path::new(BTF_PATH).exists() {
+        return Err(Error::BtfMissing { path: BTF_PATH.into() });
+    }
+    if let Some(caps) = effective_caps() {
+        let has = |c: u32| caps & (1u64 << c) != 0;
+        if !has(CAP_SYS_ADMIN) && !(has(CAP_BPF) && has(CAP_PERFMON)) {
+            let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN")]
+                .iter()
+                .filter(|(c, _)| !has(*c))
+                .map(|(_, n)| *n)
+                .collect();
+            return Err(Error::Permission { what: format!("this process lacks {}", missing.join(", ")) });
+        }
+    }
+    Ok(())
+}
+
+/// Fails clearly if the kernel lacks a selected tracepoint.
+pub fn check_tracepoints(tracing: &Path, events: &[EventType]) -> Result<()> {
+    for e in events {
+        if !crate::tracefs::has_tracepoint(tracing, e.category(), e.tracepoint()) {
+            let hint = if e.optional() {
+                "this event is optional: leave it out of `events` on this kernel".to_string()
+            } else {
+                "check the kernel configuration, or leave this event out".to_string()
+            };
+            return Err(Error::TracepointMissing { name: e.name().to_string(), release: kernel_release(), hint });
+        }
+    }
+    Ok(())
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown kernel".into())
+}
+
+/// libbpf's messages of the current load, for the verifier log in errors.
+static LIBBPF_LOG: Mutex<String> = Mutex::new(String::new());
+
+fn capture_libbpf(_level: PrintLevel, msg: String) {
+    if std::env::var_os("TRACER_EBPF_DEBUG").is_some() {
+        eprint!("libbpf: {msg}");
+    }
+    if let Ok(mut log) = LIBBPF_LOG.lock() {
+        if log.len() < (1 << 20) {
+            log.push_str(&msg);
+        }
+    }
+}
+
+/// Opens the embedded object, sizes its maps for `ncpus` and `cfg`, enables
+/// only the programs needed, and loads it.
+pub fn open_and_load(cfg: &ResolvedConfig, ncpus: usize) -> Result<Object> {
+    libbpf_rs::set_print(Some((PrintLevel::Debug, capture_libbpf)));
+    if let Ok(mut log) = LIBBPF_LOG.lock() {
+        log.clear();
+    }
+    let bpf_err = |context: &str| {
+        let context = context.to_string();
+        move |source| Error::Bpf { context, source }
+    };
+    let mut open = ObjectBuilder::default().open_memory(bpf_object()).map_err(bpf_err("opening the BPF object"))?;
+
+    let payload_entries = u32::try_from(ncpus * cfg.payload_chunks_per_cpu)
+        .map_err(|_| Error::Config("payload area too large".into()))?;
+    for mut m in open.maps_mut() {
+        let name = m.name().to_string_lossy().into_owned();
+        let r = match name.as_str() {
+            "events" => m.set_max_entries(cfg.ring_bytes as u32),
+            "payload" => m.set_max_entries(payload_entries),
+            "cpu_ctl" => m.set_max_entries(ncpus as u32),
+            n if n.ends_with(".rodata") => {
+                let data = m.initial_value_mut().ok_or_else(|| Error::Config("BPF object has no rodata".into()))?;
+                write_rodata(data, cfg)?;
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        r.map_err(bpf_err(&format!("sizing map {name}")))?;
+    }
+    for mut p in open.progs_mut() {
+        let name = p.name().to_string_lossy().into_owned();
+        let wanted = (name == "tb_follow_fork" && cfg.follow_children) || cfg.events.iter().any(|e| e.program_name() == name);
+        p.set_autoload(wanted);
+    }
+    open.load().map_err(|e| load_error(e))
+}
+
+fn load_error(e: libbpf_rs::Error) -> Error {
+    let log = LIBBPF_LOG.lock().map(|l| l.clone()).unwrap_or_default();
+    let errno = raw_errno(&e);
+    // The verifier reports a rejected program with EACCES or EINVAL and a log.
+    if log.contains("processed ") || log.contains("verifier log") || log.contains("-- BEGIN PROG LOAD LOG --") {
+        let program = log
+            .lines()
+            .filter(|l| l.contains("BEGIN PROG LOAD LOG") || l.contains("failed to load"))
+            .find_map(|l| l.split("prog '").nth(1).and_then(|s| s.split('\'').next()))
+            .unwrap_or("?")
+            .to_string();
+        // The full log can be megabytes: keep its end, where the reason is.
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        return Error::Verifier { program, message: e.to_string(), log: tail };
+    }
+    if matches!(errno, Some(libc::EPERM) | Some(libc::EACCES)) || e.kind() == libbpf_rs::ErrorKind::PermissionDenied {
+        return Error::Permission { what: format!("loading the BPF program failed: {e}") };
+    }
+    Error::Bpf { context: "loading the BPF program".into(), source: e }
+}
+
+fn raw_errno(e: &libbpf_rs::Error) -> Option<i32> {
+    // libbpf-rs keeps the OS error in its source chain.
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error();
+        }
+        src = s.source();
+    }
+    None
+}
+
+fn write_rodata(data: &mut [u8], cfg: &ResolvedConfig) -> Result<()> {
+    let put = |data: &mut [u8], off: usize, bytes: &[u8]| -> Result<()> {
+        data.get_mut(off..off + bytes.len())
+            .ok_or_else(|| Error::Config("rodata layout does not match the BPF object".into()))?
+            .copy_from_slice(bytes);
+        Ok(())
+    };
+    put(data, std::mem::offset_of!(rodata, tb_nchunks), &(cfg.payload_chunks_per_cpu as u32).to_ne_bytes())?;
+    put(data, std::mem::offset_of!(rodata, tb_wake_bytes), &cfg.wake_bytes.to_ne_bytes())?;
+    put(data, std::mem::offset_of!(rodata, tb_wake_ns), &cfg.wake_ns.to_ne_bytes())?;
+    Ok(())
+}
+
+/// A map of the loaded object by name.
+pub fn map<'o>(object: &'o Object, name: &str) -> Result<Map<'o>> {
+    object
+        .maps()
+        .find(|m| m.name() == name)
+        .ok_or_else(|| Error::Config(format!("BPF object has no map {name}")))
+}
+
+/// Writes the filter and capture settings into the `cfg`, `pids` and
+/// `content_fds` maps. Safe to call while attached.
+pub fn write_filters(object: &Object, cfg: &ResolvedConfig) -> Result<()> {
+    let upd = |e| Error::Bpf { context: "updating filter maps".into(), source: e };
+    // pids and fds first, then the switch that makes the kernel use them.
+    let pids = map(object, "pids")?;
+    let existing: Vec<Vec<u8>> = pids.keys().collect();
+    for k in existing {
+        let pid = u32::from_ne_bytes(k.as_slice().try_into().unwrap_or([0; 4]));
+        if !cfg.pids.contains(&pid) {
+            let _ = pids.delete(&k);
+        }
+    }
+    for pid in &cfg.pids {
+        pids.update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY).map_err(upd)?;
+    }
+    let fds = map(object, "content_fds")?;
+    let existing: Vec<Vec<u8>> = fds.keys().collect();
+    for k in existing {
+        let _ = fds.delete(&k);
+    }
+    for fd in &cfg.content_fds {
+        fds.update(&(*fd as u32).to_ne_bytes(), &[1u8], MapFlags::ANY).map_err(upd)?;
+    }
+
+    // SAFETY: tb_config is plain integers and arrays of them; all-zero is valid.
+    let mut c: tb_config = unsafe { std::mem::zeroed() };
+    c.self_tgid = if cfg.trace_self { 0 } else { std::process::id() };
+    c.pid_filter = u32::from(!cfg.pids.is_empty());
+    c.follow = u32::from(cfg.follow_children);
+    c.ncomm = cfg.comm.len() as u32;
+    c.content_max = cfg.content_max;
+    c.argv_max = cfg.argv_max;
+    c.all_fds = u32::from(cfg.all_fds);
+    for (slot, prefix) in c.comm.iter_mut().zip(&cfg.comm) {
+        let b = prefix.as_bytes();
+        let n = b.len().min(COMM_LEN - 1);
+        for (d, s) in slot.prefix.iter_mut().zip(&b[..n]) {
+            *d = *s as i8;
+        }
+        slot.len = n as u32;
+    }
+    // SAFETY: viewing a repr(C) struct without padding as its bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((&c as *const tb_config).cast::<u8>(), std::mem::size_of::<tb_config>())
+    };
+    map(object, "cfg")?.update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY).map_err(upd)
+}
+
+/// Attaches the programs of the selected events (and follow mode's).
+pub fn attach(object: &Object, cfg: &ResolvedConfig) -> Result<Vec<Link>> {
+    let mut links = Vec::new();
+    let mut names: Vec<&str> = cfg.events.iter().map(|e| e.program_name()).collect();
+    if cfg.follow_children {
+        names.push("tb_follow_fork");
+    }
+    for name in names {
+        let prog = object
+            .progs_mut()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| Error::Config(format!("BPF object has no program {name}")))?;
+        let link = prog.attach().map_err(|e| match raw_errno(&e) {
+            Some(libc::EPERM) | Some(libc::EACCES) => Error::Permission { what: format!("attaching {name} failed: {e}") },
+            _ => Error::Bpf { context: format!("attaching {name}"), source: e },
+        })?;
+        links.push(link);
+    }
+    Ok(links)
+}

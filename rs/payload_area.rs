@@ -1,0 +1,127 @@
+//! The mmapped payload area and per-CPU control blocks: userspace reads
+//! payload bytes with no system call and publishes how far it has read.
+
+use crate::decode::DecodeError;
+use crate::error::{Error, Result};
+use crate::types::{CHUNK_ELEM_SIZE, CHUNK_SIZE, CPU_CTL_SIZE};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+/// Offsets in struct tb_cpu_ctl (bootstrap.bpf.h).
+const CTL_HEAD: usize = 0;
+const CTL_TAIL: usize = 64;
+
+/// A shared mapping of a BPF_F_MMAPABLE array map.
+struct Mmap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mmap {
+    fn map(fd: BorrowedFd<'_>, entries: usize, value_size: usize, writable: bool, what: &str) -> Result<Mmap> {
+        let page = page_size();
+        let len = (entries * value_size.div_ceil(8) * 8).div_ceil(page) * page;
+        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        // SAFETY: mapping a map fd we own; the kernel checks length and flags.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(Error::io(format!("mmap of the {what} map ({len} bytes)"), std::io::Error::last_os_error()));
+        }
+        Ok(Mmap { ptr: ptr.cast(), len })
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len come from a successful mmap and are unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
+pub struct PayloadArea {
+    data: Mmap,
+    ctl: Mmap,
+    ncpus: usize,
+    nchunks: usize,
+}
+
+// SAFETY: the mappings are plain shared memory; all cross-thread access goes
+// through atomics (control words) or copies of bytes the producer no longer
+// writes (flow control).
+unsafe impl Send for PayloadArea {}
+
+impl PayloadArea {
+    pub fn new(payload_fd: BorrowedFd<'_>, ctl_fd: BorrowedFd<'_>, ncpus: usize, nchunks: usize) -> Result<Self> {
+        Ok(PayloadArea {
+            data: Mmap::map(payload_fd, ncpus * nchunks, CHUNK_ELEM_SIZE, false, "payload")?,
+            ctl: Mmap::map(ctl_fd, ncpus, CPU_CTL_SIZE, true, "cpu_ctl")?,
+            ncpus,
+            nchunks,
+        })
+    }
+
+    /// Bytes of one CPU's payload region.
+    pub fn region_size(&self) -> u64 {
+        (self.nchunks * CHUNK_SIZE) as u64
+    }
+
+    fn ctl_word(&self, cpu: usize, off: usize) -> &AtomicU64 {
+        let at = cpu * CPU_CTL_SIZE + off;
+        assert!(cpu < self.ncpus && at + 8 <= self.ctl.len);
+        // SAFETY: in bounds (checked), 8-aligned (CPU_CTL_SIZE and offsets are
+        // multiples of 8 and mmap is page aligned), and only accessed atomically.
+        unsafe { &*(self.ctl.ptr.add(at) as *const AtomicU64) }
+    }
+
+    /// The producer's position on `cpu`.
+    pub fn head(&self, cpu: usize) -> u64 {
+        self.ctl_word(cpu, CTL_HEAD).load(Ordering::Acquire)
+    }
+
+    /// Appends `len` payload bytes at logical position `pos` of `cpu`'s region
+    /// to `out`. Returns false if the producer may have overwritten them while
+    /// they were copied (never expected: the producer respects `tail`).
+    pub fn read(&self, cpu: u32, pos: u64, len: u32, out: &mut Vec<u8>) -> Result<bool, DecodeError> {
+        let cpu_us = cpu as usize;
+        let region = self.region_size();
+        if cpu_us >= self.ncpus || len as u64 > region {
+            return Err(DecodeError::PayloadOutOfRange { cpu, pos, len });
+        }
+        let mut done = 0u64;
+        while done < len as u64 {
+            let p = pos + done;
+            let chunk = cpu_us * self.nchunks + ((p / CHUNK_SIZE as u64) % self.nchunks as u64) as usize;
+            let off = (p % CHUNK_SIZE as u64) as usize;
+            let n = ((CHUNK_SIZE - off) as u64).min(len as u64 - done) as usize;
+            let at = chunk * CHUNK_ELEM_SIZE + off;
+            if at + n > self.data.len {
+                return Err(DecodeError::PayloadOutOfRange { cpu, pos, len });
+            }
+            // SAFETY: in bounds (checked above); the producer does not write
+            // these bytes until we release them (checked again below).
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts(self.data.ptr.add(at), n) });
+            done += n as u64;
+        }
+        fence(Ordering::SeqCst);
+        // Intact unless the producer has reserved past pos + region, which is
+        // where it would start reusing these bytes.
+        Ok(self.head(cpu_us) <= pos + region)
+    }
+
+    /// Tells the producer on `cpu` that everything before `upto` was read.
+    pub fn release(&self, cpu: u32, upto: u64) {
+        if (cpu as usize) < self.ncpus {
+            self.ctl_word(cpu as usize, CTL_TAIL).store(upto, Ordering::Release);
+        }
+    }
+}

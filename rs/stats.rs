@@ -1,0 +1,51 @@
+//! Counters: every loss is counted somewhere.
+
+/// Userspace-side counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserCounters {
+    /// Events decoded and handed to the caller's queue.
+    pub delivered: u64,
+    /// Records that could not be decoded (malformed; never expected).
+    pub decode_errors: u64,
+    /// Records whose payload bytes were overwritten while read (never
+    /// expected: the producer respects the consumer's position).
+    pub overwritten: u64,
+    /// Records missing from the per-CPU sequence (each lost record is also
+    /// counted by the kernel, e.g. as ring_full).
+    pub seq_gaps: u64,
+}
+
+/// A snapshot of every counter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// Kernel counters, summed over CPUs, in KERNEL_STATS order.
+    pub kernel: Vec<(&'static str, u64)>,
+    pub user: UserCounters,
+    /// Events decoded but not yet returned by poll().
+    pub queued: u64,
+}
+
+impl Stats {
+    /// All counters as (name, value), kernel ones first.
+    pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+        let mut v = self.kernel.clone();
+        v.extend([
+            ("delivered", self.user.delivered),
+            ("decode_errors", self.user.decode_errors),
+            ("overwritten", self.user.overwritten),
+            ("seq_gaps", self.user.seq_gaps),
+            ("queued", self.queued),
+        ]);
+        v
+    }
+
+    /// One counter by name.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.pairs().into_iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// Events that were produced but will never be delivered.
+    pub fn events_lost(&self) -> u64 {
+        ["ring_full", "busy"].iter().filter_map(|n| self.get(n)).sum::<u64>() + self.user.decode_errors + self.user.overwritten
+    }
+}

@@ -1,0 +1,121 @@
+//! Field descriptions and values shared by the generated payload types.
+
+/// The events.toml type of a payload field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldKind {
+    U8,
+    U16,
+    U32,
+    U64,
+    I8,
+    I16,
+    I32,
+    I64,
+    /// `char[]`
+    Str,
+    /// `char[][]`, NUL-separated
+    StrList,
+    /// `u8[]`
+    Bytes,
+}
+
+impl FieldKind {
+    /// The events.toml spelling.
+    pub fn toml_name(self) -> &'static str {
+        use FieldKind::*;
+        match self {
+            U8 => "u8",
+            U16 => "u16",
+            U32 => "u32",
+            U64 => "u64",
+            I8 => "i8",
+            I16 => "i16",
+            I32 => "i32",
+            I64 => "i64",
+            Str => "char[]",
+            StrList => "char[][]",
+            Bytes => "u8[]",
+        }
+    }
+}
+
+/// Symbolic decoding of an integer field (events.toml `decode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decode {
+    Errno,
+    OpenFlags,
+    Signal,
+}
+
+/// Static description of one payload field.
+#[derive(Clone, Copy, Debug)]
+pub struct FieldInfo {
+    pub name: &'static str,
+    pub kind: FieldKind,
+    /// Offset in the record's fixed part.
+    pub offset: usize,
+    /// Byte limit of a variable field (0 for integers).
+    pub max: u64,
+    pub decode: Option<Decode>,
+}
+
+/// Flags of a variable field (mirror TB_VAR_* in bootstrap.gen.h).
+pub mod var_flags {
+    /// Cut at the configured or declared maximum.
+    pub const TRUNCATED: u32 = 0x1;
+    /// Reading user memory failed; only the bytes before the fault are present.
+    pub const FAULT: u32 = 0x2;
+    /// The payload area was full; no bytes were delivered.
+    pub const NO_SPACE: u32 = 0x4;
+    /// Not selected for capture (e.g. the fd is not in `content_fds`).
+    pub const NOT_CAPTURED: u32 = 0x8;
+    /// Set by userspace: the bytes were overwritten while being read (never
+    /// expected under the flow control; counted as `overwritten`).
+    pub const OVERWRITTEN: u32 = 0x100;
+}
+
+/// A variable-length field: its bytes and what happened to them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Var {
+    pub data: Vec<u8>,
+    /// `var_flags::*`
+    pub flags: u32,
+    /// Original size in bytes when known (e.g. write's count), else 0.
+    pub size: u64,
+}
+
+impl Var {
+    /// True if the bytes were captured (possibly truncated).
+    pub fn captured(&self) -> bool {
+        self.flags & (var_flags::NOT_CAPTURED | var_flags::NO_SPACE | var_flags::OVERWRITTEN) == 0
+    }
+    pub fn truncated(&self) -> bool {
+        self.flags & var_flags::TRUNCATED != 0
+    }
+    /// Why bytes are missing, if they are: "payload_full", "fault", "overwritten".
+    pub fn lost(&self) -> Option<&'static str> {
+        if self.flags & var_flags::NO_SPACE != 0 {
+            Some("payload_full")
+        } else if self.flags & var_flags::OVERWRITTEN != 0 {
+            Some("overwritten")
+        } else if self.flags & var_flags::FAULT != 0 {
+            Some("fault")
+        } else {
+            None
+        }
+    }
+    /// The strings of a `char[][]` field (argv): NUL-separated, empty ones kept.
+    pub fn strings(&self) -> impl Iterator<Item = &[u8]> {
+        let data = self.data.strip_suffix(&[0]).unwrap_or(&self.data);
+        let empty = data.is_empty();
+        data.split(|&b| b == 0).filter(move |_| !empty)
+    }
+}
+
+/// One field's value, borrowed from a decoded payload.
+#[derive(Clone, Copy, Debug)]
+pub enum FieldValue<'a> {
+    Unsigned(u64),
+    Signed(i64),
+    Var(&'a Var),
+}

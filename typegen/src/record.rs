@@ -1,0 +1,86 @@
+//! The common ring-buffer record header: one definition, emitted as the C
+//! struct and the Rust offsets so the two sides cannot drift apart.
+
+use crate::model::FIXED_SLOT_SIZE;
+
+pub struct HeaderField {
+    pub name: &'static str,
+    /// "u32", "u64" or "char[N]".
+    pub ty: &'static str,
+    pub size: usize,
+    pub doc: &'static str,
+}
+
+const fn f(name: &'static str, ty: &'static str, size: usize, doc: &'static str) -> HeaderField {
+    HeaderField { name, ty, size, doc }
+}
+
+pub const COMM_LEN: usize = 16;
+
+/// In order; every field is naturally aligned, so offsets are running sums.
+pub const HEADER: &[HeaderField] = &[
+    f("event_type", "u32", 4, "event id from events.toml"),
+    f("cpu", "u32", 4, "CPU the event was recorded on; selects the payload region"),
+    f("seq", "u64", 8, "per-CPU record sequence number, starts at 1; gaps are lost records"),
+    f("timestamp_ns", "u64", 8, "CLOCK_BOOTTIME nanoseconds (userspace converts to the epoch)"),
+    f("pid", "u32", 4, "process id (tgid)"),
+    f("tid", "u32", 4, "thread id"),
+    f("ppid", "u32", 4, "parent process id, from real_parent"),
+    f("flags", "u32", 4, "TB_REC_* flags"),
+    f("upid", "u64", 8, "unique process id: start time in ms since boot << 22 | pid"),
+    f("uppid", "u64", 8, "unique parent process id, same scheme"),
+    f("comm", "char[16]", COMM_LEN, "task comm, NUL padded"),
+    f("payload_pos", "u64", 8, "logical start of the variable bytes in this CPU's payload region"),
+    f("payload_len", "u32", 4, "number of variable bytes in the payload region"),
+    f("reserved", "u32", 4, "zero"),
+];
+
+pub fn offset_of(name: &str) -> usize {
+    let mut off = 0;
+    for h in HEADER {
+        if h.name == name {
+            return off;
+        }
+        off += h.size;
+    }
+    panic!("no header field {name}")
+}
+
+pub fn header_size() -> usize {
+    HEADER.iter().map(|h| h.size).sum()
+}
+
+pub fn record_size() -> usize {
+    header_size() + FIXED_SLOT_SIZE
+}
+
+/// Payload area geometry: each CPU owns `nchunks` consecutive array-map
+/// elements of CHUNK_SIZE data bytes. Elements carry PIECE_MAX extra bytes
+/// that are never written: they only let the verifier prove that a copy of at
+/// most PIECE_MAX bytes at an offset below CHUNK_SIZE stays in bounds.
+pub const CHUNK_SIZE: usize = 256 << 10;
+pub const PIECE_MAX: usize = 16 << 10;
+pub const CHUNK_ELEM_SIZE: usize = CHUNK_SIZE + PIECE_MAX;
+/// Bytes of one CPU's control block (struct tb_cpu_ctl), a multiple of the
+/// cache line so producer and consumer fields do not share lines.
+pub const CPU_CTL_SIZE: usize = 128;
+
+pub struct Stat {
+    pub name: &'static str,
+    pub doc: &'static str,
+}
+
+const fn st(name: &'static str, doc: &'static str) -> Stat {
+    Stat { name, doc }
+}
+
+/// Kernel-side counters (a per-CPU array, summed by userspace).
+pub const KERNEL_STATS: &[Stat] = &[
+    st("records", "records submitted to the ring buffer"),
+    st("ring_full", "events dropped because the ring buffer was full"),
+    st("payload_full", "variable fields not delivered because the payload area was full"),
+    st("fault", "variable fields cut short by a fault reading user memory"),
+    st("truncated", "variable fields cut at their configured maximum"),
+    st("busy", "events dropped because their CPU's payload writer was busy (nesting)"),
+    st("followed", "processes added to the pid filter by follow mode"),
+];
