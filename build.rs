@@ -13,7 +13,7 @@ fn main() {
     let toml = root.join("typegen/events.toml");
     let bpf_src = root.join("c/bootstrap.bpf.c");
     let vmlinux = root.join("vendor/vmlinux.h/include/x86");
-    for p in [&toml, &bpf_src, &root.join("c/bootstrap.bpf.h"), &vmlinux.join("vmlinux.h")] {
+    for p in [&toml, &bpf_src, &root.join("c/bootstrap.bpf.h"), &root.join("c/bootstrap-protocol.h"), &vmlinux.join("vmlinux.h")] {
         println!("cargo:rerun-if-changed={}", p.display());
     }
 
@@ -43,6 +43,8 @@ fn main() {
             out.as_os_str(),
             "-I".as_ref(),
             vmlinux.as_os_str(),
+            "-I".as_ref(),
+            root.join("c").as_os_str(),
             "-mcpu=v3".as_ref(),
             "-Wall".as_ref(),
         ])

@@ -23,10 +23,10 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include <bootstrap.gen.h>
+#include <bootstrap-protocol.h>
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#define TB_MAX_COMM_FILTERS 8
 /* Copy loop bound: the largest variable field (1 MiB) in PIECE_MAX pieces,
  * plus one extra piece per chunk boundary it can cross. */
 #define TB_MAX_PIECES ((1u << 20) / TB_PIECE_MAX + (1u << 20) / TB_CHUNK_SIZE + 2)
@@ -36,36 +36,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u32 tb_nchunks = 1;       /* payload chunks per CPU */
 const volatile __u64 tb_wake_bytes = 1 << 20; /* wake the reader when this much is pending */
 const volatile __u64 tb_wake_ns = 1000000; /* ... or when it has not been woken for this long */
-
-/* Changeable while tracing (userspace updates the single `cfg` entry). */
-struct tb_config {
-	__u32 self_tgid;     /* never trace this process (the tracer); 0 = trace it */
-	__u32 pid_filter;    /* 1: only processes in `pids` */
-	__u32 follow;        /* 1: add children of processes in `pids` as they fork */
-	__u32 ncomm;         /* number of active comm prefixes */
-	__u32 content_max;   /* cap on write content bytes per event */
-	__u32 argv_max;      /* cap on argv bytes per exec */
-	__u32 all_fds;       /* 1: capture content of every fd, ignore `content_fds` */
-	__u32 pad;
-	struct {
-		char prefix[TB_COMM_LEN];
-		__u32 len;
-	} comm[TB_MAX_COMM_FILTERS];
-};
-
-/* One CPU's control block, mmapped by userspace. The producer's fields and
- * the consumer's `tail` sit on different cache lines. */
-struct tb_cpu_ctl {
-	__u64 head;          /* producer: next logical payload position */
-	__u64 seq;           /* producer: last record sequence number */
-	__u64 last_wake_ns;  /* producer: last forced reader wake-up */
-	__u32 busy;          /* producer: a handler is writing this CPU's region */
-	__u32 pad0;
-	__u8 pad1[32];
-	__u64 tail;          /* consumer: payload consumed up to here */
-	__u8 pad2[56];
-};
-TB_STATIC_ASSERT(sizeof(struct tb_cpu_ctl) == TB_CPU_CTL_SIZE, "tb_cpu_ctl size");
 
 struct tb_chunk {
 	__u8 data[TB_CHUNK_ELEM_SIZE];

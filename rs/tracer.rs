@@ -213,6 +213,12 @@ impl Tracer {
         if rc < 0 && rc != -1 && rc != -libc::EINTR {
             return Err(Error::Io { context: "polling the ring buffer".into(), source: std::io::Error::from_raw_os_error(-rc) });
         }
+        // The kernel batches wake-ups, so records can be pending with no
+        // wake-up to come: always look at the ring after waiting (no system
+        // call: the positions are in shared memory).
+        if live.inbox.borrow().queue.is_empty() {
+            live.ring.consume_raw();
+        }
         let mut inbox = live.inbox.borrow_mut();
         let n = inbox.queue.len().min(max);
         out.extend(inbox.queue.drain(..n));

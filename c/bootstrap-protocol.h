@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Structures shared by the BPF program and every userspace consumer (Rust
+ * library, C library): the per-CPU control block of the payload area and the
+ * filter configuration. Their layout is part of the 2-layer protocol
+ * (docs/protocol.md); sizes are asserted on both sides.
+ */
+#ifndef TB_BOOTSTRAP_PROTOCOL_H
+#define TB_BOOTSTRAP_PROTOCOL_H
+
+#include <bootstrap.gen.h>
+
+#define TB_MAX_COMM_FILTERS 8
+
+/* Changeable while tracing (userspace updates the single `cfg` entry). */
+struct tb_config {
+	__u32 self_tgid;     /* never trace this process (the tracer); 0 = trace it */
+	__u32 pid_filter;    /* 1: only processes in `pids` */
+	__u32 follow;        /* 1: add children of processes in `pids` as they fork */
+	__u32 ncomm;         /* number of active comm prefixes */
+	__u32 content_max;   /* cap on write content bytes per event */
+	__u32 argv_max;      /* cap on argv bytes per exec */
+	__u32 all_fds;       /* 1: capture content of every fd, ignore `content_fds` */
+	__u32 pad;
+	struct {
+		char prefix[TB_COMM_LEN];
+		__u32 len;
+	} comm[TB_MAX_COMM_FILTERS];
+};
+
+/* One CPU's control block, mmapped by userspace. The producer's fields and
+ * the consumer's `tail` sit on different cache lines. */
+struct tb_cpu_ctl {
+	__u64 head;          /* producer: next logical payload position */
+	__u64 seq;           /* producer: last record sequence number */
+	__u64 last_wake_ns;  /* producer: last forced reader wake-up */
+	__u32 busy;          /* producer: a handler is writing this CPU's region */
+	__u32 pad0;
+	__u8 pad1[32];
+	__u64 tail;          /* consumer: payload consumed up to here */
+	__u8 pad2[56];
+};
+TB_STATIC_ASSERT(sizeof(struct tb_cpu_ctl) == TB_CPU_CTL_SIZE, "tb_cpu_ctl size");
+TB_STATIC_ASSERT(sizeof(struct tb_config) == 192, "tb_config size");
+
+#endif /* TB_BOOTSTRAP_PROTOCOL_H */

@@ -1,0 +1,50 @@
+"""Exceptions raised by tracer_ebpf.
+
+Every error is a :class:`TracerError`; the specific classes also derive from
+the matching built-in exception, so ``except PermissionError`` or ``except
+ValueError`` work as expected.
+"""
+
+
+class TracerError(Exception):
+    """Base class of every tracer_ebpf error."""
+
+
+class TracerPermissionError(TracerError, PermissionError):
+    """Missing privileges (needs root, or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN)."""
+
+
+class BtfMissingError(TracerError):
+    """The kernel has no BTF (/sys/kernel/btf/vmlinux): CONFIG_DEBUG_INFO_BTF is needed."""
+
+
+class TracefsError(TracerError):
+    """tracefs is not mounted and could not be mounted."""
+
+
+class UnknownEventError(TracerError, ValueError):
+    """An event name that matches no known event; the message lists close matches."""
+
+
+class TracepointMissingError(TracerError):
+    """The running kernel lacks a requested tracepoint."""
+
+
+class ConfigError(TracerError, ValueError):
+    """An invalid option value (sizes, pids, comm prefixes, ...)."""
+
+
+class VerifierError(TracerError):
+    """The kernel's verifier rejected the BPF program; the message has the log."""
+
+
+__all__ = [
+    "TracerError",
+    "TracerPermissionError",
+    "BtfMissingError",
+    "TracefsError",
+    "UnknownEventError",
+    "TracepointMissingError",
+    "ConfigError",
+    "VerifierError",
+]

@@ -1,0 +1,114 @@
+"""trace(): run a command under the tracer and collect its events."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from ._native import Event
+from .tracer import EventSpec, Tracer
+
+
+@dataclass
+class TraceResult:
+    """What ``trace()`` returns."""
+
+    events: List[Event]
+    returncode: int
+    pid: int
+    stats: Dict[str, int] = field(default_factory=dict)
+
+    def to_dataframe(self) -> Any:
+        """The events as a pandas DataFrame (``pip install tracer-ebpf[pandas]``)."""
+        from .frame import to_dataframe
+
+        return to_dataframe(self.events)
+
+
+def start_gated(cmd: Union[str, Sequence[str]], **popen_kwargs: Any) -> "tuple[subprocess.Popen[bytes], int]":
+    """Starts ``cmd`` held just before exec until the returned fd is written
+    to (or closed), so a tracer can be attached to its pid first."""
+    if isinstance(cmd, str):
+        cmd = [cmd]
+    cmd = list(cmd)
+    if not cmd:
+        raise ValueError("empty command")
+    r, w = os.pipe()
+
+    def gate() -> None:  # runs in the child, before exec
+        os.close(w)
+        os.read(r, 1)
+        os.close(r)
+
+    try:
+        proc = subprocess.Popen(cmd, preexec_fn=gate, pass_fds=(r, w), **popen_kwargs)
+    except BaseException:
+        os.close(w)
+        raise
+    finally:
+        os.close(r)
+    return proc, w
+
+
+def release(gate_fd: int) -> None:
+    """Lets a command started by ``start_gated`` proceed to exec."""
+    try:
+        os.write(gate_fd, b"x")
+    finally:
+        os.close(gate_fd)
+
+
+def trace(
+    cmd: Union[str, Sequence[str]],
+    events: EventSpec = None,
+    *,
+    timeout: Optional[float] = None,
+    settle: float = 0.2,
+    stdin: Any = None,
+    stdout: Any = None,
+    stderr: Any = None,
+    cwd: Optional[str] = None,
+    env: Optional[Dict[str, str]] = None,
+    **tracer_kwargs: Any,
+) -> TraceResult:
+    """Runs ``cmd`` (a list, as for subprocess) under the tracer, following
+    its children, and returns its events and exit code.
+
+    >>> r = trace(["sh", "-c", "echo hi | tr a-z A-Z"])   # doctest: +SKIP
+    >>> [e.payload["content"] for e in r.events if e.event_type == "syscalls/sys_enter_write"]
+    """
+    proc, gate = start_gated(cmd, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env)
+    try:
+        tracer = Tracer(events, pids=[proc.pid], follow_children=True, **tracer_kwargs)
+    except BaseException:
+        proc.kill()
+        os.close(gate)
+        proc.wait()
+        raise
+    out: List[Event] = []
+    with tracer:
+        release(gate)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while proc.poll() is None:
+                if deadline is not None and time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    raise subprocess.TimeoutExpired(cmd, timeout or 0)
+                out.extend(tracer.poll(0.05))
+        except BaseException:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise
+        # Children may outlive the command a moment; events in flight land
+        # within a poll interval.
+        end = time.monotonic() + settle
+        while time.monotonic() < end:
+            out.extend(tracer.poll(0.05))
+        out.extend(tracer.drain())
+        stats = tracer.stats()
+    return TraceResult(events=out, returncode=proc.returncode, pid=proc.pid, stats=stats)

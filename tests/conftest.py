@@ -1,0 +1,60 @@
+"""Shared fixtures: every test here runs against the real kernel."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def tool(name: str) -> str:
+    """A console script installed beside this interpreter."""
+    p = Path(PY).parent / name
+    if p.exists():
+        return str(p)
+    found = shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed (pip install the package first)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def tracer_example() -> str:
+    return tool("tracer-example")
+
+
+@pytest.fixture(scope="session")
+def rust_example() -> str:
+    exe = ROOT / "target" / "release" / "example"
+    if not exe.exists():
+        subprocess.run(["cargo", "build", "--release", "--bin", "example"], cwd=ROOT, check=True)
+    return str(exe)
+
+
+def run_child(code: str, **kw) -> subprocess.CompletedProcess:
+    """Runs a Python snippet as a child process."""
+    return subprocess.run([PY, "-c", code], **kw)
+
+
+def wait_for(pred, timeout=5.0, interval=0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    return pred()
+
+
+def our_bpf_prog_ids():
+    """Ids of loaded BPF programs of ours (names start with handle__ or tb_)."""
+    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True).stdout
+    import json
+
+    return [p["id"] for p in json.loads(out) if p.get("name", "").startswith(("handle__", "tb_follow"))]
