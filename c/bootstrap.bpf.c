@@ -2,12 +2,15 @@
 /*
  * One fill function per event of typegen/events.toml. A fill function writes
  * the event's fixed fields into `p` (struct tb_payload_<category>__<tracepoint>,
- * generated) and copies variable fields with tb_copy_user / tb_copy_user_str.
- * Everything else (maps, filters, the record header, handlers) lives in
- * bootstrap.bpf.h.
+ * generated) and copies variable fields with tb_copy_user / tb_copy_str /
+ * tb_append. Everything else (maps, filters, the record header, handlers)
+ * lives in bootstrap.bpf.h.
  */
 #include "bootstrap.bpf.h"
 
+#define TB_MAX_IOV 16 /* writev iovecs captured; more are flagged truncated */
+
+/* write(2): content of the selected fds, binary safe. */
 static __always_inline void
 fill_syscalls__sys_enter_write(struct trace_event_raw_sys_enter *ctx, struct tb_ctx *t,
 			       struct tb_payload_syscalls__sys_enter_write *p)
@@ -15,10 +18,180 @@ fill_syscalls__sys_enter_write(struct trace_event_raw_sys_enter *ctx, struct tb_
 	p->fd = (__s32)ctx->args[0];
 	p->count = ctx->args[2];
 	if (tb_content_fd(t, p->fd))
-		tb_copy_user(t, &p->content, (const void *)ctx->args[1], p->count,
-			     t->cfg->content_max);
+		tb_copy_user(t, &p->content, (const void *)ctx->args[1], p->count, t->cfg->content_max);
 	else
-		p->content = (struct tb_var){ .flags = TB_VAR_NOT_CAPTURED, .size = p->count };
+		tb_skip(&p->content, p->count);
+}
+
+/* pwrite64(2): like write, at a file position. */
+static __always_inline void
+fill_syscalls__sys_enter_pwrite64(struct trace_event_raw_sys_enter *ctx, struct tb_ctx *t,
+				  struct tb_payload_syscalls__sys_enter_pwrite64 *p)
+{
+	p->fd = (__s32)ctx->args[0];
+	p->count = ctx->args[2];
+	p->pos = (__s64)ctx->args[3];
+	if (tb_content_fd(t, p->fd))
+		tb_copy_user(t, &p->content, (const void *)ctx->args[1], p->count, t->cfg->content_max);
+	else
+		tb_skip(&p->content, p->count);
+}
+
+/* writev(2): all iovecs, concatenated, as one content. One flat loop over
+ * pieces (not a loop of loops), its position kept in the per-CPU scratch, so
+ * verification stays linear in the number of pieces. */
+static __always_inline void
+fill_syscalls__sys_enter_writev(struct trace_event_raw_sys_enter *ctx, struct tb_ctx *t,
+				struct tb_payload_syscalls__sys_enter_writev *p)
+{
+	const struct iovec *iov = (const struct iovec *)ctx->args[1];
+	__s32 iovcnt = (__s32)ctx->args[2];
+	struct iovec v;
+	__u64 total = 0;
+	__u32 zero = 0;
+
+	p->fd = (__s32)ctx->args[0];
+	p->iovcnt = iovcnt;
+	for (int i = 0; i < TB_MAX_IOV; i++) {
+		if (i >= iovcnt || bpf_probe_read_user(&v, sizeof(v), &iov[i]))
+			break;
+		total += v.iov_len;
+	}
+	p->count = total; /* of the first TB_MAX_IOV iovecs */
+	if (!tb_content_fd(t, p->fd)) {
+		tb_skip(&p->content, total);
+		return;
+	}
+	struct tb_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return;
+	__u64 want = tb_var_start(t, &p->content, total, t->cfg->content_max);
+	s->iov_idx = 0;
+	s->iov_off = 0;
+	for (__u32 i = 0; i < TB_MAX_PIECES + TB_MAX_IOV; i++) {
+		__u64 done = *(volatile __u32 *)&p->content.len;
+		__u64 idx = *(volatile __u64 *)&s->iov_idx;
+		__u64 off = *(volatile __u64 *)&s->iov_off;
+		if (done >= want || idx >= TB_MAX_IOV || idx >= (__u64)iovcnt)
+			break;
+		if (bpf_probe_read_user(&v, sizeof(v), &iov[idx & (TB_MAX_IOV - 1)]))
+			break;
+		if (off >= v.iov_len) {
+			s->iov_idx = idx + 1;
+			s->iov_off = 0;
+			continue;
+		}
+		__u64 n = v.iov_len - off;
+		if (n > want - done)
+			n = want - done;
+		__u64 k = tb_piece(t, &p->content, v.iov_base + off, n, true);
+		if (!k)
+			break;
+		s->iov_off = off + k;
+	}
+	if (iovcnt > TB_MAX_IOV) {
+		p->content.flags |= TB_VAR_TRUNCATED;
+		p->content.size = 0; /* total of all iovecs not known */
+	}
+}
+
+/* openat(2) entry: the path exactly as passed (relative paths stay relative). */
+static __always_inline void
+fill_syscalls__sys_enter_openat(struct trace_event_raw_sys_enter *ctx, struct tb_ctx *t,
+				struct tb_payload_syscalls__sys_enter_openat *p)
+{
+	p->dfd = (__s32)ctx->args[0];
+	p->flags = (__u32)ctx->args[2];
+	p->mode = (__u32)ctx->args[3];
+	tb_copy_user_str(t, &p->filename, (const char *)ctx->args[1], TB_MAX_SYSCALLS__SYS_ENTER_OPENAT__FILENAME);
+}
+
+static __always_inline void
+fill_syscalls__sys_exit_openat(struct trace_event_raw_sys_exit *ctx, struct tb_ctx *t,
+			       struct tb_payload_syscalls__sys_exit_openat *p)
+{
+	p->ret = ctx->ret;
+}
+
+static __always_inline void
+fill_syscalls__sys_enter_read(struct trace_event_raw_sys_enter *ctx, struct tb_ctx *t,
+			      struct tb_payload_syscalls__sys_enter_read *p)
+{
+	p->fd = (__s32)ctx->args[0];
+	p->count = ctx->args[2];
+}
+
+/*
+ * exec: the file from the tracepoint, argv from the new process image (the
+ * argument area of its mm, NUL-separated, so empty arguments are kept) and
+ * argc from the top of its stack.
+ */
+static __always_inline void
+fill_sched__sched_process_exec(struct trace_event_raw_sched_process_exec *ctx, struct tb_ctx *t,
+			       struct tb_payload_sched__sched_process_exec *p)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	unsigned long arg_start = BPF_CORE_READ(mm, arg_start);
+	unsigned long arg_end = BPF_CORE_READ(mm, arg_end);
+	unsigned long start_stack = BPF_CORE_READ(mm, start_stack);
+	__u64 argc = 0;
+	unsigned int fname_off = ctx->__data_loc_filename & 0xFFFF;
+
+	p->old_pid = ctx->old_pid;
+	if (!bpf_probe_read_user(&argc, sizeof(argc), (const void *)start_stack))
+		p->argc = (__u32)argc;
+	tb_copy_str(t, &p->filename, (const char *)ctx + fname_off,
+		    TB_MAX_SCHED__SCHED_PROCESS_EXEC__FILENAME, false);
+	tb_copy_user(t, &p->argv, (const void *)arg_start, arg_end > arg_start ? arg_end - arg_start : 0,
+		     t->cfg->argv_max);
+}
+
+/*
+ * exit: task->exit_code is a wait status (exit(3) is 0x300, SIGKILL is 9):
+ * decoded here into the exit status and the terminating signal.
+ */
+static __always_inline void
+fill_sched__sched_process_exit(struct trace_entry *ctx, struct tb_ctx *t,
+			       struct tb_payload_sched__sched_process_exit *p)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	int code = BPF_CORE_READ(task, exit_code);
+
+	p->exit_code = code;
+	p->exit_status = (code >> 8) & 0xff;
+	p->signal = code & 0x7f;
+	p->core_dumped = (code & 0x80) != 0;
+	p->group_leader = t->rec->pid == t->rec->tid;
+}
+
+static __always_inline void
+fill_vmscan__mm_vmscan_direct_reclaim_begin(struct trace_event_raw_mm_vmscan_direct_reclaim_begin_template *ctx,
+					    struct tb_ctx *t,
+					    struct tb_payload_vmscan__mm_vmscan_direct_reclaim_begin *p)
+{
+	p->order = ctx->order;
+	p->gfp_flags = ctx->gfp_flags;
+}
+
+/* oom: the victim is the tracepoint's pid, not the task running the killer. */
+static __always_inline void
+fill_oom__mark_victim(struct trace_event_raw_mark_victim *ctx, struct tb_ctx *t,
+		      struct tb_payload_oom__mark_victim *p)
+{
+	p->victim_pid = ctx->pid;
+	if (bpf_core_field_exists(ctx->__data_loc_comm)) {
+		unsigned int off = BPF_CORE_READ(ctx, __data_loc_comm) & 0xFFFF;
+		tb_copy_str(t, &p->victim_comm, (const char *)ctx + off, TB_MAX_OOM__MARK_VICTIM__VICTIM_COMM, false);
+	} else {
+		tb_skip(&p->victim_comm, 0); /* older kernels: pid only */
+	}
+}
+
+static __always_inline void
+fill_sched__psi_memstall_enter(struct trace_entry *ctx, struct tb_ctx *t,
+			       struct tb_payload_sched__psi_memstall_enter *p)
+{
 }
 
 TB_DEFINE_HANDLERS()

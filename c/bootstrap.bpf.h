@@ -30,7 +30,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Copy loop bound: the largest variable field (1 MiB) in PIECE_MAX pieces,
  * plus one extra piece per chunk boundary it can cross. */
 #define TB_MAX_PIECES ((1u << 20) / TB_PIECE_MAX + (1u << 20) / TB_CHUNK_SIZE + 2)
-#define TB_SCRATCH_SIZE 4096 /* strings read in one helper call (PATH_MAX) */
+#define TB_SCRATCH_SIZE 8192 /* strings read in one helper call (PATH_MAX and more) */
 
 /* Fixed at load time (rodata): payload area geometry and wake-up policy. */
 const volatile __u32 tb_nchunks = 1;       /* payload chunks per CPU */
@@ -92,6 +92,10 @@ struct {
 
 struct tb_scratch {
 	char buf[TB_SCRATCH_SIZE];
+	/* Loop state kept in memory, not registers, so the verifier sees one
+	 * state per loop iteration (see tb_append). */
+	__u64 iov_idx;
+	__u64 iov_off;
 };
 
 struct {
@@ -228,16 +232,19 @@ static __always_inline bool tb_room(struct tb_ctx *t, __u64 need)
 	return t->ctl->head + need - tail <= (__u64)tb_nchunks * TB_CHUNK_SIZE;
 }
 
+/* The copy loop is bounded for the largest variable field. */
+#define TB_VAR_CEILING (1u << 20)
+
 /*
- * Copies `size` bytes from `src` (user memory if `user`, else kernel) into
- * the payload area as variable field `v`, at most `max` of them. Pieces never
- * cross a chunk boundary, so each is a single bounded helper call.
+ * Starts variable field `v` of `size` original bytes, at most `max` of them
+ * kept: flags a cut, and checks the payload area has room for what will be
+ * copied (all or nothing: a field is never delivered partly for lack of
+ * room). Returns how many bytes to copy with tb_append (0: none).
  */
-static __always_inline void tb_copy(struct tb_ctx *t, struct tb_var *v, const void *src,
-				    __u64 size, __u64 max, bool user)
+static __always_inline __u64 tb_var_start(struct tb_ctx *t, struct tb_var *v, __u64 size, __u64 max)
 {
-	if (max > (1u << 20))
-		max = 1u << 20; /* the copy loop is bounded for 1 MiB */
+	if (max > TB_VAR_CEILING)
+		max = TB_VAR_CEILING;
 	__u64 want = size < max ? size : max;
 
 	v->size = size;
@@ -246,45 +253,84 @@ static __always_inline void tb_copy(struct tb_ctx *t, struct tb_var *v, const vo
 		v->flags |= TB_VAR_TRUNCATED;
 		tb_count(TB_STAT_TRUNCATED);
 	}
-	if (!tb_room(t, want)) {
+	if (want && !tb_room(t, want)) {
 		v->flags |= TB_VAR_NO_SPACE;
 		t->rec->flags |= TB_REC_PAYLOAD_LOST;
 		tb_count(TB_STAT_PAYLOAD_FULL);
-		return;
+		return 0;
 	}
+	return want;
+}
+
+/*
+ * Appends one piece of at most `n` bytes from `src` (user memory if `user`,
+ * else the per-CPU scratch) to `v`: no more than TB_PIECE_MAX and never across
+ * a chunk boundary, so it is a single bounded helper call. Room was checked
+ * by tb_var_start. Returns the bytes appended; 0 on a fault (the field keeps
+ * the bytes before it and is flagged TB_VAR_FAULT).
+ */
+static __always_inline __u64 tb_piece(struct tb_ctx *t, struct tb_var *v, const void *src, __u64 n, bool user)
+{
+	__u64 pos = t->ctl->head;
+	__u32 off = pos & (TB_CHUNK_SIZE - 1);
+	__u32 idx = t->cpu * tb_nchunks + (__u32)((pos / TB_CHUNK_SIZE) % tb_nchunks);
+	__u64 k = n;
+	if (k > TB_CHUNK_SIZE - off)
+		k = TB_CHUNK_SIZE - off;
+	if (k > TB_PIECE_MAX)
+		k = TB_PIECE_MAX;
+	struct tb_chunk *c = bpf_map_lookup_elem(&payload, &idx);
+	if (!c)
+		return 0;
+	/* Reserve, then write: a reader checking `head` after its copy sees
+	 * any writer that could have touched its bytes. */
+	t->ctl->head = pos + k;
+	long err = user ? bpf_probe_read_user(&c->data[off & (TB_CHUNK_SIZE - 1)], k, src)
+			: bpf_probe_read_kernel(&c->data[off & (TB_CHUNK_SIZE - 1)], k, src);
+	if (err) {
+		t->ctl->head = pos; /* nothing of this piece was delivered */
+		v->flags |= TB_VAR_FAULT;
+		t->rec->flags |= TB_REC_PAYLOAD_LOST;
+		tb_count(TB_STAT_FAULT);
+		return 0;
+	}
+	v->len += (__u32)k;
+	return k;
+}
+
+/*
+ * Appends `n` bytes from `src` to `v` in pieces (see tb_piece). Returns
+ * false on a fault.
+ */
+static __always_inline bool tb_append(struct tb_ctx *t, struct tb_var *v, const void *src, __u64 n, bool user)
+{
+	__u64 base = *(volatile __u32 *)&v->len;
+	__u64 end = base + n;
+
 	for (__u32 i = 0; i < TB_MAX_PIECES; i++) {
 		/* Progress is re-read from the record each time rather than kept in
 		 * a register: the verifier then sees the same (unknown) state at
 		 * every iteration and prunes, instead of walking each distinct
 		 * byte count separately. */
 		__u64 done = *(volatile __u32 *)&v->len;
-		if (done >= want)
+		if (done >= end)
 			break;
-		__u64 pos = t->ctl->head;
-		__u32 off = pos & (TB_CHUNK_SIZE - 1);
-		__u32 idx = t->cpu * tb_nchunks + (__u32)((pos / TB_CHUNK_SIZE) % tb_nchunks);
-		__u64 n = want - done;
-		if (n > TB_CHUNK_SIZE - off)
-			n = TB_CHUNK_SIZE - off;
-		if (n > TB_PIECE_MAX)
-			n = TB_PIECE_MAX;
-		struct tb_chunk *c = bpf_map_lookup_elem(&payload, &idx);
-		if (!c)
-			break;
-		/* Reserve, then write: a reader checking `head` after its copy
-		 * sees any writer that could have touched its bytes. */
-		t->ctl->head = pos + n;
-		long err = user ? bpf_probe_read_user(&c->data[off & (TB_CHUNK_SIZE - 1)], n, src + done)
-				: bpf_probe_read_kernel(&c->data[off & (TB_CHUNK_SIZE - 1)], n, src + done);
-		if (err) {
-			t->ctl->head = pos; /* nothing of this piece was delivered */
-			v->flags |= TB_VAR_FAULT;
-			t->rec->flags |= TB_REC_PAYLOAD_LOST;
-			tb_count(TB_STAT_FAULT);
-			break;
-		}
-		v->len = (__u32)(done + n);
+		/* Kernel copies only come from the per-CPU scratch (strings): the
+		 * mask lets the verifier bound the pointer arithmetic on it. */
+		const void *from = user ? src + (done - base) : src + ((done - base) & (TB_SCRATCH_SIZE - 1));
+		if (!tb_piece(t, v, from, end - done, user))
+			return false;
 	}
+	return true;
+}
+
+/* Copies `size` bytes at `src` into variable field `v`, at most `max`. */
+static __always_inline void tb_copy(struct tb_ctx *t, struct tb_var *v, const void *src,
+				    __u64 size, __u64 max, bool user)
+{
+	__u64 n = tb_var_start(t, v, size, max);
+	if (n)
+		tb_append(t, v, src, n, user);
 }
 
 /* Copies bytes from user memory into variable field `v`. */
@@ -294,18 +340,22 @@ static __always_inline void tb_copy_user(struct tb_ctx *t, struct tb_var *v, con
 	tb_copy(t, v, src, size, max, true);
 }
 
-/* Copies a NUL-terminated user string (at most `max` bytes, without the NUL)
- * into variable field `v`: read whole into per-CPU scratch first, so its
- * length is known before it goes to the payload area. */
-static __always_inline void tb_copy_user_str(struct tb_ctx *t, struct tb_var *v, const char *src, __u64 max)
+/*
+ * Copies a NUL-terminated string (user or kernel memory; at most `max`
+ * bytes, the NUL not stored) into variable field `v`. It is read whole into
+ * per-CPU scratch first, so its length is known before it goes to the
+ * payload area; reading max + 1 characters tells a string of exactly `max`
+ * bytes from a longer one.
+ */
+static __always_inline void tb_copy_str(struct tb_ctx *t, struct tb_var *v, const char *src, __u64 max, bool user)
 {
 	__u32 zero = 0;
 	struct tb_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
 		return;
-	if (max > TB_SCRATCH_SIZE - 1)
-		max = TB_SCRATCH_SIZE - 1;
-	long n = bpf_probe_read_user_str(s->buf, max + 1, src);
+	if (max > TB_SCRATCH_SIZE - 2)
+		max = TB_SCRATCH_SIZE - 2;
+	long n = user ? bpf_probe_read_user_str(s->buf, max + 2, src) : bpf_probe_read_kernel_str(s->buf, max + 2, src);
 	if (n < 0) {
 		v->flags |= TB_VAR_FAULT;
 		t->rec->flags |= TB_REC_PAYLOAD_LOST;
@@ -313,14 +363,30 @@ static __always_inline void tb_copy_user_str(struct tb_ctx *t, struct tb_var *v,
 		return;
 	}
 	__u64 len = n > 0 ? n - 1 : 0; /* without the NUL */
-	/* A string that filled the buffer may have been cut: say so. */
 	__u64 size = len;
-	if (len == max) {
+	if (len > max) {
+		size = 0; /* longer than max: original length unknown */
+		len = max;
+	}
+	if (tb_var_start(t, v, len, max))
+		tb_append(t, v, s->buf, len & (TB_SCRATCH_SIZE - 1), false);
+	if (size == 0 && len == max) {
 		v->flags |= TB_VAR_TRUNCATED;
 		tb_count(TB_STAT_TRUNCATED);
-		size = 0; /* original length unknown */
 	}
-	tb_copy(t, v, s->buf, len & (TB_SCRATCH_SIZE - 1), max, false);
+	v->size = size;
+}
+
+/* A user string into variable field `v`. */
+static __always_inline void tb_copy_user_str(struct tb_ctx *t, struct tb_var *v, const char *src, __u64 max)
+{
+	tb_copy_str(t, v, src, max, true);
+}
+
+/* Marks variable field `v` as deliberately not captured. */
+static __always_inline void tb_skip(struct tb_var *v, __u64 size)
+{
+	v->flags |= TB_VAR_NOT_CAPTURED;
 	v->size = size;
 }
 

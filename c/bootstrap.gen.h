@@ -16,7 +16,7 @@
 #define TB_COMM_LEN 16
 #define TB_FIXED_SLOT_SIZE 64
 #define TB_RECORD_SIZE 152
-#define TB_EVENT_COUNT 1
+#define TB_EVENT_COUNT 11
 #define TB_CHUNK_SIZE 262144u /* data bytes per payload-area element */
 #define TB_PIECE_MAX 16384u /* bytes per copy helper call at most */
 #define TB_CHUNK_ELEM_SIZE 278528u /* element size: data plus verifier slack */
@@ -88,8 +88,108 @@ TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, reserved) == 84, "tb_recor
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, fixed) == 88, "tb_record.fixed");
 
 enum tb_event_type {
+	TB_EVENT_SCHED__SCHED_PROCESS_EXEC = 1, /* A process executed a new program: the executed file and its full argv */
+	TB_EVENT_SCHED__SCHED_PROCESS_EXIT = 2, /* A task exited: exit status and terminating signal decoded from the wait status */
+	TB_EVENT_VMSCAN__MM_VMSCAN_DIRECT_RECLAIM_BEGIN = 512, /* Direct memory reclaim started in an allocating task */
+	TB_EVENT_OOM__MARK_VICTIM = 513, /* The OOM killer chose a victim (the header is the task that triggered it) */
+	TB_EVENT_SCHED__PSI_MEMSTALL_ENTER = 514, /* A task entered a memory stall (PSI); not a tracepoint on mainline kernels */
+	TB_EVENT_SYSCALLS__SYS_ENTER_OPENAT = 1024, /* openat(2) entry: the path as passed, flags and mode */
+	TB_EVENT_SYSCALLS__SYS_EXIT_OPENAT = 1025, /* openat(2) exit: the new fd, or -errno */
+	TB_EVENT_SYSCALLS__SYS_ENTER_READ = 1026, /* read(2) entry: fd and requested byte count */
 	TB_EVENT_SYSCALLS__SYS_ENTER_WRITE = 1028, /* write(2) entry; content captured for the selected fds (default 1 and 2) */
+	TB_EVENT_SYSCALLS__SYS_ENTER_WRITEV = 1029, /* writev(2) entry; content (all iovecs, concatenated) captured for the selected fds */
+	TB_EVENT_SYSCALLS__SYS_ENTER_PWRITE64 = 1030, /* pwrite64(2) entry; content captured for the selected fds */
 };
+
+/* sched/sched_process_exec: A process executed a new program: the executed file and its full argv */
+struct tb_payload_sched__sched_process_exec {
+	__s32 old_pid;
+	__u32 argc;
+	struct tb_var filename;
+	struct tb_var argv;
+};
+TB_STATIC_ASSERT(sizeof(struct tb_payload_sched__sched_process_exec) == 40 && 40 <= TB_FIXED_SLOT_SIZE, "tb_payload_sched__sched_process_exec size");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exec, old_pid) == 0, "tb_payload_sched__sched_process_exec.old_pid");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exec, argc) == 4, "tb_payload_sched__sched_process_exec.argc");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exec, filename) == 8, "tb_payload_sched__sched_process_exec.filename");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exec, argv) == 24, "tb_payload_sched__sched_process_exec.argv");
+#define TB_MAX_SCHED__SCHED_PROCESS_EXEC__FILENAME 4096u
+#define TB_MAX_SCHED__SCHED_PROCESS_EXEC__ARGV 1048576u
+
+/* sched/sched_process_exit: A task exited: exit status and terminating signal decoded from the wait status */
+struct tb_payload_sched__sched_process_exit {
+	__s32 exit_code;
+	__s32 exit_status;
+	__s32 signal;
+	__u8 core_dumped;
+	__u8 group_leader;
+	__u8 _pad14[2];
+};
+TB_STATIC_ASSERT(sizeof(struct tb_payload_sched__sched_process_exit) == 16 && 16 <= TB_FIXED_SLOT_SIZE, "tb_payload_sched__sched_process_exit size");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exit, exit_code) == 0, "tb_payload_sched__sched_process_exit.exit_code");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exit, exit_status) == 4, "tb_payload_sched__sched_process_exit.exit_status");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exit, signal) == 8, "tb_payload_sched__sched_process_exit.signal");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exit, core_dumped) == 12, "tb_payload_sched__sched_process_exit.core_dumped");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exit, group_leader) == 13, "tb_payload_sched__sched_process_exit.group_leader");
+
+/* vmscan/mm_vmscan_direct_reclaim_begin: Direct memory reclaim started in an allocating task */
+struct tb_payload_vmscan__mm_vmscan_direct_reclaim_begin {
+	__s32 order;
+	__u8 _pad4[4];
+	__u64 gfp_flags;
+};
+TB_STATIC_ASSERT(sizeof(struct tb_payload_vmscan__mm_vmscan_direct_reclaim_begin) == 16 && 16 <= TB_FIXED_SLOT_SIZE, "tb_payload_vmscan__mm_vmscan_direct_reclaim_begin size");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_vmscan__mm_vmscan_direct_reclaim_begin, order) == 0, "tb_payload_vmscan__mm_vmscan_direct_reclaim_begin.order");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_vmscan__mm_vmscan_direct_reclaim_begin, gfp_flags) == 8, "tb_payload_vmscan__mm_vmscan_direct_reclaim_begin.gfp_flags");
+
+/* oom/mark_victim: The OOM killer chose a victim (the header is the task that triggered it) */
+struct tb_payload_oom__mark_victim {
+	__s32 victim_pid;
+	__u8 _pad4[4];
+	struct tb_var victim_comm;
+};
+TB_STATIC_ASSERT(sizeof(struct tb_payload_oom__mark_victim) == 24 && 24 <= TB_FIXED_SLOT_SIZE, "tb_payload_oom__mark_victim size");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_oom__mark_victim, victim_pid) == 0, "tb_payload_oom__mark_victim.victim_pid");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_oom__mark_victim, victim_comm) == 8, "tb_payload_oom__mark_victim.victim_comm");
+#define TB_MAX_OOM__MARK_VICTIM__VICTIM_COMM 16u
+
+/* sched/psi_memstall_enter: A task entered a memory stall (PSI); not a tracepoint on mainline kernels */
+struct tb_payload_sched__psi_memstall_enter {
+	__u8 _pad0[8];
+};
+TB_STATIC_ASSERT(sizeof(struct tb_payload_sched__psi_memstall_enter) == 8 && 8 <= TB_FIXED_SLOT_SIZE, "tb_payload_sched__psi_memstall_enter size");
+
+/* syscalls/sys_enter_openat: openat(2) entry: the path as passed, flags and mode */
+struct tb_payload_syscalls__sys_enter_openat {
+	__s32 dfd;
+	__u32 flags;
+	__u32 mode;
+	__u8 _pad12[4];
+	struct tb_var filename;
+};
+TB_STATIC_ASSERT(sizeof(struct tb_payload_syscalls__sys_enter_openat) == 32 && 32 <= TB_FIXED_SLOT_SIZE, "tb_payload_syscalls__sys_enter_openat size");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_openat, dfd) == 0, "tb_payload_syscalls__sys_enter_openat.dfd");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_openat, flags) == 4, "tb_payload_syscalls__sys_enter_openat.flags");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_openat, mode) == 8, "tb_payload_syscalls__sys_enter_openat.mode");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_openat, filename) == 16, "tb_payload_syscalls__sys_enter_openat.filename");
+#define TB_MAX_SYSCALLS__SYS_ENTER_OPENAT__FILENAME 4096u
+
+/* syscalls/sys_exit_openat: openat(2) exit: the new fd, or -errno */
+struct tb_payload_syscalls__sys_exit_openat {
+	__s64 ret;
+};
+TB_STATIC_ASSERT(sizeof(struct tb_payload_syscalls__sys_exit_openat) == 8 && 8 <= TB_FIXED_SLOT_SIZE, "tb_payload_syscalls__sys_exit_openat size");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_exit_openat, ret) == 0, "tb_payload_syscalls__sys_exit_openat.ret");
+
+/* syscalls/sys_enter_read: read(2) entry: fd and requested byte count */
+struct tb_payload_syscalls__sys_enter_read {
+	__s32 fd;
+	__u8 _pad4[4];
+	__u64 count;
+};
+TB_STATIC_ASSERT(sizeof(struct tb_payload_syscalls__sys_enter_read) == 16 && 16 <= TB_FIXED_SLOT_SIZE, "tb_payload_syscalls__sys_enter_read size");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_read, fd) == 0, "tb_payload_syscalls__sys_enter_read.fd");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_read, count) == 8, "tb_payload_syscalls__sys_enter_read.count");
 
 /* syscalls/sys_enter_write: write(2) entry; content captured for the selected fds (default 1 and 2) */
 struct tb_payload_syscalls__sys_enter_write {
@@ -104,10 +204,49 @@ TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_write,
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_write, content) == 16, "tb_payload_syscalls__sys_enter_write.content");
 #define TB_MAX_SYSCALLS__SYS_ENTER_WRITE__CONTENT 1048576u
 
+/* syscalls/sys_enter_writev: writev(2) entry; content (all iovecs, concatenated) captured for the selected fds */
+struct tb_payload_syscalls__sys_enter_writev {
+	__s32 fd;
+	__s32 iovcnt;
+	__u64 count;
+	struct tb_var content;
+};
+TB_STATIC_ASSERT(sizeof(struct tb_payload_syscalls__sys_enter_writev) == 32 && 32 <= TB_FIXED_SLOT_SIZE, "tb_payload_syscalls__sys_enter_writev size");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_writev, fd) == 0, "tb_payload_syscalls__sys_enter_writev.fd");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_writev, iovcnt) == 4, "tb_payload_syscalls__sys_enter_writev.iovcnt");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_writev, count) == 8, "tb_payload_syscalls__sys_enter_writev.count");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_writev, content) == 16, "tb_payload_syscalls__sys_enter_writev.content");
+#define TB_MAX_SYSCALLS__SYS_ENTER_WRITEV__CONTENT 1048576u
+
+/* syscalls/sys_enter_pwrite64: pwrite64(2) entry; content captured for the selected fds */
+struct tb_payload_syscalls__sys_enter_pwrite64 {
+	__s32 fd;
+	__u8 _pad4[4];
+	__u64 count;
+	__s64 pos;
+	struct tb_var content;
+};
+TB_STATIC_ASSERT(sizeof(struct tb_payload_syscalls__sys_enter_pwrite64) == 40 && 40 <= TB_FIXED_SLOT_SIZE, "tb_payload_syscalls__sys_enter_pwrite64 size");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_pwrite64, fd) == 0, "tb_payload_syscalls__sys_enter_pwrite64.fd");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_pwrite64, count) == 8, "tb_payload_syscalls__sys_enter_pwrite64.count");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_pwrite64, pos) == 16, "tb_payload_syscalls__sys_enter_pwrite64.pos");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_pwrite64, content) == 24, "tb_payload_syscalls__sys_enter_pwrite64.content");
+#define TB_MAX_SYSCALLS__SYS_ENTER_PWRITE64__CONTENT 1048576u
+
 /* X(category, tracepoint, context struct, event id, optional): one BPF
  * handler per entry; bootstrap.bpf.c supplies fill_<category>__<tracepoint>. */
 #define TB_TRACEPOINT_LIST(X) \
-	X(syscalls, sys_enter_write, trace_event_raw_sys_enter, TB_EVENT_SYSCALLS__SYS_ENTER_WRITE, 0)
+	X(sched, sched_process_exec, trace_event_raw_sched_process_exec, TB_EVENT_SCHED__SCHED_PROCESS_EXEC, 0) \
+	X(sched, sched_process_exit, trace_entry, TB_EVENT_SCHED__SCHED_PROCESS_EXIT, 0) \
+	X(vmscan, mm_vmscan_direct_reclaim_begin, trace_event_raw_mm_vmscan_direct_reclaim_begin_template, TB_EVENT_VMSCAN__MM_VMSCAN_DIRECT_RECLAIM_BEGIN, 0) \
+	X(oom, mark_victim, trace_event_raw_mark_victim, TB_EVENT_OOM__MARK_VICTIM, 0) \
+	X(sched, psi_memstall_enter, trace_entry, TB_EVENT_SCHED__PSI_MEMSTALL_ENTER, 1) \
+	X(syscalls, sys_enter_openat, trace_event_raw_sys_enter, TB_EVENT_SYSCALLS__SYS_ENTER_OPENAT, 0) \
+	X(syscalls, sys_exit_openat, trace_event_raw_sys_exit, TB_EVENT_SYSCALLS__SYS_EXIT_OPENAT, 0) \
+	X(syscalls, sys_enter_read, trace_event_raw_sys_enter, TB_EVENT_SYSCALLS__SYS_ENTER_READ, 0) \
+	X(syscalls, sys_enter_write, trace_event_raw_sys_enter, TB_EVENT_SYSCALLS__SYS_ENTER_WRITE, 0) \
+	X(syscalls, sys_enter_writev, trace_event_raw_sys_enter, TB_EVENT_SYSCALLS__SYS_ENTER_WRITEV, 0) \
+	X(syscalls, sys_enter_pwrite64, trace_event_raw_sys_enter, TB_EVENT_SYSCALLS__SYS_ENTER_PWRITE64, 0)
 
 #ifndef __bpf__
 /* Userspace descriptors: the C library decodes and prints JSON from these. */
@@ -334,14 +473,83 @@ static const struct tb_symbol tb_open_flags[] = {
 
 static const char *const tb_open_accmode[4] = { "O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE" };
 
+static const struct tb_field_desc tb_fields_sched__sched_process_exec[] = {
+	{ "old_pid", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
+	{ "argc", TB_FK_U32, 4, TB_DECODE_NONE, 0ul },
+	{ "filename", TB_FK_STR, 8, TB_DECODE_NONE, 4096ul },
+	{ "argv", TB_FK_STRLIST, 24, TB_DECODE_NONE, 1048576ul },
+};
+
+static const struct tb_field_desc tb_fields_sched__sched_process_exit[] = {
+	{ "exit_code", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
+	{ "exit_status", TB_FK_I32, 4, TB_DECODE_NONE, 0ul },
+	{ "signal", TB_FK_I32, 8, TB_DECODE_SIGNAL, 0ul },
+	{ "core_dumped", TB_FK_U8, 12, TB_DECODE_NONE, 0ul },
+	{ "group_leader", TB_FK_U8, 13, TB_DECODE_NONE, 0ul },
+};
+
+static const struct tb_field_desc tb_fields_vmscan__mm_vmscan_direct_reclaim_begin[] = {
+	{ "order", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
+	{ "gfp_flags", TB_FK_U64, 8, TB_DECODE_NONE, 0ul },
+};
+
+static const struct tb_field_desc tb_fields_oom__mark_victim[] = {
+	{ "victim_pid", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
+	{ "victim_comm", TB_FK_STR, 8, TB_DECODE_NONE, 16ul },
+};
+
+static const struct tb_field_desc tb_fields_sched__psi_memstall_enter[] = {
+	{ 0 },
+};
+
+static const struct tb_field_desc tb_fields_syscalls__sys_enter_openat[] = {
+	{ "dfd", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
+	{ "flags", TB_FK_U32, 4, TB_DECODE_OPEN_FLAGS, 0ul },
+	{ "mode", TB_FK_U32, 8, TB_DECODE_NONE, 0ul },
+	{ "filename", TB_FK_STR, 16, TB_DECODE_NONE, 4096ul },
+};
+
+static const struct tb_field_desc tb_fields_syscalls__sys_exit_openat[] = {
+	{ "ret", TB_FK_I64, 0, TB_DECODE_ERRNO, 0ul },
+};
+
+static const struct tb_field_desc tb_fields_syscalls__sys_enter_read[] = {
+	{ "fd", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
+	{ "count", TB_FK_U64, 8, TB_DECODE_NONE, 0ul },
+};
+
 static const struct tb_field_desc tb_fields_syscalls__sys_enter_write[] = {
 	{ "fd", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
 	{ "count", TB_FK_U64, 8, TB_DECODE_NONE, 0ul },
 	{ "content", TB_FK_BYTES, 16, TB_DECODE_NONE, 1048576ul },
 };
 
+static const struct tb_field_desc tb_fields_syscalls__sys_enter_writev[] = {
+	{ "fd", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
+	{ "iovcnt", TB_FK_I32, 4, TB_DECODE_NONE, 0ul },
+	{ "count", TB_FK_U64, 8, TB_DECODE_NONE, 0ul },
+	{ "content", TB_FK_BYTES, 16, TB_DECODE_NONE, 1048576ul },
+};
+
+static const struct tb_field_desc tb_fields_syscalls__sys_enter_pwrite64[] = {
+	{ "fd", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
+	{ "count", TB_FK_U64, 8, TB_DECODE_NONE, 0ul },
+	{ "pos", TB_FK_I64, 16, TB_DECODE_NONE, 0ul },
+	{ "content", TB_FK_BYTES, 24, TB_DECODE_NONE, 1048576ul },
+};
+
 static const struct tb_event_desc tb_events[TB_EVENT_COUNT] = {
+	{ 1, "sched/sched_process_exec", "A process executed a new program: the executed file and its full argv", 40, 4, tb_fields_sched__sched_process_exec },
+	{ 2, "sched/sched_process_exit", "A task exited: exit status and terminating signal decoded from the wait status", 16, 5, tb_fields_sched__sched_process_exit },
+	{ 512, "vmscan/mm_vmscan_direct_reclaim_begin", "Direct memory reclaim started in an allocating task", 16, 2, tb_fields_vmscan__mm_vmscan_direct_reclaim_begin },
+	{ 513, "oom/mark_victim", "The OOM killer chose a victim (the header is the task that triggered it)", 24, 2, tb_fields_oom__mark_victim },
+	{ 514, "sched/psi_memstall_enter", "A task entered a memory stall (PSI); not a tracepoint on mainline kernels", 8, 0, tb_fields_sched__psi_memstall_enter },
+	{ 1024, "syscalls/sys_enter_openat", "openat(2) entry: the path as passed, flags and mode", 32, 4, tb_fields_syscalls__sys_enter_openat },
+	{ 1025, "syscalls/sys_exit_openat", "openat(2) exit: the new fd, or -errno", 8, 1, tb_fields_syscalls__sys_exit_openat },
+	{ 1026, "syscalls/sys_enter_read", "read(2) entry: fd and requested byte count", 16, 2, tb_fields_syscalls__sys_enter_read },
 	{ 1028, "syscalls/sys_enter_write", "write(2) entry; content captured for the selected fds (default 1 and 2)", 32, 3, tb_fields_syscalls__sys_enter_write },
+	{ 1029, "syscalls/sys_enter_writev", "writev(2) entry; content (all iovecs, concatenated) captured for the selected fds", 32, 4, tb_fields_syscalls__sys_enter_writev },
+	{ 1030, "syscalls/sys_enter_pwrite64", "pwrite64(2) entry; content captured for the selected fds", 40, 4, tb_fields_syscalls__sys_enter_pwrite64 },
 };
 
 static inline const struct tb_event_desc *tb_event_desc(__u32 id)

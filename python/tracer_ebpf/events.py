@@ -8,8 +8,79 @@ event's ``flags`` for why).
 from typing import Dict, List, Literal, Optional, Tuple, TypedDict, Union
 
 EventName = Literal[
+    "sched/sched_process_exec",
+    "sched/sched_process_exit",
+    "vmscan/mm_vmscan_direct_reclaim_begin",
+    "oom/mark_victim",
+    "sched/psi_memstall_enter",
+    "syscalls/sys_enter_openat",
+    "syscalls/sys_exit_openat",
+    "syscalls/sys_enter_read",
     "syscalls/sys_enter_write",
+    "syscalls/sys_enter_writev",
+    "syscalls/sys_enter_pwrite64",
 ]
+
+
+class SchedSchedProcessExecPayload(TypedDict):
+    """``sched/sched_process_exec``: A process executed a new program: the executed file and its full argv"""
+
+    old_pid: int
+    argc: int
+    filename: Optional[str]
+    argv: Optional[List[str]]
+
+
+class SchedSchedProcessExitPayload(TypedDict):
+    """``sched/sched_process_exit``: A task exited: exit status and terminating signal decoded from the wait status"""
+
+    exit_code: int
+    exit_status: int
+    signal: int
+    core_dumped: int
+    group_leader: int
+
+
+class VmscanMmVmscanDirectReclaimBeginPayload(TypedDict):
+    """``vmscan/mm_vmscan_direct_reclaim_begin``: Direct memory reclaim started in an allocating task"""
+
+    order: int
+    gfp_flags: int
+
+
+class OomMarkVictimPayload(TypedDict):
+    """``oom/mark_victim``: The OOM killer chose a victim (the header is the task that triggered it)"""
+
+    victim_pid: int
+    victim_comm: Optional[str]
+
+
+class SchedPsiMemstallEnterPayload(TypedDict):
+    """``sched/psi_memstall_enter``: A task entered a memory stall (PSI); not a tracepoint on mainline kernels"""
+
+    pass
+
+
+class SyscallsSysEnterOpenatPayload(TypedDict):
+    """``syscalls/sys_enter_openat``: openat(2) entry: the path as passed, flags and mode"""
+
+    dfd: int
+    flags: int
+    mode: int
+    filename: Optional[str]
+
+
+class SyscallsSysExitOpenatPayload(TypedDict):
+    """``syscalls/sys_exit_openat``: openat(2) exit: the new fd, or -errno"""
+
+    ret: int
+
+
+class SyscallsSysEnterReadPayload(TypedDict):
+    """``syscalls/sys_enter_read``: read(2) entry: fd and requested byte count"""
+
+    fd: int
+    count: int
 
 
 class SyscallsSysEnterWritePayload(TypedDict):
@@ -20,13 +91,51 @@ class SyscallsSysEnterWritePayload(TypedDict):
     content: Optional[bytes]
 
 
+class SyscallsSysEnterWritevPayload(TypedDict):
+    """``syscalls/sys_enter_writev``: writev(2) entry; content (all iovecs, concatenated) captured for the selected fds"""
+
+    fd: int
+    iovcnt: int
+    count: int
+    content: Optional[bytes]
+
+
+class SyscallsSysEnterPwrite64Payload(TypedDict):
+    """``syscalls/sys_enter_pwrite64``: pwrite64(2) entry; content captured for the selected fds"""
+
+    fd: int
+    count: int
+    pos: int
+    content: Optional[bytes]
+
+
 Payload = Union[
+    SchedSchedProcessExecPayload,
+    SchedSchedProcessExitPayload,
+    VmscanMmVmscanDirectReclaimBeginPayload,
+    OomMarkVictimPayload,
+    SchedPsiMemstallEnterPayload,
+    SyscallsSysEnterOpenatPayload,
+    SyscallsSysExitOpenatPayload,
+    SyscallsSysEnterReadPayload,
     SyscallsSysEnterWritePayload,
+    SyscallsSysEnterWritevPayload,
+    SyscallsSysEnterPwrite64Payload,
 ]
 
 #: name -> (id, comment, ((field, type), ...))
 CATALOGUE: Dict[str, Tuple[int, str, Tuple[Tuple[str, str], ...]]] = {
+    "sched/sched_process_exec": (1, "A process executed a new program: the executed file and its full argv", (("old_pid", "i32"), ("argc", "u32"), ("filename", "char[]"), ("argv", "char[][]"))),
+    "sched/sched_process_exit": (2, "A task exited: exit status and terminating signal decoded from the wait status", (("exit_code", "i32"), ("exit_status", "i32"), ("signal", "i32"), ("core_dumped", "u8"), ("group_leader", "u8"))),
+    "vmscan/mm_vmscan_direct_reclaim_begin": (512, "Direct memory reclaim started in an allocating task", (("order", "i32"), ("gfp_flags", "u64"))),
+    "oom/mark_victim": (513, "The OOM killer chose a victim (the header is the task that triggered it)", (("victim_pid", "i32"), ("victim_comm", "char[]"))),
+    "sched/psi_memstall_enter": (514, "A task entered a memory stall (PSI); not a tracepoint on mainline kernels", ()),
+    "syscalls/sys_enter_openat": (1024, "openat(2) entry: the path as passed, flags and mode", (("dfd", "i32"), ("flags", "u32"), ("mode", "u32"), ("filename", "char[]"))),
+    "syscalls/sys_exit_openat": (1025, "openat(2) exit: the new fd, or -errno", (("ret", "i64"),)),
+    "syscalls/sys_enter_read": (1026, "read(2) entry: fd and requested byte count", (("fd", "i32"), ("count", "u64"))),
     "syscalls/sys_enter_write": (1028, "write(2) entry; content captured for the selected fds (default 1 and 2)", (("fd", "i32"), ("count", "u64"), ("content", "u8[]"))),
+    "syscalls/sys_enter_writev": (1029, "writev(2) entry; content (all iovecs, concatenated) captured for the selected fds", (("fd", "i32"), ("iovcnt", "i32"), ("count", "u64"), ("content", "u8[]"))),
+    "syscalls/sys_enter_pwrite64": (1030, "pwrite64(2) entry; content captured for the selected fds", (("fd", "i32"), ("count", "u64"), ("pos", "i64"), ("content", "u8[]"))),
 }
 
-__all__ = ["EventName", "Payload", "CATALOGUE", "SyscallsSysEnterWritePayload"]
+__all__ = ["EventName", "Payload", "CATALOGUE", "SchedSchedProcessExecPayload", "SchedSchedProcessExitPayload", "VmscanMmVmscanDirectReclaimBeginPayload", "OomMarkVictimPayload", "SchedPsiMemstallEnterPayload", "SyscallsSysEnterOpenatPayload", "SyscallsSysExitOpenatPayload", "SyscallsSysEnterReadPayload", "SyscallsSysEnterWritePayload", "SyscallsSysEnterWritevPayload", "SyscallsSysEnterPwrite64Payload"]

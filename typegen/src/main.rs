@@ -5,12 +5,13 @@
 //! each only if its content changed. With --check, writes nothing and exits 1
 //! if any is stale. Invalid input exits 2 with file:line:column and the key.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let mut check = false;
-    let mut root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut root = manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf();
     let mut toml: Option<PathBuf> = None;
     let mut out_rust: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
@@ -35,6 +36,10 @@ fn main() -> ExitCode {
         }
     }
     let toml = toml.unwrap_or_else(|| root.join("typegen/events.toml"));
+    // Name the file relative to the current directory when under it, as
+    // compilers do: `typegen/events.toml:12:8: ...`.
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let toml = toml.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(toml);
     let model = match typegen::load(&toml) {
         Ok(m) => m,
         Err(e) => {

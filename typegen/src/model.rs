@@ -3,12 +3,11 @@
 //! Every error names the file, line and column of the offending key, so a
 //! typo in events.toml reads like a compiler error.
 
-use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::Path;
-use toml::Spanned;
+use toml_edit::{ImDocument, Item, Key, TableLike};
 
 /// Size of the fixed payload slot inside each ring-buffer record. Fixed
 /// fields and variable-field descriptors of one event must fit in it.
@@ -221,28 +220,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEvent {
-    id: Spanned<i64>,
-    comment: Spanned<String>,
-    context: Spanned<String>,
-    #[serde(default)]
-    optional: bool,
-    payload: Vec<Spanned<RawField>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawField {
-    name: Spanned<String>,
-    #[serde(rename = "type")]
-    ty: Spanned<String>,
-    max: Option<Spanned<i64>>,
-    decode: Option<Spanned<String>>,
-}
-
-type RawFile = BTreeMap<String, BTreeMap<String, Spanned<RawEvent>>>;
+type Span = Range<usize>;
 
 struct Locator<'a> {
     file: &'a str,
@@ -250,7 +228,7 @@ struct Locator<'a> {
 }
 
 impl Locator<'_> {
-    fn err(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> Error {
+    fn err(&self, span: Span, key: &str, message: impl Into<String>) -> Error {
         let (line, column) = line_col(self.text, span.start);
         Error {
             file: self.file.to_string(),
@@ -262,29 +240,103 @@ impl Locator<'_> {
     }
 }
 
+/// 1-based line and column (in characters) of byte `offset`.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-    (line, col)
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
 }
 
+/// `[a-z_][a-z0-9_]*`
 fn is_ident(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// Names a C or Rust payload struct may not use as field names.
+/// Names a payload field may not use: keywords of C, C++, Rust or Python,
+/// since each field becomes a struct member or TypedDict key in those.
 const RESERVED: &[&str] = &[
-    "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else",
-    "enum", "extern", "float", "for", "goto", "if", "int", "long", "register", "return", "short",
-    "signed", "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void",
-    "volatile", "while", "as", "fn", "impl", "let", "loop", "match", "mod", "move", "mut", "pub",
-    "ref", "self", "super", "trait", "type", "use", "where", "async", "await", "dyn", "crate",
-    "in", "is", "not", "and", "or", "from", "import", "pass", "def", "class", "lambda", "None",
-    "True", "False",
+    // C and C++
+    "auto", "bool", "break", "case", "catch", "char", "class", "const", "continue", "default",
+    "delete", "do", "double", "else", "enum", "explicit", "extern", "float", "for", "friend",
+    "goto", "if", "inline", "int", "long", "mutable", "namespace", "new", "nullptr", "operator",
+    "private", "protected", "public", "register", "restrict", "return", "short", "signed",
+    "sizeof", "static", "struct", "switch", "template", "this", "throw", "try", "typedef",
+    "typename", "union", "unsigned", "using", "virtual", "void", "volatile", "while",
+    // Rust (strict and reserved)
+    "abstract", "as", "async", "await", "become", "box", "crate", "dyn", "false", "final", "fn",
+    "gen", "impl", "in", "let", "loop", "macro", "match", "mod", "move", "mut", "override",
+    "priv", "pub", "ref", "self", "super", "trait", "true", "type", "typeof", "unsafe",
+    "unsized", "use", "where", "yield",
+    // Python
+    "and", "assert", "def", "del", "elif", "except", "finally", "from", "global", "import", "is",
+    "lambda", "nonlocal", "not", "or", "pass", "raise", "with",
 ];
+
+/// "a string", "an integer": TOML type names with their article.
+fn a(type_name: &str) -> String {
+    let article = if type_name.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {type_name}")
+}
+
+/// A TOML table being validated: its key path (for messages), where it
+/// starts, and what it must contain (for "missing key" messages).
+struct Table<'a> {
+    t: &'a dyn TableLike,
+    path: String,
+    span: Span,
+    needs: &'static str,
+}
+
+impl<'a> Table<'a> {
+    fn key(&self, k: &str) -> String {
+        format!("{}.{k}", self.path)
+    }
+
+    /// Rejects keys other than `allowed`, pointing at the first unknown one.
+    fn only(&self, loc: &Locator<'_>, allowed: &[&str]) -> Result<(), Error> {
+        match self.t.iter().find(|(k, _)| !allowed.contains(k)) {
+            None => Ok(()),
+            Some((k, _)) => {
+                let span = self.t.key(k).and_then(Key::span).unwrap_or(self.span.clone());
+                Err(loc.err(span, &self.key(k), format!("unknown key; expected one of: {}", allowed.join(", "))))
+            }
+        }
+    }
+
+    /// The value of `k` and where it is, if present.
+    fn get(&self, k: &str) -> Option<(&'a Item, Span)> {
+        let (key, item) = self.t.get_key_value(k)?;
+        Some((item, item.span().or_else(|| key.span()).unwrap_or(self.span.clone())))
+    }
+
+    fn required<T>(&self, loc: &Locator<'_>, k: &str, v: Option<T>) -> Result<T, Error> {
+        v.ok_or_else(|| loc.err(self.span.clone(), &self.key(k), format!("missing key ({})", self.needs)))
+    }
+
+    fn str(&self, loc: &Locator<'_>, k: &str) -> Result<Option<(&'a str, Span)>, Error> {
+        let Some((item, span)) = self.get(k) else { return Ok(None) };
+        match item.as_str() {
+            Some(s) => Ok(Some((s, span))),
+            None => Err(loc.err(span, &self.key(k), format!("{k} must be a string, found {}", a(item.type_name())))),
+        }
+    }
+
+    /// An integer in `range`; `what` describes the valid values.
+    fn int(&self, loc: &Locator<'_>, k: &str, range: RangeInclusive<i64>, what: &str) -> Result<Option<(i64, Span)>, Error> {
+        let Some((item, span)) = self.get(k) else { return Ok(None) };
+        match item.as_integer() {
+            Some(v) if range.contains(&v) => Ok(Some((v, span))),
+            Some(v) => Err(loc.err(span, &self.key(k), format!("{k} must be {what}, found {v}"))),
+            None => Err(loc.err(span, &self.key(k), format!("{k} must be {what}, found {}", a(item.type_name())))),
+        }
+    }
+}
 
 /// Reads and validates `path`.
 pub fn load(path: &Path) -> Result<Model, Error> {
@@ -301,44 +353,60 @@ pub fn load(path: &Path) -> Result<Model, Error> {
 /// Parses and validates events.toml text; `file` is only used in messages.
 pub fn parse(file: &str, text: &str) -> Result<Model, Error> {
     let loc = Locator { file, text };
-    let raw: RawFile = toml::from_str(text).map_err(|e| {
+    let doc = ImDocument::parse(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        let msg = e.message().trim().to_string();
-        let key = match (table_at(text, span.start), msg.split('`').nth(1)) {
-            (Some(t), Some(k)) if msg.contains("field") => format!("{t}.{k}"),
-            (Some(t), _) => t,
-            (None, _) => String::new(),
-        };
-        loc.err(span, &key, msg)
-    })?;
-
-    let mut events = Vec::new();
-    let mut ids: HashMap<u32, String> = HashMap::new();
-    for (category, table) in &raw {
-        if !is_ident(category) {
-            let span = table.values().next().map(|v| v.span()).unwrap_or(0..0);
-            return Err(loc.err(
-                span,
-                category,
-                "category must be a lowercase identifier ([a-z_][a-z0-9_]*)",
-            ));
+        // toml_edit puts a detail on a second line: keep messages on one.
+        let mut msg = e.message().trim().lines().map(str::trim).collect::<Vec<_>>().join(": ");
+        if msg.starts_with("invalid table header") && msg.contains("duplicate key") {
+            msg = "table already defined above (each [category.tracepoint] may appear only once)".to_string();
         }
-        for (tracepoint, value) in table {
+        loc.err(span.clone(), &key_at(text, span.start), msg)
+    })?;
+    let root = doc.as_table();
+
+    let mut events: Vec<Event> = Vec::new();
+    let mut ids: HashMap<u32, String> = HashMap::new();
+    let mut types: HashMap<String, String> = HashMap::new();
+    for (category, item) in root.iter() {
+        let cat_span = root.key(category).and_then(Key::span).unwrap_or(0..0);
+        // Names start with a letter so that their CamelCase forms are
+        // valid Rust and Python type names.
+        if !is_ident(category) || category.starts_with('_') {
+            return Err(loc.err(cat_span, category, "category must be a lowercase identifier ([a-z][a-z0-9_]*)"));
+        }
+        let Some(cat) = item.as_table_like() else {
+            return Err(loc.err(
+                item.span().unwrap_or(cat_span),
+                category,
+                format!("expected a table of events such as [{category}.<tracepoint>], found {}", a(item.type_name())),
+            ));
+        };
+        for (tracepoint, item) in cat.iter() {
             let key = format!("{category}.{tracepoint}");
-            if !is_ident(tracepoint) {
-                return Err(loc.err(
-                    value.span(),
-                    &key,
-                    "tracepoint must be a lowercase identifier ([a-z_][a-z0-9_]*)",
-                ));
+            let tp_span = cat.key(tracepoint).and_then(Key::span).unwrap_or(cat_span.clone());
+            if !is_ident(tracepoint) || tracepoint.starts_with('_') {
+                return Err(loc.err(tp_span, &key, "tracepoint must be a lowercase identifier ([a-z][a-z0-9_]*)"));
             }
-            let ev = parse_event(&loc, category, tracepoint, value)?;
-            if let Some(other) = ids.insert(ev.id, key.clone()) {
+            let Some(t) = item.as_table_like() else {
                 return Err(loc.err(
-                    value.get_ref().id.span(),
-                    &format!("{key}.id"),
-                    format!("duplicate id {} (already used by {other})", ev.id),
+                    item.span().unwrap_or(tp_span),
+                    &key,
+                    format!("expected a table [{key}] with id, comment, context and payload, found {}", a(item.type_name())),
                 ));
+            };
+            let table = Table {
+                t,
+                path: key.clone(),
+                span: item.span().unwrap_or(tp_span.clone()),
+                needs: "an event needs id, comment, context and payload",
+            };
+            let (ev, id_span) = parse_event(&loc, category, tracepoint, &table)?;
+            if let Some(other) = ids.insert(ev.id, key.clone()) {
+                return Err(loc.err(id_span, &format!("{key}.id"), format!("duplicate id {} (already used by {other})", ev.id)));
+            }
+            // `a.b_c` and `a_b.c` would both be `ABC` in Rust and Python.
+            if let Some(other) = types.insert(ev.camel(), key.clone()) {
+                return Err(loc.err(tp_span, &key, format!("its type name {} is already used by {other}; rename one of them", ev.camel())));
             }
             events.push(ev);
         }
@@ -350,122 +418,157 @@ pub fn parse(file: &str, text: &str) -> Result<Model, Error> {
     Ok(Model { events })
 }
 
-/// The `[a.b]` table header in force at `offset`, for naming the event in
-/// errors that serde reports without one.
-fn table_at(text: &str, offset: usize) -> Option<String> {
-    let before = &text[..offset.min(text.len())];
-    before.lines().rev().find_map(|l| {
-        let l = l.trim();
-        let inner = l.strip_prefix('[')?.split(']').next()?;
-        (!inner.starts_with('[')).then(|| inner.trim().to_string())
-    })
+/// The key a syntax error at `offset` is in, as far as a line-based look can
+/// tell: the `[a.b]` header in force, plus the line's own `key =` if any.
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let header = text[..line_end].lines().rev().find_map(|l| {
+        let inner = l.trim().strip_prefix('[')?.trim_start_matches('[');
+        Some(inner.split(']').next()?.trim().to_string())
+    });
+    let line = text[..line_end].lines().last().unwrap_or("");
+    let own = line.split_once('=').map(|(k, _)| k.trim()).filter(|k| {
+        !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    });
+    match (header, own) {
+        (Some(h), Some(k)) => format!("{h}.{k}"),
+        (Some(h), None) => h,
+        (None, Some(k)) => k.to_string(),
+        (None, None) => String::new(),
+    }
 }
 
-fn parse_event(
-    loc: &Locator<'_>,
-    category: &str,
-    tracepoint: &str,
-    value: &Spanned<RawEvent>,
-) -> Result<Event, Error> {
-    let key = format!("{category}.{tracepoint}");
-    let span = value.span();
-    let raw = value.get_ref();
-
-    let id = *raw.id.get_ref();
-    if !(1..=u32::MAX as i64).contains(&id) {
-        return Err(loc.err(raw.id.span(), &format!("{key}.id"), "id must be an integer from 1 to 4294967295"));
+/// Validates one event table; also returns where its id is, for the
+/// duplicate-id check.
+fn parse_event(loc: &Locator<'_>, category: &str, tracepoint: &str, ev: &Table<'_>) -> Result<(Event, Span), Error> {
+    let key = &ev.path;
+    ev.only(loc, &["id", "comment", "context", "optional", "payload"])?;
+    let (id, id_span) = ev.required(loc, "id", ev.int(loc, "id", 1..=u32::MAX as i64, "an integer from 1 to 4294967295")?)?;
+    let (comment, comment_span) = ev.required(loc, "comment", ev.str(loc, "comment")?)?;
+    if comment.trim().is_empty() || comment.contains(char::is_control) {
+        return Err(loc.err(comment_span, &ev.key("comment"), "comment must be one non-empty line"));
     }
-    if raw.comment.get_ref().trim().is_empty() || raw.comment.get_ref().contains('\n') {
-        return Err(loc.err(raw.comment.span(), &format!("{key}.comment"), "comment must be one non-empty line"));
-    }
-    let context = raw.context.get_ref().trim();
-    if !is_ident(context) {
+    // The comment is copied into C comments, Python docstrings and a
+    // Markdown table, where these would end or break the text.
+    if comment.contains("*/") || comment.contains(['"', '\\', '|']) {
         return Err(loc.err(
-            raw.context.span(),
-            &format!("{key}.context"),
+            comment_span,
+            &ev.key("comment"),
+            "comment must not contain \", \\, | or */ (use ' for quotes)",
+        ));
+    }
+    let (context, context_span) = ev.required(loc, "context", ev.str(loc, "context")?)?;
+    if !is_ident(context.trim()) {
+        return Err(loc.err(
+            context_span,
+            &ev.key("context"),
             "context must be the name of a struct in vmlinux.h, e.g. trace_event_raw_sys_enter",
         ));
     }
+    let optional = match ev.get("optional") {
+        None => false,
+        Some((item, span)) => item.as_bool().ok_or_else(|| {
+            loc.err(span, &ev.key("optional"), format!("optional must be true or false, found {}", a(item.type_name())))
+        })?,
+    };
+    let (payload, payload_span) = ev.required(loc, "payload", ev.get("payload"))?;
+    // payload = [ { ... }, ... ], or [[category.tracepoint.payload]] tables.
+    let elems: Vec<(Option<&dyn TableLike>, Option<Span>)> = match payload {
+        Item::Value(toml_edit::Value::Array(a)) => {
+            a.iter().map(|v| (v.as_inline_table().map(|t| t as &dyn TableLike), v.span())).collect()
+        }
+        Item::ArrayOfTables(a) => a.iter().map(|t| (Some(t as &dyn TableLike), t.span())).collect(),
+        other => {
+            return Err(loc.err(
+                payload_span,
+                &ev.key("payload"),
+                format!("payload must be an array of {{ name, type }} tables, found {}", a(other.type_name())),
+            ))
+        }
+    };
 
     let mut fields: Vec<Field> = Vec::new();
+    let mut spans: Vec<Span> = Vec::new();
     let mut offset = 0usize;
-    for (i, f) in raw.payload.iter().enumerate() {
+    for (i, (t, span)) in elems.into_iter().enumerate() {
+        let span = span.unwrap_or(payload_span.clone());
         let fkey = format!("{key}.payload[{i}]");
-        let f = f.get_ref();
-        let name = f.name.get_ref();
-        if !is_ident(name) || RESERVED.contains(&name.as_str()) {
+        let Some(t) = t else {
+            return Err(loc.err(span, &fkey, "a payload field must be a table such as { name = \"fd\", type = \"i32\" }"));
+        };
+        let f = Table { t, path: fkey, span: span.clone(), needs: "a field needs name and type" };
+        f.only(loc, &["name", "type", "max", "decode"])?;
+        let (name, name_span) = f.required(loc, "name", f.str(loc, "name")?)?;
+        if !is_ident(name) || RESERVED.contains(&name) {
             return Err(loc.err(
-                f.name.span(),
-                &format!("{fkey}.name"),
+                name_span,
+                &f.key("name"),
                 format!("invalid field name {name:?}: use a lowercase identifier that is not a C, Rust or Python keyword"),
             ));
         }
         if name.starts_with('_') {
-            return Err(loc.err(f.name.span(), &format!("{fkey}.name"), "field names starting with '_' are reserved for padding"));
+            return Err(loc.err(name_span, &f.key("name"), "field names starting with '_' are reserved for padding"));
         }
-        if fields.iter().any(|o| &o.name == name) {
-            return Err(loc.err(f.name.span(), &format!("{fkey}.name"), format!("duplicate field name {name:?}")));
+        if fields.iter().any(|o| o.name == name) {
+            return Err(loc.err(name_span, &f.key("name"), format!("duplicate field name {name:?}")));
         }
-        let ty = FieldType::parse(f.ty.get_ref().trim()).ok_or_else(|| {
-            loc.err(
-                f.ty.span(),
-                &format!("{fkey}.type"),
-                format!("unknown type {:?}; expected one of: {}", f.ty.get_ref(), TYPE_NAMES.join(", ")),
-            )
+        let (ty, ty_span) = f.required(loc, "type", f.str(loc, "type")?)?;
+        let ty = FieldType::parse(ty.trim()).ok_or_else(|| {
+            loc.err(ty_span, &f.key("type"), format!("unknown type {ty:?}; expected one of: {}", TYPE_NAMES.join(", ")))
         })?;
-        let max = match (&f.max, ty.is_var()) {
-            (Some(m), false) => {
-                return Err(loc.err(m.span(), &format!("{fkey}.max"), format!("`max` applies only to variable-length types, not {}", ty.toml_name())))
+        let max_range = 1..=VAR_MAX_CEILING as i64;
+        let max = match (f.get("max"), ty.is_var()) {
+            (Some((_, span)), false) => {
+                return Err(loc.err(span, &f.key("max"), format!("max applies only to variable-length types, not {}", ty.toml_name())))
             }
-            (Some(m), true) => {
-                let v = *m.get_ref();
-                if v < 1 || v as u64 > VAR_MAX_CEILING {
-                    return Err(loc.err(m.span(), &format!("{fkey}.max"), format!("max must be from 1 to {VAR_MAX_CEILING} bytes")));
-                }
-                v as u64
-            }
+            (Some(_), true) => f.int(loc, "max", max_range, &format!("an integer from 1 to {VAR_MAX_CEILING} (bytes)"))?.map_or(0, |m| m.0 as u64),
             (None, true) => VAR_MAX_DEFAULT,
             (None, false) => 0,
         };
-        let decode = match &f.decode {
+        let decode = match f.str(loc, "decode")? {
             None => None,
-            Some(d) => {
-                let dec = Decode::parse(d.get_ref()).ok_or_else(|| {
-                    loc.err(d.span(), &format!("{fkey}.decode"), format!("unknown decode {:?}; expected one of: {}", d.get_ref(), DECODE_NAMES.join(", ")))
+            Some((d, span)) => {
+                let dec = Decode::parse(d).ok_or_else(|| {
+                    loc.err(span.clone(), &f.key("decode"), format!("unknown decode {d:?}; expected one of: {}", DECODE_NAMES.join(", ")))
                 })?;
                 if ty.is_var() {
-                    return Err(loc.err(d.span(), &format!("{fkey}.decode"), "decode applies only to integer fields"));
+                    return Err(loc.err(span, &f.key("decode"), format!("decode applies only to integer fields, not {}", ty.toml_name())));
                 }
                 Some(dec)
             }
         };
         let align = ty.align();
         offset = offset.div_ceil(align) * align;
-        fields.push(Field { name: name.clone(), ty, offset, max, decode });
+        fields.push(Field { name: name.to_string(), ty, offset, max, decode });
+        spans.push(span);
         offset += ty.fixed_size();
     }
     // An event without fields still gets an 8-byte part, so its struct is
     // never empty (empty structs differ in size between C and C++).
     let fixed_size = (offset.div_ceil(8) * 8).max(8);
     if fixed_size > FIXED_SLOT_SIZE {
+        // Point at the first field that ends past the slot.
+        let i = fields.iter().position(|f| f.offset + f.ty.fixed_size() > FIXED_SLOT_SIZE).unwrap_or(0);
         return Err(loc.err(
-            span,
-            &format!("{key}.payload"),
+            spans[i].clone(),
+            &format!("{key}.payload[{i}]"),
             format!(
-                "fixed part is {fixed_size} bytes but the record slot holds {FIXED_SLOT_SIZE} \
-                 (each integer takes its size, each variable field a {VAR_DESC_SIZE}-byte descriptor)"
+                "field {:?} does not fit: the fixed part is {fixed_size} bytes but the record slot holds \
+                 {FIXED_SLOT_SIZE} (each integer takes its size, each variable field a {VAR_DESC_SIZE}-byte descriptor)",
+                fields[i].name
             ),
         ));
     }
-    Ok(Event {
+    let event = Event {
         category: category.to_string(),
         tracepoint: tracepoint.to_string(),
         id: id as u32,
-        comment: raw.comment.get_ref().trim().to_string(),
-        context: context.to_string(),
-        optional: raw.optional,
+        comment: comment.trim().to_string(),
+        context: context.trim().to_string(),
+        optional,
         fields,
         fixed_size,
-    })
+    };
+    Ok((event, id_span))
 }
-
