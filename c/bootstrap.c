@@ -36,20 +36,8 @@
 /* ------------------------------------------------------------------ */
 /* Static tables                                                       */
 
-/* Names of enum tb_stat, in order (rs: KERNEL_STATS). bootstrap.gen.h has
- * the enum but no strings: keep this list in step with typegen's
- * record::KERNEL_STATS; the assertion catches a counter added there. */
-static const char *const stat_names[] = {
-	[TB_STAT_RECORDS] = "records",
-	[TB_STAT_RING_FULL] = "ring_full",
-	[TB_STAT_PAYLOAD_FULL] = "payload_full",
-	[TB_STAT_FAULT] = "fault",
-	[TB_STAT_TRUNCATED] = "truncated",
-	[TB_STAT_BUSY] = "busy",
-	[TB_STAT_FOLLOWED] = "followed",
-};
-_Static_assert(sizeof(stat_names) / sizeof(stat_names[0]) == TB_STAT_COUNT,
-	       "enum tb_stat changed: update stat_names in c/bootstrap.c");
+/* Counter names come from the generated tb_stat_names[] (typegen). */
+#define stat_names tb_stat_names
 
 /* Per event: its tracepoint and BPF program, from the generated X-macro. */
 struct prog_info {
@@ -806,7 +794,7 @@ static void handle_record(struct tb_tracer *t, const uint8_t *raw, size_t size)
 	/* Copy the payload out first, then hand its space back to the
 	 * producer, whatever becomes of the decoding. */
 	if (r.payload_len > t->buf_cap) {
-		size_t nc = t->buf_cap ? t->buf_cap : 4096;
+		size_t nc = t->buf_cap;
 		while (nc < r.payload_len)
 			nc *= 2;
 		uint8_t *nb = realloc(t->buf, nc);
@@ -1046,8 +1034,10 @@ int tb_open(const struct tb_options *opts, struct tb_tracer **out, char *errbuf,
 		if (tb_events[i].nfields > maxf)
 			maxf = tb_events[i].nfields;
 	t->fields = calloc(maxf, sizeof *t->fields);
+	t->buf_cap = 64u << 10; /* grown to the largest payload_len seen */
+	t->buf = malloc(t->buf_cap);
 	t->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (!t->fields) {
+	if (!t->fields || !t->buf) {
 		err = fail(errbuf, errlen, TB_ERR_NOMEM, "out of memory");
 		goto out;
 	}
@@ -1161,9 +1151,6 @@ int tb_set_pids(struct tb_tracer *t, const uint32_t *pids, size_t npids, char *e
 		errbuf[0] = '\0';
 	if (!t || t->in_callback)
 		return fail(errbuf, errlen, TB_ERR_INVALID, "tb_set_pids: no tracer, or called from the callback");
-	if (t->cfg.follow && !npids)
-		return fail(errbuf, errlen, TB_ERR_INVALID,
-			    "invalid configuration: follow needs at least one pid to follow");
 	int err = set_pids(&t->cfg, pids, npids, errbuf, errlen);
 	return err ? err : write_filters(t, errbuf, errlen);
 }

@@ -275,6 +275,17 @@ struct tb_event_desc {
 	const struct tb_field_desc *fields;
 };
 
+/* Names of the kernel counters, by enum tb_stat. */
+static const char *const tb_stat_names[TB_STAT_COUNT] = {
+	"records",
+	"ring_full",
+	"payload_full",
+	"fault",
+	"truncated",
+	"busy",
+	"followed",
+};
+
 struct tb_symbol {
 	long long value;
 	const char *name;

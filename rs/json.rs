@@ -93,7 +93,7 @@ fn lookup(table: &[(i64, &'static str)], v: i64) -> Option<&'static str> {
 /// The symbolic name a decode hint gives `v`, if any.
 pub fn decoded_name(d: Decode, v: i64) -> Option<String> {
     match d {
-        Decode::Errno if v < 0 => lookup(ERRNO, -v).map(str::to_string),
+        Decode::Errno if v < 0 => v.checked_neg().and_then(|n| lookup(ERRNO, n)).map(str::to_string),
         Decode::Errno => None,
         Decode::Signal => lookup(SIGNALS, v).map(str::to_string),
         Decode::OpenFlags => {

@@ -105,9 +105,10 @@ impl Var {
         }
     }
     /// The strings of a `char[][]` field (argv): NUL-separated, empty ones kept.
+    /// No bytes is no strings; a single NUL is one empty string.
     pub fn strings(&self) -> impl Iterator<Item = &[u8]> {
+        let empty = self.data.is_empty();
         let data = self.data.strip_suffix(&[0]).unwrap_or(&self.data);
-        let empty = data.is_empty();
         data.split(|&b| b == 0).filter(move |_| !empty)
     }
 }

@@ -31,10 +31,9 @@ def tracer_example() -> str:
 
 @pytest.fixture(scope="session")
 def rust_example() -> str:
-    exe = ROOT / "target" / "release" / "example"
-    if not exe.exists():
-        subprocess.run(["cargo", "build", "--release", "--bin", "example"], cwd=ROOT, check=True)
-    return str(exe)
+    # Always build: a no-op when fresh, and never a stale reference binary.
+    subprocess.run(["cargo", "build", "--release", "--bin", "example"], cwd=ROOT, check=True)
+    return str(ROOT / "target" / "release" / "example")
 
 
 def run_child(code: str, **kw) -> subprocess.CompletedProcess:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -28,28 +31,57 @@ class TraceResult:
         return to_dataframe(self.events)
 
 
+# Runs in the child: waits on the gate pipe until the tracer is attached, then execs
+# the command in the same process (so the pid the tracer follows is the
+# command's). The read is already blocked when the tracer attaches, so the
+# gate adds no traced syscall of its own.
+_GATE = (
+    "import os, sys\n"
+    "gate, ready = int(sys.argv[1]), int(sys.argv[2])\n"
+    "os.write(ready, b'r')\n"
+    "os.close(ready)\n"
+    "if os.read(gate, 1) != b'x':\n"
+    "    os._exit(125)\n"
+    "os.close(gate)\n"
+    "try:\n"
+    "    os.execvp(sys.argv[3], sys.argv[3:])\n"
+    "except OSError as e:\n"
+    "    sys.stderr.write('%s: %s\\n' % (sys.argv[3], e.strerror))\n"
+    "    os._exit(127 if isinstance(e, FileNotFoundError) else 126)\n"
+)
+
+
 def start_gated(cmd: Union[str, Sequence[str]], **popen_kwargs: Any) -> "tuple[subprocess.Popen[bytes], int]":
-    """Starts ``cmd`` held just before exec until the returned fd is written
-    to (or closed), so a tracer can be attached to its pid first."""
+    """Starts ``cmd`` held just before exec until ``release()`` is called on
+    the returned fd, so a tracer can be attached to its pid first."""
     if isinstance(cmd, str):
         cmd = [cmd]
     cmd = list(cmd)
     if not cmd:
         raise ValueError("empty command")
+    if shutil.which(cmd[0]) is None:
+        raise FileNotFoundError(errno.ENOENT, "command not found", cmd[0])
     r, w = os.pipe()
-
-    def gate() -> None:  # runs in the child, before exec
-        os.close(w)
-        os.read(r, 1)
-        os.close(r)
+    ready_r, ready_w = os.pipe()
 
     try:
-        proc = subprocess.Popen(cmd, preexec_fn=gate, pass_fds=(r, w), **popen_kwargs)
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _GATE, str(r), str(ready_w), *cmd],
+            pass_fds=(r, ready_w),
+            **popen_kwargs,
+        )
     except BaseException:
         os.close(w)
         raise
     finally:
         os.close(r)
+        os.close(ready_w)
+    try:
+        # Wait until the gate is about to block: its own start-up (module
+        # imports) must not show up in the trace.
+        os.read(ready_r, 1)
+    finally:
+        os.close(ready_r)
     return proc, w
 
 

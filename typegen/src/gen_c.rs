@@ -146,6 +146,11 @@ pub fn render(m: &Model) -> String {
          struct tb_event_desc {\n\t__u32 id;\n\tconst char *name; /* \"category/tracepoint\" */\n\tconst char *comment;\n\
          \tunsigned fixed_size;\n\tunsigned nfields;\n\tconst struct tb_field_desc *fields;\n};\n\n",
     );
+    w.push_str("/* Names of the kernel counters, by enum tb_stat. */\nstatic const char *const tb_stat_names[TB_STAT_COUNT] = {\n");
+    for st in record::KERNEL_STATS {
+        let _ = writeln!(w, "\t\"{}\",", st.name);
+    }
+    w.push_str("};\n\n");
     w.push_str("struct tb_symbol {\n\tlong long value;\n\tconst char *name;\n};\n\n");
     for (name, table) in [("errno", crate::names::ERRNO), ("signals", crate::names::SIGNALS), ("open_flags", crate::names::OPEN_FLAGS)] {
         let _ = writeln!(w, "static const struct tb_symbol tb_{name}[] = {{");

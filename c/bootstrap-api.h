@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * tracer-ebpf C library (libbootstrap.a): load the BPF tracer, receive each
+ * event decoded through a callback, print it as the project's JSON line.
+ *
+ *     struct tb_options o = {0};          // zero means "default" everywhere
+ *     const char *ev[] = { "syscalls/sys_enter_write" };
+ *     o.events = ev; o.nevents = 1;
+ *     o.on_event = my_callback; o.ctx = my_state;
+ *     struct tb_tracer *t;
+ *     char err[512];
+ *     if (tb_open(&o, &t, err, sizeof err) != TB_OK) { fprintf(stderr, "%s\n", err); exit(1); }
+ *     while (tb_poll(t, 100) >= 0)        // TB_STOPPED once tb_stop() was called
+ *         ;
+ *     while (tb_consume(t) > 0)           // deliver what is already captured
+ *         ;
+ *     tb_close(t);
+ *
+ * Threads: one thread at a time may call any function on a tracer, except
+ * tb_stop(), which may be called from any thread or from a signal handler.
+ * Separate tracers are independent; a tracer can be opened again after
+ * tb_close(). Functions never print: errors come back as a status code and,
+ * where an error buffer is taken, a message saying what to do.
+ */
+#ifndef TB_BOOTSTRAP_API_H
+#define TB_BOOTSTRAP_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <bootstrap.gen.h> /* event ids, field descriptors, TB_VAR_*, enum tb_stat */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes. tb_poll()/tb_consume() return a count (>= 0) or one of the
+ * negative values; everything else returns TB_OK or a negative value. */
+enum tb_status {
+	TB_OK = 0,
+	TB_STOPPED = -1,               /* tb_stop() was called: not an error */
+	TB_ERR_INVALID = -2,           /* invalid option or argument */
+	TB_ERR_PERMISSION = -3,        /* needs root or CAP_BPF + CAP_PERFMON (+ CAP_SYS_ADMIN) */
+	TB_ERR_NO_BTF = -4,            /* kernel without /sys/kernel/btf/vmlinux */
+	TB_ERR_TRACEFS = -5,           /* tracefs not mounted and could not be mounted */
+	TB_ERR_UNKNOWN_EVENT = -6,     /* an event name matches no known event */
+	TB_ERR_NO_TRACEPOINT = -7,     /* the running kernel lacks a selected tracepoint */
+	TB_ERR_VERIFIER = -8,          /* the kernel rejected the BPF program */
+	TB_ERR_BPF = -9,               /* other libbpf/kernel failure */
+	TB_ERR_NOMEM = -10,            /* out of memory */
+	TB_ERR_IO = -11,               /* system call failure (mmap, poll, ...) */
+};
+
+/* A short description of a status code ("permission denied", ...). */
+const char *tb_strerror(int status);
+
+/* Set by userspace on a variable field whose bytes were overwritten while
+ * being read (never expected: the producer respects the reader's position).
+ * JSON: null, with "<field>_lost":"overwritten". */
+#define TB_VAR_OVERWRITTEN 0x100u
+
+/* One payload field of a delivered event. */
+struct tb_field {
+	const struct tb_field_desc *desc; /* name, kind (TB_FK_*), decode hint, max */
+	/* Integer fields (TB_FK_U8 .. TB_FK_I64): the value, in both views. */
+	uint64_t u;
+	int64_t i;
+	/* Variable fields (TB_FK_STR, TB_FK_STRLIST, TB_FK_BYTES): `len` bytes at
+	 * `data` (not NUL-terminated; valid only during the callback), TB_VAR_*
+	 * flags, and the original size in bytes when known (else 0). */
+	const uint8_t *data;
+	uint32_t len;
+	uint32_t flags;
+	uint64_t size;
+};
+
+/* One event, as handed to the callback. Valid only during the callback. */
+struct tb_event {
+	uint64_t event_id;     /* unique within this tracer */
+	uint32_t event_type;   /* enum tb_event_type */
+	const struct tb_event_desc *desc; /* desc->name is "category/tracepoint" */
+	uint64_t timestamp_ns; /* nanoseconds since the Unix epoch */
+	uint32_t cpu;
+	uint32_t pid;          /* process id (tgid) */
+	uint32_t tid;          /* thread id */
+	uint32_t ppid;         /* parent process id (real parent) */
+	uint64_t upid;         /* unique process id: start ms since boot << 22 | pid */
+	uint64_t uppid;        /* same for the parent */
+	char comm[TB_COMM_LEN + 1]; /* task comm, NUL-terminated (may hold any byte but NUL) */
+	uint32_t comm_len;
+	uint32_t flags;        /* TB_REC_*: TB_REC_PAYLOAD_LOST if a field lost bytes */
+	uint32_t nfields;
+	const struct tb_field *fields; /* desc->fields order */
+};
+
+/* Called once per event, from tb_poll()/tb_consume(). Return 0 to go on, or
+ * non-zero to make that call return after this event. Must not call tb_poll,
+ * tb_consume or tb_close on the same tracer. */
+typedef int (*tb_event_fn)(const struct tb_event *ev, void *ctx);
+
+/* What to trace. All-zero is a valid configuration: every non-optional
+ * event, every process but this one, content of fds 1 and 2, defaults below. */
+struct tb_options {
+	/* Event names ("syscalls/sys_enter_write") or wildcards ("syscalls/" "*");
+	 * none: every non-optional event. */
+	const char *const *events;
+	size_t nevents;
+	/* Only these processes (tgids); none: every process. */
+	const uint32_t *pids;
+	size_t npids;
+	int follow;                  /* also trace children they fork (needs pids) */
+	/* Only tasks whose comm starts with one of these (at most 8, 1..15 bytes). */
+	const char *const *comms;
+	size_t ncomms;
+	/* File descriptors whose write content is captured. NULL: {1, 2};
+	 * non-NULL with ncontent_fds == 0: none. At most 256. */
+	const int *content_fds;
+	size_t ncontent_fds;
+	int all_fds;                 /* capture the content of every fd */
+	uint32_t content_max;        /* bytes of content per write; 0: 1 MiB (the maximum) */
+	uint32_t argv_max;           /* bytes of argv per exec; 0: 128 KiB (max 1 MiB) */
+	size_t ring_bytes;           /* ring buffer; 0: 8 MiB; rounded up to a power of 2 */
+	size_t payload_bytes_per_cpu; /* payload area per possible CPU; 0: 16 MiB; rounded up to 256 KiB */
+	uint64_t wake_bytes;         /* wake the reader once this much is pending; 0: 256 KiB */
+	uint64_t wake_ns;            /* ... or after this long; 0: 1 ms */
+	int trace_self;              /* trace this process too (off: it would see its own output) */
+	tb_event_fn on_event;        /* required */
+	void *ctx;                   /* passed to on_event */
+};
+
+struct tb_tracer;
+
+/*
+ * Checks privileges, BTF and tracefs (mounting tracefs at
+ * /sys/kernel/tracing if it is not mounted), loads and verifies the BPF
+ * program, applies the filters and attaches. On success *out is the tracer
+ * and TB_OK is returned; otherwise *out is NULL, a negative tb_status is
+ * returned and `errbuf` (if not NULL) holds a message saying what to do.
+ */
+int tb_open(const struct tb_options *opts, struct tb_tracer **out, char *errbuf, size_t errlen);
+
+/*
+ * Waits up to `timeout_ms` (-1: forever) for events and delivers them to the
+ * callback. Returns the number delivered (possibly 0 on timeout), TB_STOPPED
+ * if tb_stop() was called (then it delivers nothing: see tb_consume), or a
+ * negative error. Records that arrived without a wake-up are picked up when
+ * the timeout expires, so use a finite timeout.
+ */
+int tb_poll(struct tb_tracer *t, int timeout_ms);
+
+/* Delivers the records already in the ring buffer without waiting, even
+ * after tb_stop(); at most about one ring's worth per call, so a producer
+ * that never pauses cannot hold the caller. Returns the number delivered
+ * (0: the ring was empty) or a negative error. */
+int tb_consume(struct tb_tracer *t);
+
+/* Makes a running or future tb_poll() return TB_STOPPED, until tb_resume().
+ * Async-signal-safe and callable from any thread (preserves errno), but not
+ * concurrently with or after tb_close() of the same tracer. */
+void tb_stop(struct tb_tracer *t);
+/* Clears a tb_stop(). */
+void tb_resume(struct tb_tracer *t);
+
+/* A file descriptor for an external event loop (poll/epoll for reading, then
+ * call tb_consume). It reports records pending when it is polled, but the
+ * kernel batches wake-ups (wake_bytes, wake_ns), so also call tb_consume()
+ * on a timer (e.g. every 50-100 ms). Owned by the tracer. */
+int tb_fd(const struct tb_tracer *t);
+
+/* Replace filters while tracing (none: no filter of that kind). tb_set_pids
+ * also forgets the children follow mode had added. */
+int tb_set_pids(struct tb_tracer *t, const uint32_t *pids, size_t npids, char *errbuf, size_t errlen);
+int tb_set_comms(struct tb_tracer *t, const char *const *comms, size_t ncomms, char *errbuf, size_t errlen);
+
+/* Every counter. Kernel ones are the per-CPU `stats` map summed over CPUs,
+ * indexed by enum tb_stat; named by tb_stat_name(). */
+struct tb_stats {
+	uint64_t kernel[TB_STAT_COUNT];
+	uint64_t delivered;      /* events handed to the callback */
+	uint64_t decode_errors;  /* malformed records (never expected) */
+	uint64_t overwritten;    /* records whose payload was overwritten while read (never expected) */
+	uint64_t seq_gaps;       /* records missing from a CPU's sequence (also counted by the kernel) */
+};
+int tb_stats(struct tb_tracer *t, struct tb_stats *out);
+/* "records", "ring_full", ... for i < TB_STAT_COUNT; NULL otherwise. */
+const char *tb_stat_name(unsigned i);
+
+/* Possible CPUs the buffers were sized for. */
+unsigned tb_ncpus(const struct tb_tracer *t);
+
+/* The events this tracer is attached to: how many, and the i-th one's
+ * descriptor (NULL if i is out of range). */
+size_t tb_nevents(const struct tb_tracer *t);
+const struct tb_event_desc *tb_event_at(const struct tb_tracer *t, size_t i);
+
+/* Detaches every program and frees every kernel and userspace resource;
+ * returns when done. NULL is accepted. Not from the callback. */
+void tb_close(struct tb_tracer *t);
+
+/*
+ * The event as one JSON line without newline, byte for byte the format of
+ * rs/json.rs. snprintf-style: writes at most `size` bytes including a
+ * terminating NUL and returns the full length (excluding the NUL); the
+ * output is complete iff the result is < size.
+ */
+size_t tb_event_to_json(const struct tb_event *ev, char *buf, size_t size);
+
+/* getline-style variant: (re)allocates *buf (free() it) so the whole line
+ * fits; returns its length, or -1 (errno ENOMEM) if allocation failed. */
+long tb_event_to_json_alloc(const struct tb_event *ev, char **buf, size_t *cap);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TB_BOOTSTRAP_API_H */
