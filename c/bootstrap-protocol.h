@@ -21,7 +21,7 @@ struct tb_config {
 	__u32 content_max;   /* cap on write content bytes per event */
 	__u32 argv_max;      /* cap on argv bytes per exec */
 	__u32 all_fds;       /* 1: capture content of every fd, ignore `content_fds` */
-	__u32 pad;
+	__u32 generic_max;   /* cap on the raw bytes of a generic tracepoint record */
 	struct {
 		char prefix[TB_COMM_LEN];
 		__u32 len;
@@ -42,5 +42,31 @@ struct tb_cpu_ctl {
 };
 TB_STATIC_ASSERT(sizeof(struct tb_cpu_ctl) == TB_CPU_CTL_SIZE, "tb_cpu_ctl size");
 TB_STATIC_ASSERT(sizeof(struct tb_config) == 192, "tb_config size");
+
+/*
+ * Generic tracepoints: any tracepoint, recorded raw by handle__generic and
+ * decoded in userspace from its tracefs format file. Userspace fills one
+ * descriptor per attached tracepoint, keyed by its tracefs ID (common_type).
+ */
+#define TB_GENERIC_MAX_DATALOC 8
+#define TB_GENERIC_MAX_STRS 3
+
+struct tb_generic_desc {
+	__u32 raw_size;                          /* bytes of the fixed record */
+	__u32 ndataloc;                          /* __data_loc fields */
+	__u16 dataloc_off[TB_GENERIC_MAX_DATALOC]; /* their offsets */
+	__u32 nstr;                              /* user-string pointer fields */
+	__u16 str_off[TB_GENERIC_MAX_STRS];      /* their offsets */
+	__u16 pad;
+};
+
+/* Fixed part of a generic record (TB_REC_GENERIC; event_type = tracefs ID):
+ * the raw tracepoint record (fixed fields and __data_loc data), then the user
+ * strings its pointer fields point to, in descriptor order. */
+struct tb_generic_payload {
+	struct tb_var raw;
+	struct tb_var str[TB_GENERIC_MAX_STRS];
+};
+TB_STATIC_ASSERT(sizeof(struct tb_generic_payload) <= TB_FIXED_SLOT_SIZE, "tb_generic_payload size");
 
 #endif /* TB_BOOTSTRAP_PROTOCOL_H */

@@ -433,4 +433,71 @@ int BPF_PROG(tb_follow_fork, struct task_struct *parent, struct task_struct *chi
 	}
 #define TB_DEFINE_HANDLERS() TB_TRACEPOINT_LIST(TB_HANDLER)
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32); /* tracefs ID (common_type) */
+	__type(value, struct tb_generic_desc);
+} generic_desc SEC(".maps");
+
+/*
+ * Any tracepoint: attached by userspace to each requested tracepoint that has
+ * no typed event. Records the raw tracepoint record (fixed fields and the
+ * __data_loc data after them, at most cfg->generic_max bytes) and the user
+ * strings that pointer fields of syscall events point to.
+ */
+SEC("tp")
+int handle__generic(void *ctx)
+{
+	/* The attach cookie is the tracefs ID: the record's own common_type is
+	 * not usable here (perf stores a pt_regs pointer over it for BPF). */
+	__u32 type = (__u32)bpf_get_attach_cookie(ctx);
+	__u32 zero = 0;
+	struct tb_generic_desc *d = bpf_map_lookup_elem(&generic_desc, &type);
+	if (!d)
+		return 0;
+	struct tb_ctx t;
+	if (!tb_begin(&t, type))
+		return 0;
+	struct tb_generic_payload *p = (struct tb_generic_payload *)t.rec->fixed;
+	t.rec->flags |= TB_REC_GENERIC;
+
+	__u64 size = d->raw_size;
+	for (int i = 0; i < TB_GENERIC_MAX_DATALOC; i++) {
+		if (i >= d->ndataloc)
+			break;
+		__u32 loc = 0;
+		bpf_probe_read_kernel(&loc, sizeof(loc), ctx + (d->dataloc_off[i] & 0x7ff));
+		__u64 end = (loc & 0xffff) + (loc >> 16);
+		if (end > size)
+			size = end;
+	}
+	struct tb_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (s) {
+		__u64 max = t.cfg->generic_max;
+		if (max > TB_SCRATCH_SIZE - 2)
+			max = TB_SCRATCH_SIZE - 2;
+		__u64 n = size < max ? size : max;
+		if (bpf_probe_read_kernel(s->buf, n & (TB_SCRATCH_SIZE - 1), ctx) == 0) {
+			if (tb_var_start(&t, &p->raw, size, max))
+				tb_append(&t, &p->raw, s->buf, n & (TB_SCRATCH_SIZE - 1), false);
+		} else {
+			p->raw.flags |= TB_VAR_FAULT;
+			tb_count(TB_STAT_FAULT);
+		}
+	}
+	for (int i = 0; i < TB_GENERIC_MAX_STRS; i++) {
+		if (i >= d->nstr)
+			break;
+		__u64 ptr = 0;
+		bpf_probe_read_kernel(&ptr, sizeof(ptr), ctx + (d->str_off[i] & 0x7ff));
+		if (ptr)
+			tb_copy_user_str(&t, &p->str[i], (const char *)ptr, 4096);
+		else
+			tb_skip(&p->str[i], 0);
+	}
+	tb_end(&t);
+	return 0;
+}
+
 #endif /* TB_BOOTSTRAP_BPF_H */

@@ -42,6 +42,7 @@ enum tb_stat {
 
 /* Flags of a record (struct tb_record.flags). */
 #define TB_REC_PAYLOAD_LOST 0x1u /* some variable bytes were not delivered (see fields) */
+#define TB_REC_GENERIC      0x2u /* a generic tracepoint: event_type is its tracefs ID */
 
 /* Descriptor of a variable field, in the fixed part; its bytes follow the
  * previous variable field's in the CPU's payload region. */

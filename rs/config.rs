@@ -37,6 +37,9 @@ pub struct Config {
     pub wake_interval: Duration,
     /// Trace the tracer's own process too (off: it would trace its own output).
     pub trace_self: bool,
+    /// Most raw bytes recorded per generic tracepoint event (fixed fields and
+    /// __data_loc data; at most 8190).
+    pub generic_max: u32,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             wake_bytes: 256 << 10,
             wake_interval: Duration::from_millis(1),
             trace_self: false,
+            generic_max: 4096,
         }
     }
 }
@@ -90,10 +94,18 @@ impl Config {
     setter!(wake_bytes: u64);
     setter!(wake_interval: Duration);
     setter!(trace_self: bool);
+    setter!(generic_max: u32);
 
-    /// Validates everything and expands event names.
+    /// Validates everything and expands event names over the typed events
+    /// only (no tracefs needed).
     pub fn resolve(&self) -> Result<ResolvedConfig> {
-        let events = resolve_events(&self.events)?;
+        self.resolve_with(&[])
+    }
+
+    /// Validates everything and expands event names over the typed events
+    /// and `available` tracepoints ("category/name", from tracefs).
+    pub fn resolve_with(&self, available: &[String]) -> Result<ResolvedConfig> {
+        let (events, generic, unavailable) = resolve_events(&self.events, available)?;
         let cap = |what: &str, v: u64, lo: u64, hi: u64| {
             if v < lo || v > hi {
                 Err(Error::Config(format!("{what} must be from {lo} to {hi}, got {v}")))
@@ -106,6 +118,7 @@ impl Config {
         cap("ring_bytes", self.ring_bytes as u64, 4096, 1 << 30)?;
         cap("payload_bytes_per_cpu", self.payload_bytes_per_cpu as u64, 1, 1 << 30)?;
         cap("wake_bytes", self.wake_bytes, 1, 1 << 30)?;
+        cap("generic_max", self.generic_max as u64, 8, 8190)?;
         if self.follow_children && self.pids.is_empty() {
             return Err(Error::Config("follow_children needs at least one pid to follow".into()));
         }
@@ -123,6 +136,9 @@ impl Config {
         }
         let r = ResolvedConfig {
             events,
+            generic,
+            unavailable,
+            generic_max: self.generic_max,
             pids: self.pids.clone(),
             follow_children: self.follow_children,
             comm: self.comm.clone(),
@@ -145,6 +161,13 @@ impl Config {
 #[derive(Clone, Debug)]
 pub struct ResolvedConfig {
     pub events: Vec<EventType>,
+    /// Other tracepoints ("category/name"), recorded raw and decoded from
+    /// their format; `true` when named by a wildcard (a failure to attach
+    /// one of those is reported, not fatal).
+    pub generic: Vec<(String, bool)>,
+    /// Typed events a wildcard matched that this kernel lacks.
+    pub unavailable: Vec<String>,
+    pub generic_max: u32,
     pub pids: Vec<u32>,
     pub follow_children: bool,
     pub comm: Vec<String>,
@@ -200,35 +223,65 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
-fn resolve_events(names: &[String]) -> Result<Vec<EventType>> {
+/// Expands names and wildcards: typed events take precedence over generic
+/// tracepoints of the same name.
+type Resolved = (Vec<EventType>, Vec<(String, bool)>, Vec<String>);
+
+fn resolve_events(names: &[String], available: &[String]) -> Result<Resolved> {
     if names.is_empty() {
-        return Ok(EventType::ALL.iter().copied().filter(|e| !e.optional()).collect());
+        return Ok((EventType::ALL.iter().copied().filter(|e| !e.optional()).collect(), Vec::new(), Vec::new()));
     }
-    let mut out: Vec<EventType> = Vec::new();
+    let mut unavailable: Vec<String> = Vec::new();
+    let mut typed: Vec<EventType> = Vec::new();
+    let mut generic: Vec<(String, bool)> = Vec::new();
     for name in names {
         let name = name.trim();
-        let matched: Vec<EventType> = if name.contains(['*', '?']) {
-            EventType::ALL.iter().copied().filter(|e| glob_match(name, e.name())).collect()
-        } else {
-            EventType::from_name(name).into_iter().collect()
-        };
-        if matched.is_empty() {
-            return Err(Error::UnknownEvent { name: name.to_string(), suggestions: suggestions(name) });
-        }
-        for e in matched {
-            if !out.contains(&e) {
-                out.push(e);
+        let wild = name.contains(['*', '?']);
+        let mut matched = 0;
+        for e in EventType::ALL {
+            if (wild && glob_match(name, e.name())) || (!wild && e.name() == name) {
+                matched += 1;
+                // A wildcard skips typed events this kernel lacks (reported
+                // by the tracer); a name given outright fails at attach.
+                let missing = wild && !available.is_empty() && !available.iter().any(|a| a == e.name());
+                if missing {
+                    if !unavailable.iter().any(|u: &String| u == e.name()) {
+                        unavailable.push(e.name().to_string());
+                    }
+                } else if !typed.contains(e) {
+                    typed.push(*e);
+                }
             }
         }
+        for a in available {
+            if EventType::from_name(a).is_some() {
+                continue;
+            }
+            if (wild && glob_match(name, a)) || (!wild && a == name) {
+                matched += 1;
+                if !generic.iter().any(|(g, _)| g == a) {
+                    generic.push((a.clone(), wild));
+                }
+            }
+        }
+        if matched == 0 {
+            return Err(Error::UnknownEvent { name: name.to_string(), suggestions: suggestions_among(name, available) });
+        }
     }
-    Ok(out)
+    Ok((typed, generic, unavailable))
 }
 
-/// Known event names close to `name`, best first.
+/// Known typed event names close to `name`, best first.
 pub fn suggestions(name: &str) -> Vec<String> {
+    suggestions_among(name, &[])
+}
+
+/// Typed and `available` event names close to `name`, best first.
+pub fn suggestions_among(name: &str, available: &[String]) -> Vec<String> {
     let mut scored: Vec<(usize, &str)> = EventType::ALL
         .iter()
         .map(|e| e.name())
+        .chain(available.iter().map(String::as_str))
         .map(|n| {
             let tp = n.split('/').nth(1).unwrap_or(n);
             let d = edit_distance(name, n).min(edit_distance(name, tp));
@@ -238,6 +291,7 @@ pub fn suggestions(name: &str) -> Vec<String> {
         .filter(|(d, n)| *d <= 3.max(n.len() / 3))
         .collect();
     scored.sort();
+    scored.dedup();
     scored.into_iter().take(5).map(|(_, n)| n.to_string()).collect()
 }
 

@@ -1,6 +1,8 @@
 //! A decoded event: the common header plus its typed payload.
 
+use crate::tracepoint_format::Format;
 use crate::types::{EventType, Payload, COMM_LEN};
+use std::sync::Arc;
 
 /// The task's comm as the kernel had it (up to 15 bytes, no NUL).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -30,12 +32,49 @@ impl std::fmt::Debug for Comm {
     }
 }
 
+/// What kind of event: a typed one from events.toml, or any other tracepoint
+/// decoded from its tracefs format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Typed(EventType),
+    Generic(Arc<Format>),
+}
+
+impl EventKind {
+    /// "category/name".
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Typed(t) => t.name(),
+            EventKind::Generic(f) => f.name,
+        }
+    }
+    /// The typed event, if it is one.
+    pub fn typed(&self) -> Option<EventType> {
+        match self {
+            EventKind::Typed(t) => Some(*t),
+            EventKind::Generic(_) => None,
+        }
+    }
+}
+
+impl PartialEq<EventType> for EventKind {
+    fn eq(&self, other: &EventType) -> bool {
+        self.typed() == Some(*other)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One captured event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     /// Unique within this tracer: its start time in epoch ns plus a counter.
     pub event_id: u64,
-    pub event_type: EventType,
+    pub event_type: EventKind,
     /// Nanoseconds since the Unix epoch.
     pub timestamp_ns: u64,
     pub cpu: u32,

@@ -77,7 +77,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    eprintln!("example: tracing {} event(s); Ctrl-C to stop", tracer.events().len());
+    for (name, why) in tracer.attach_failures() {
+        eprintln!("example: not attached: {name}: {why}");
+    }
+    eprintln!(
+        "example: tracing {} event(s) (started in {} ms); Ctrl-C to stop",
+        tracer.event_names().len(),
+        tracer.startup_time().as_millis()
+    );
     let deadline = duration.map(|d| Instant::now() + d);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());

@@ -50,6 +50,8 @@ pub fn write_event(s: &mut String, e: &Event) {
                 }
             }
             FieldValue::Var(var) => write_var(s, info.name, info.kind, var),
+            FieldValue::UList(l) => write_list(s, l),
+            FieldValue::IList(l) => write_list(s, l),
         }
     });
     s.push_str("}}");
@@ -84,6 +86,17 @@ fn write_var(s: &mut String, name: &str, kind: FieldKind, v: &Var) {
             let _ = write!(s, ",\"{name}_size\":{}", v.size);
         }
     }
+}
+
+fn write_list<T: std::fmt::Display>(s: &mut String, l: &[T]) {
+    s.push('[');
+    for (i, v) in l.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "{v}");
+    }
+    s.push(']');
 }
 
 fn lookup(table: &[(i64, &'static str)], v: i64) -> Option<&'static str> {

@@ -29,6 +29,7 @@ mod loader;
 pub mod payload_area;
 pub mod stats;
 pub mod tracefs;
+pub mod tracepoint_format;
 pub mod tracer;
 pub mod types;
 pub mod value;

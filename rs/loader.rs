@@ -1,7 +1,9 @@
 //! Opening, sizing, loading and attaching the BPF object, and writing the
 //! filter maps. Every failure becomes an `Error` that says what to do.
 
-use crate::bpf::types::{rodata, tb_config};
+use crate::bpf::types::{rodata, tb_config, tb_generic_desc};
+use crate::tracepoint_format::{FieldShape, Format};
+use std::sync::Arc;
 use crate::config::ResolvedConfig;
 use crate::error::{Error, Result};
 use crate::types::{EventType, COMM_LEN};
@@ -61,7 +63,7 @@ pub fn check_tracepoints(tracing: &Path, events: &[EventType]) -> Result<()> {
     Ok(())
 }
 
-fn kernel_release() -> String {
+pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown kernel".into())
 }
 
@@ -111,7 +113,9 @@ pub fn open_and_load(cfg: &ResolvedConfig, ncpus: usize) -> Result<Object> {
     }
     for mut p in open.progs_mut() {
         let name = p.name().to_string_lossy().into_owned();
-        let wanted = (name == "tb_follow_fork" && cfg.follow_children) || cfg.events.iter().any(|e| e.program_name() == name);
+        let wanted = (name == "tb_follow_fork" && cfg.follow_children)
+            || (name == "handle__generic" && !cfg.generic.is_empty())
+            || cfg.events.iter().any(|e| e.program_name() == name);
         p.set_autoload(wanted);
     }
     open.load().map_err(|e| load_error(e))
@@ -206,6 +210,7 @@ pub fn write_filters(object: &Object, cfg: &ResolvedConfig) -> Result<()> {
     c.content_max = cfg.content_max;
     c.argv_max = cfg.argv_max;
     c.all_fds = u32::from(cfg.all_fds);
+    c.generic_max = cfg.generic_max;
     for (slot, prefix) in c.comm.iter_mut().zip(&cfg.comm) {
         let b = prefix.as_bytes();
         let n = b.len().min(COMM_LEN - 1);
@@ -219,6 +224,74 @@ pub fn write_filters(object: &Object, cfg: &ResolvedConfig) -> Result<()> {
         std::slice::from_raw_parts((&c as *const tb_config).cast::<u8>(), std::mem::size_of::<tb_config>())
     };
     map(object, "cfg")?.update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY).map_err(upd)
+}
+
+/// Tells handle__generic how to record each generic tracepoint (keyed by its
+/// tracefs ID): the fixed size, the __data_loc fields, the user strings.
+pub fn write_generic_descs(object: &Object, formats: &[Arc<Format>]) -> Result<()> {
+    if formats.is_empty() {
+        return Ok(());
+    }
+    let m = map(object, "generic_desc")?;
+    for f in formats {
+        // SAFETY: plain integers; all-zero is valid.
+        let mut d: tb_generic_desc = unsafe { std::mem::zeroed() };
+        d.raw_size = f.raw_size as u32;
+        for field in &f.fields {
+            match field.shape {
+                FieldShape::DataLocStr | FieldShape::DataLocArray { .. } => {
+                    d.dataloc_off[d.ndataloc as usize] = field.offset as u16;
+                    d.ndataloc += 1;
+                }
+                FieldShape::UserStr { slot } => {
+                    d.str_off[slot] = field.offset as u16;
+                    d.nstr = d.nstr.max(slot as u32 + 1);
+                }
+                _ => {}
+            }
+        }
+        // SAFETY: viewing a repr(C) struct of integers as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&d as *const tb_generic_desc).cast::<u8>(), std::mem::size_of::<tb_generic_desc>())
+        };
+        m.update(&f.id.to_ne_bytes(), bytes, MapFlags::ANY)
+            .map_err(|e| Error::Bpf { context: format!("describing {}", f.name), source: e })?;
+    }
+    Ok(())
+}
+
+/// Attaches handle__generic to each generic tracepoint. A failure on a name
+/// the caller gave is an error; on a wildcard expansion it is reported in the
+/// returned list (name, reason) and tracing goes on.
+pub fn attach_generic(object: &Object, cfg: &ResolvedConfig, formats: &[Arc<Format>]) -> Result<(Vec<Link>, Vec<(String, String)>)> {
+    let mut links = Vec::new();
+    let mut failures = Vec::new();
+    if formats.is_empty() {
+        return Ok((links, failures));
+    }
+    let prog = object
+        .progs_mut()
+        .find(|p| p.name() == "handle__generic")
+        .ok_or_else(|| Error::Config("BPF object has no program handle__generic".into()))?;
+    for f in formats {
+        let (cat, name) = f.name.split_once('/').unwrap_or((&f.name, ""));
+        let opts = libbpf_rs::TracepointOpts { cookie: f.id as u64, ..Default::default() };
+        match prog.attach_tracepoint_with_opts(libbpf_rs::TracepointCategory::Custom(cat.to_string()), name, opts) {
+            Ok(l) => links.push(l),
+            Err(e) => {
+                let from_wildcard = cfg.generic.iter().any(|(n, w)| n == f.name && *w);
+                if from_wildcard {
+                    failures.push((f.name.to_string(), e.to_string()));
+                } else {
+                    return Err(match raw_errno(&e) {
+                        Some(libc::EPERM) | Some(libc::EACCES) => Error::Permission { what: format!("attaching {} failed: {e}", f.name) },
+                        _ => Error::Bpf { context: format!("attaching {}", f.name), source: e },
+                    });
+                }
+            }
+        }
+    }
+    Ok((links, failures))
 }
 
 /// Attaches the programs of the selected events (and follow mode's).

@@ -140,8 +140,13 @@ impl NativeTracer {
 
     /// Names of the attached events.
     #[getter]
-    fn events(&self) -> PyResult<Vec<&'static str>> {
-        Ok(self.lock()?.events().iter().map(|e| e.name()).collect())
+    fn events(&self) -> PyResult<Vec<String>> {
+        Ok(self.lock()?.event_names())
+    }
+
+    /// Tracepoints a wildcard named that could not be attached: [(name, reason)].
+    fn attach_failures(&self) -> PyResult<Vec<(String, String)>> {
+        Ok(self.lock()?.attach_failures().to_vec())
     }
 
     /// Seconds from creation to attached.
@@ -248,6 +253,8 @@ impl PyEvent {
                 FieldValue::Unsigned(u) => d.set_item(info.name, u),
                 FieldValue::Signed(i) => d.set_item(info.name, i),
                 FieldValue::Var(var) => var_to_py(py, info.kind, var).and_then(|o| d.set_item(info.name, o)),
+                FieldValue::UList(l) => d.set_item(info.name, l.to_vec()),
+                FieldValue::IList(l) => d.set_item(info.name, l.to_vec()),
             };
             if let Err(e) = r {
                 err.get_or_insert(e);
@@ -332,6 +339,8 @@ impl PyEvent {
                     }
                     format!("{t:?} ({} bytes)", var.data.len())
                 }
+                FieldValue::UList(l) => format!("{l:?}"),
+                FieldValue::IList(l) => format!("{l:?}"),
             };
             fields.push(format!("{}={}", info.name, s));
         });

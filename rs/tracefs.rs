@@ -49,3 +49,12 @@ pub fn find() -> Option<PathBuf> {
 pub fn has_tracepoint(tracing: &Path, category: &str, name: &str) -> bool {
     tracing.join("events").join(category).join(name).is_dir()
 }
+
+/// Every tracepoint the running kernel lists, as "category/name", sorted.
+pub fn available(tracing: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(tracing.join("available_events")).unwrap_or_default();
+    let mut v: Vec<String> = text.lines().filter_map(|l| l.split_once(':')).map(|(c, n)| format!("{c}/{n}")).collect();
+    v.sort();
+    v.dedup();
+    v
+}

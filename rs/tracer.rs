@@ -3,7 +3,11 @@
 use crate::config::{Config, ResolvedConfig};
 use crate::decode::{read_array, DecodeError};
 use crate::error::{Error, Result};
-use crate::event::{Comm, Event};
+use crate::event::{Comm, Event, EventKind};
+use crate::tracepoint_format::{Format, GenericPayload, MAX_USER_STRS};
+use crate::decode::VarReader;
+use std::collections::HashMap;
+use std::sync::Arc;
 use crate::payload_area::PayloadArea;
 use crate::stats::{Stats, UserCounters};
 use crate::types::{rec, EventType, Payload, COMM_LEN, KERNEL_STATS, RECORD_SIZE};
@@ -28,7 +32,12 @@ struct Inbox {
     counters: UserCounters,
     /// Stop consuming the ring once this many events are queued.
     batch_limit: usize,
+    /// Generic tracepoints by tracefs ID.
+    formats: HashMap<u32, Arc<Format>>,
 }
+
+/// Record flag: a generic tracepoint (TB_REC_GENERIC).
+const REC_GENERIC: u32 = 0x2;
 
 impl Inbox {
     fn on_record(&mut self, raw: &[u8]) -> i32 {
@@ -76,9 +85,20 @@ impl Inbox {
         }
 
         let type_id = u32_at(rec::EVENT_TYPE)?;
-        let event_type = EventType::from_id(type_id).ok_or(DecodeError::UnknownEventType(type_id))?;
+        let flags = u32_at(rec::FLAGS)?;
         let fixed = raw.get(rec::FIXED..RECORD_SIZE).ok_or(DecodeError::RecordTooShort { need: RECORD_SIZE, got: raw.len() })?;
-        let payload = Payload::decode(event_type, fixed, &self.scratch)?;
+        let (event_type, payload) = if flags & REC_GENERIC != 0 {
+            let format = self.formats.get(&type_id).ok_or(DecodeError::UnknownEventType(type_id))?.clone();
+            let mut vr = VarReader::new(&self.scratch);
+            let raw_var = vr.take(fixed, 0)?;
+            let strs: [_; MAX_USER_STRS] = [vr.take(fixed, 16)?, vr.take(fixed, 32)?, vr.take(fixed, 48)?];
+            vr.finish()?;
+            let g = GenericPayload::decode(format.clone(), &raw_var, strs)?;
+            (EventKind::Generic(format), Payload::Generic(g))
+        } else {
+            let event_type = EventType::from_id(type_id).ok_or(DecodeError::UnknownEventType(type_id))?;
+            (EventKind::Typed(event_type), Payload::decode(event_type, fixed, &self.scratch)?)
+        };
         let comm: [u8; COMM_LEN] = read_array(raw, rec::COMM)?;
         let boot_ns = u64_at(rec::TIMESTAMP_NS)?;
         self.next_event_id += 1;
@@ -93,7 +113,7 @@ impl Inbox {
             upid: u64_at(rec::UPID)?,
             uppid: u64_at(rec::UPPID)?,
             comm: Comm::from_padded(&comm),
-            flags: u32_at(rec::FLAGS)?,
+            flags,
             payload,
         })
     }
@@ -115,6 +135,10 @@ pub struct Tracer {
     config: ResolvedConfig,
     ncpus: usize,
     attach_time: Duration,
+    /// Generic tracepoints attached.
+    generic: Vec<String>,
+    /// Wildcard-expanded tracepoints that could not be attached, with why.
+    attach_failures: Vec<(String, String)>,
 }
 
 // SAFETY: the Rc is shared only between `inbox` and the ring-buffer callback,
@@ -128,10 +152,27 @@ impl Tracer {
     /// specific error (privileges, BTF, tracefs, unknown event, verifier).
     pub fn new(config: Config) -> Result<Tracer> {
         let started = Instant::now();
-        let config = config.resolve()?;
+        // Bad options fail before anything touches the kernel; event names
+        // other than typed ones need the kernel's list of tracepoints.
+        match config.resolve() {
+            Ok(_) | Err(Error::UnknownEvent { .. }) => {}
+            Err(e) => return Err(e),
+        }
         loader::check_environment()?;
         let tracing = crate::tracefs::ensure_mounted()?;
+        let available = if config.events.is_empty() { Vec::new() } else { crate::tracefs::available(&tracing) };
+        let config = config.resolve_with(&available)?;
         loader::check_tracepoints(&tracing, &config.events)?;
+        let mut formats = Vec::new();
+        let mut attach_failures: Vec<(String, String)> =
+            config.unavailable.iter().map(|n| (n.clone(), format!("not available on this kernel ({})", loader::kernel_release()))).collect();
+        for (name, wild) in &config.generic {
+            match crate::tracepoint_format::load(&tracing, name) {
+                Ok(f) => formats.push(Arc::new(f)),
+                Err(e) if *wild => attach_failures.push((name.clone(), e)),
+                Err(e) => return Err(Error::Config(format!("cannot read the format of {name}: {e}"))),
+            }
+        }
 
         let ncpus = libbpf_rs::num_possible_cpus().map_err(|e| Error::Bpf { context: "counting possible CPUs".into(), source: e })?;
         let object = loader::open_and_load(&config, ncpus)?;
@@ -150,6 +191,7 @@ impl Tracer {
             last_seq: vec![0; ncpus],
             counters: UserCounters::default(),
             batch_limit: 65536,
+            formats: formats.iter().map(|f| (f.id, f.clone())).collect(),
         }));
         let ring = {
             let cb_inbox = Rc::clone(&inbox);
@@ -164,17 +206,35 @@ impl Tracer {
             config,
             ncpus,
             attach_time: Duration::ZERO,
+            generic: Vec::new(),
+            attach_failures,
         };
         tracer.apply_filters(&object)?;
-        let links = loader::attach(&object, &tracer.config)?;
+        loader::write_generic_descs(&object, &formats)?;
+        let mut links = loader::attach(&object, &tracer.config)?;
+        let (generic_links, failures) = loader::attach_generic(&object, &tracer.config, &formats)?;
+        let failed: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
+        tracer.generic = formats.iter().map(|f| f.name.to_string()).filter(|n| !failed.contains(&n.as_str())).collect();
+        tracer.attach_failures.extend(failures);
+        links.extend(generic_links);
         tracer.live = Some(Live { ring, links, inbox, object });
         tracer.attach_time = started.elapsed();
         Ok(tracer)
     }
 
-    /// The events this tracer is attached to.
+    /// The typed events this tracer is attached to.
     pub fn events(&self) -> &[EventType] {
         &self.config.events
+    }
+
+    /// Names of every event attached: typed, then generic tracepoints.
+    pub fn event_names(&self) -> Vec<String> {
+        self.config.events.iter().map(|e| e.name().to_string()).chain(self.generic.iter().cloned()).collect()
+    }
+
+    /// Tracepoints a wildcard named that could not be attached, with why.
+    pub fn attach_failures(&self) -> &[(String, String)] {
+        &self.attach_failures
     }
 
     /// Time from `new()` to attached (load, verify, attach).
@@ -276,7 +336,9 @@ impl Tracer {
 
     /// Detaches everything and frees kernel resources. Idempotent.
     pub fn close(&mut self) {
-        self.live = None;
+        if let Some(mut live) = self.live.take() {
+            detach_all(std::mem::take(&mut live.links));
+        }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -298,6 +360,35 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// A link handed to another thread only to be dropped.
+struct SendLink(#[allow(dead_code)] Link);
+// SAFETY: destroying a bpf_link only closes its fd; no thread affinity.
+unsafe impl Send for SendLink {}
+
+/// Detaches links. Each tracepoint detach waits for an RCU grace period in
+/// the kernel (~50-80 ms); hundreds of them (`syscalls/*`) would take a minute
+/// one after another, so large sets are dropped from several threads, whose
+/// grace periods overlap.
+fn detach_all(links: Vec<Link>) {
+    const PER_THREAD: usize = 16;
+    if links.len() <= PER_THREAD {
+        drop(links);
+        return;
+    }
+    let mut batches: Vec<Vec<SendLink>> = Vec::new();
+    for (i, l) in links.into_iter().enumerate() {
+        if i % PER_THREAD == 0 {
+            batches.push(Vec::new());
+        }
+        batches.last_mut().expect("pushed above").push(SendLink(l));
+    }
+    std::thread::scope(|s| {
+        for b in batches {
+            s.spawn(move || drop(b));
+        }
+    });
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i64 {

@@ -2,6 +2,7 @@
 //! typegen/events.toml (see build.rs).
 
 pub use crate::decode::{read_array, DecodeError, VarReader};
-pub use crate::value::{Decode, FieldInfo, FieldKind, FieldValue, Var};
+pub use crate::tracepoint_format::GenericPayload;
+pub use crate::value::{Decode, FieldInfo, FieldKind, FieldRef, FieldValue, Var};
 
 include!(concat!(env!("OUT_DIR"), "/types.gen.rs"));

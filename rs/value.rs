@@ -17,6 +17,8 @@ pub enum FieldKind {
     StrList,
     /// `u8[]`
     Bytes,
+    /// A list of integers (generic tracepoints' arrays).
+    IntList,
 }
 
 impl FieldKind {
@@ -35,6 +37,7 @@ impl FieldKind {
             Str => "char[]",
             StrList => "char[][]",
             Bytes => "u8[]",
+            IntList => "int[]",
         }
     }
 }
@@ -119,4 +122,21 @@ pub enum FieldValue<'a> {
     Unsigned(u64),
     Signed(i64),
     Var(&'a Var),
+    UList(&'a [u64]),
+    IList(&'a [i64]),
+}
+
+/// A field's name and how to present it: a typed event's static FieldInfo,
+/// or a generic tracepoint's format field.
+#[derive(Clone, Copy, Debug)]
+pub struct FieldRef<'a> {
+    pub name: &'a str,
+    pub kind: FieldKind,
+    pub decode: Option<Decode>,
+}
+
+impl From<&'static FieldInfo> for FieldRef<'static> {
+    fn from(f: &'static FieldInfo) -> Self {
+        FieldRef { name: f.name, kind: f.kind, decode: f.decode }
+    }
 }

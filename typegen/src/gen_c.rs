@@ -75,7 +75,8 @@ pub fn render(m: &Model) -> String {
          #define TB_VAR_NO_SPACE     0x4u /* payload area full: the bytes were not delivered */\n\
          #define TB_VAR_NOT_CAPTURED 0x8u /* not selected for capture (e.g. fd not in content_fds) */\n\n\
          /* Flags of a record (struct tb_record.flags). */\n\
-         #define TB_REC_PAYLOAD_LOST 0x1u /* some variable bytes were not delivered (see fields) */\n\n",
+         #define TB_REC_PAYLOAD_LOST 0x1u /* some variable bytes were not delivered (see fields) */\n\
+         #define TB_REC_GENERIC      0x2u /* a generic tracepoint: event_type is its tracefs ID */\n\n",
     );
     let _ = writeln!(
         w,

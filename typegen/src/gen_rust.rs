@@ -124,10 +124,12 @@ pub fn render(m: &Model) -> String {
     for e in &m.events {
         let _ = writeln!(w, "    {0}(payload::{0}),", e.camel());
     }
-    w.push_str("}\n\nimpl Payload {\n    pub fn event_type(&self) -> EventType {\n        match self {\n");
+    w.push_str("    /// Any other tracepoint, decoded from its tracefs format.\n    Generic(GenericPayload),\n");
+    w.push_str("}\n\nimpl Payload {\n    /// The typed event, or None for a generic tracepoint.\n    pub fn event_type(&self) -> Option<EventType> {\n        match self {\n");
     for e in &m.events {
-        let _ = writeln!(w, "            Payload::{0}(_) => EventType::{0},", e.camel());
+        let _ = writeln!(w, "            Payload::{0}(_) => Some(EventType::{0}),", e.camel());
     }
+    w.push_str("            Payload::Generic(_) => None,\n");
     w.push_str(
         "        }\n    }\n\n    /// Decodes the fixed part and the variable bytes of one record. Every\n    \
          /// offset and length is checked: malformed input is an error, never a panic.\n    \
@@ -151,11 +153,12 @@ pub fn render(m: &Model) -> String {
     w.push_str(
         "        };\n        vr.finish()?;\n        Ok(p)\n    }\n\n    \
          /// Calls `f` with each field's description and value, in order.\n    \
-         pub fn for_each_field<'a>(&'a self, mut f: impl FnMut(&'static FieldInfo, FieldValue<'a>)) {\n        \
-         let fields = self.event_type().fields();\n        #[allow(unused_variables)]\n        match self {\n",
+         pub fn for_each_field<'a>(&'a self, mut f: impl FnMut(FieldRef<'a>, FieldValue<'a>)) {\n        \
+         #[allow(unused_variables)]\n        match self {\n",
     );
     for e in &m.events {
         let _ = writeln!(w, "            Payload::{}(p) => {{", e.camel());
+        let _ = writeln!(w, "                #[allow(unused_variables)]\n                let fields = EventType::{}.fields();", e.camel());
         for (i, f) in e.fields.iter().enumerate() {
             let v = if f.ty.is_var() {
                 format!("FieldValue::Var(&p.{})", f.name)
@@ -164,10 +167,11 @@ pub fn render(m: &Model) -> String {
             } else {
                 format!("FieldValue::Unsigned(p.{} as u64)", f.name)
             };
-            let _ = writeln!(w, "                f(&fields[{i}], {v});");
+            let _ = writeln!(w, "                f(FieldRef::from(&fields[{i}]), {v});");
         }
         w.push_str("            }\n");
     }
+    w.push_str("            Payload::Generic(g) => g.for_each_field(f),\n");
     w.push_str("        }\n    }\n}\n");
     s
 }
