@@ -141,12 +141,11 @@ static __always_inline bool tb_comm_matches(struct tb_config *c, const char *com
 	return false;
 }
 
-static __always_inline __u64 tb_upid(struct task_struct *leader, __u32 tgid)
+static __always_inline __u64 tb_upid(__u64 start_boottime, __u32 tgid)
 {
 	/* Start time in ms since boot (42 bits: 139 years) above the pid (22 bits:
 	 * pid_max is at most 2^22), so it does not wrap within a boot. */
-	__u64 start_ms = BPF_CORE_READ(leader, start_boottime) / 1000000;
-	return (start_ms << 22) | (tgid & ((1u << 22) - 1));
+	return ((start_boottime / 1000000) << 22) | (tgid & ((1u << 22) - 1));
 }
 
 /* Filters, then reserves the ring record and fills the common header. */
@@ -185,18 +184,19 @@ static __always_inline bool tb_begin(struct tb_ctx *t, __u32 event_type)
 		t->ctl->busy = 0;
 		return false;
 	}
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct task_struct *parent = BPF_CORE_READ(task, real_parent);
+	/* BTF pointers: direct (CO-RE relocated) loads, not a helper call each. */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *parent = task->real_parent;
 	r->event_type = event_type;
 	r->cpu = t->cpu;
 	r->seq = seq;
 	r->timestamp_ns = bpf_ktime_get_boot_ns();
 	r->pid = tgid;
 	r->tid = tid;
-	r->ppid = BPF_CORE_READ(parent, tgid);
+	r->ppid = parent->tgid;
 	r->flags = 0;
-	r->upid = tb_upid(BPF_CORE_READ(task, group_leader), tgid);
-	r->uppid = tb_upid(BPF_CORE_READ(parent, group_leader), r->ppid);
+	r->upid = tb_upid(task->group_leader->start_boottime, tgid);
+	r->uppid = tb_upid(parent->group_leader->start_boottime, r->ppid);
 	__builtin_memcpy(r->comm, comm, TB_COMM_LEN);
 	r->payload_pos = t->ctl->head;
 	r->payload_len = 0;
