@@ -85,7 +85,7 @@ def test_tracer_example_prints_the_childs_write(tracer_example):
             if not raw:
                 break
             ev = json.loads(raw)
-            if marker in ev["payload"].get("content") or "":
+            if marker in (ev["payload"].get("content") or ""):
                 found = ev
     finally:
         proc.send_signal(signal.SIGINT)
