@@ -278,6 +278,9 @@ pub fn suggestions(name: &str) -> Vec<String> {
 
 /// Typed and `available` event names close to `name`, best first.
 pub fn suggestions_among(name: &str, available: &[String]) -> Vec<String> {
+    if name.len() > 256 {
+        return Vec::new(); // no event name is that long; don't spend time comparing
+    }
     let mut scored: Vec<(usize, &str)> = EventType::ALL
         .iter()
         .map(|e| e.name())

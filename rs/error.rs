@@ -23,7 +23,7 @@ pub enum Error {
     )]
     TracefsMissing { reason: String },
 
-    #[error("unknown event {name:?}{}", suggest(.suggestions))]
+    #[error("unknown event {:?}{}", short(.name), suggest(.suggestions))]
     UnknownEvent { name: String, suggestions: Vec<String> },
 
     #[error(
@@ -50,6 +50,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A name as shown in a message: long ones are cut.
+fn short(name: &str) -> String {
+    if name.chars().count() <= 80 {
+        name.to_string()
+    } else {
+        format!("{}…", name.chars().take(80).collect::<String>())
+    }
 }
 
 fn suggest(s: &[String]) -> String {

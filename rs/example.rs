@@ -24,10 +24,16 @@ fn parse_args() -> Result<(Config, Option<Duration>), String> {
     while let Some(a) = args.next() {
         let mut val = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match a.as_str() {
-            "--events" => cfg.events = list(val("--events")?),
+            "--events" => {
+                cfg.events = list(val("--events")?);
+                if cfg.events.is_empty() {
+                    return Err("--events needs at least one event name".into());
+                }
+            }
             "--pid" => {
                 let v = val("--pid")?;
-                cfg.pids.push(v.parse().map_err(|_| format!("--pid: not a process id: {v:?}"))?)
+                let pid: u32 = v.parse().ok().filter(|p| (1..=1 << 22).contains(p)).ok_or(format!("--pid: not a process id: {v:?}"))?;
+                cfg.pids.push(pid)
             }
             "--follow" => cfg.follow_children = true,
             "--comm" => cfg.comm.push(val("--comm")?),
@@ -44,7 +50,11 @@ fn parse_args() -> Result<(Config, Option<Duration>), String> {
             }
             "--duration" => {
                 let v = val("--duration")?;
-                let secs: f64 = v.parse().ok().filter(|s: &f64| *s >= 0.0 && s.is_finite()).ok_or(format!("--duration: not a number of seconds: {v:?}"))?;
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s >= 0.0 && *s < 1e9)
+                    .ok_or(format!("--duration: not a number of seconds from 0 to 1e9: {v:?}"))?;
                 duration = Some(Duration::from_secs_f64(secs))
             }
             "-h" | "--help" => {
@@ -85,7 +95,7 @@ fn main() -> ExitCode {
         tracer.event_names().len(),
         tracer.startup_time().as_millis()
     );
-    let deadline = duration.map(|d| Instant::now() + d);
+    let deadline = duration.and_then(|d| Instant::now().checked_add(d));
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let mut batch = Vec::with_capacity(4096);

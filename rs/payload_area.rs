@@ -99,7 +99,7 @@ impl PayloadArea {
         }
         let mut done = 0u64;
         while done < len as u64 {
-            let p = pos + done;
+            let p = pos.wrapping_add(done);
             let chunk = cpu_us * self.nchunks + ((p / CHUNK_SIZE as u64) % self.nchunks as u64) as usize;
             let off = (p % CHUNK_SIZE as u64) as usize;
             let n = ((CHUNK_SIZE - off) as u64).min(len as u64 - done) as usize;
@@ -115,7 +115,7 @@ impl PayloadArea {
         fence(Ordering::SeqCst);
         // Intact unless the producer has reserved past pos + region, which is
         // where it would start reusing these bytes.
-        Ok(self.head(cpu_us) <= pos + region)
+        Ok(pos.checked_add(region).is_some_and(|end| self.head(cpu_us) <= end))
     }
 
     /// Tells the producer on `cpu` that everything before `upto` was read.

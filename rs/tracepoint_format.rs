@@ -144,7 +144,8 @@ pub fn parse(name: &str, text: &str) -> Result<Format, String> {
         let (Some(offset), Some(size)) = (offset, size) else {
             return Err(format!("{name}: cannot parse field line {line:?}"));
         };
-        raw_size = raw_size.max(offset + size);
+        let end = offset.checked_add(size).filter(|&e| e <= 1 << 16).ok_or_else(|| format!("{name}: field out of range in {line:?}"))?;
+        raw_size = raw_size.max(end);
         let (c_type, fname, array) = split_decl(decl).ok_or_else(|| format!("{name}: cannot parse declaration {decl:?}"))?;
         if fname.starts_with("common_") {
             continue;
@@ -252,6 +253,9 @@ fn int_at(raw: &[u8], off: usize, size: usize, signed: bool) -> Option<GenericVa
         v |= (*byte as u64) << (8 * i);
     }
     Some(if signed {
+        if size == 0 {
+            return Some(GenericValue::Signed(0));
+        }
         let shift = 64 - 8 * size.min(8) as u32;
         GenericValue::Signed(((v << shift) as i64) >> shift)
     } else {
@@ -276,11 +280,11 @@ impl GenericPayload {
             let v = match &f.shape {
                 FieldShape::Int { signed } => int_at(r, f.offset, f.size, *signed).ok_or_else(|| oob(f))?,
                 FieldShape::CharArray => {
-                    let b = r.get(f.offset..f.offset + f.size).ok_or_else(|| oob(f))?;
+                    let b = r.get(f.offset..f.offset.saturating_add(f.size)).ok_or_else(|| oob(f))?;
                     GenericValue::Str(Var { data: cstr(b).to_vec(), flags: 0, size: 0 })
                 }
                 FieldShape::IntArray { elem, signed } => {
-                    let b = r.get(f.offset..f.offset + f.size).ok_or_else(|| oob(f))?;
+                    let b = r.get(f.offset..f.offset.saturating_add(f.size)).ok_or_else(|| oob(f))?;
                     list(b, *elem, *signed)
                 }
                 FieldShape::DataLocStr | FieldShape::DataLocArray { .. } => {
@@ -289,7 +293,7 @@ impl GenericPayload {
                         _ => return Err(oob(f)),
                     };
                     let (off, len) = (loc & 0xffff, loc >> 16);
-                    let b = r.get(off..off + len).ok_or(DecodeError::VarOutOfBounds { offset: off, len, available: r.len() })?;
+                    let b = r.get(off..off.saturating_add(len)).ok_or(DecodeError::VarOutOfBounds { offset: off, len, available: r.len() })?;
                     match &f.shape {
                         FieldShape::DataLocStr => GenericValue::Str(Var { data: cstr(b).to_vec(), flags: 0, size: 0 }),
                         FieldShape::DataLocArray { elem, signed } => list(b, *elem, *signed),

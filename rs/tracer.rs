@@ -72,9 +72,9 @@ impl Inbox {
         self.scratch.clear();
         let read = self.area.read(cpu, pos, len, &mut self.scratch);
         if read.is_ok() {
-            self.area.release(cpu, pos + len as u64);
+            self.area.release(cpu, pos.wrapping_add(len as u64));
             if let Some(last) = self.last_seq.get_mut(cpu as usize) {
-                if seq > *last + 1 {
+                if seq > last.saturating_add(1) {
                     self.counters.seq_gaps += seq - *last - 1;
                 }
                 *last = seq;
@@ -101,11 +101,11 @@ impl Inbox {
         };
         let comm: [u8; COMM_LEN] = read_array(raw, rec::COMM)?;
         let boot_ns = u64_at(rec::TIMESTAMP_NS)?;
-        self.next_event_id += 1;
+        self.next_event_id = self.next_event_id.wrapping_add(1);
         Ok(Event {
             event_id: self.next_event_id,
             event_type,
-            timestamp_ns: (boot_ns as i64 + self.clock_offset) as u64,
+            timestamp_ns: (boot_ns as i64).wrapping_add(self.clock_offset) as u64,
             cpu,
             pid: u32_at(rec::PID)?,
             tid: u32_at(rec::TID)?,
