@@ -206,8 +206,10 @@ static __always_inline bool tb_begin(struct tb_ctx *t, __u32 event_type)
 	return true;
 }
 
-/* Publishes the record; wakes the reader only when enough is pending or it
- * has slept long enough (a wake-up per event dominates on small machines). */
+/* Publishes the record. Wakes the reader at most once per tb_wake_ns per CPU:
+ * a wake-up is a self-interrupt (costly in a VM), and one per event
+ * dominates the cost on small machines. Records in between are read by the
+ * next wake-up or the reader's own poll timeout (bounded latency). */
 static __always_inline void tb_end(struct tb_ctx *t)
 {
 	struct tb_record *r = t->rec;
@@ -215,8 +217,7 @@ static __always_inline void tb_end(struct tb_ctx *t)
 	__u64 now = r->timestamp_ns;
 
 	r->payload_len = (__u32)(t->ctl->head - r->payload_pos);
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(*r) >= tb_wake_bytes ||
-	    now - t->ctl->last_wake_ns >= tb_wake_ns) {
+	if (now - t->ctl->last_wake_ns >= tb_wake_ns) {
 		flags = BPF_RB_FORCE_WAKEUP;
 		t->ctl->last_wake_ns = now;
 	}

@@ -102,7 +102,7 @@ fn main() -> ExitCode {
     let mut line = String::with_capacity(1 << 16);
     while !STOP.load(Ordering::SeqCst) && deadline.is_none_or(|d| Instant::now() < d) {
         batch.clear();
-        if let Err(e) = tracer.poll_into(&mut batch, 4096, Duration::from_millis(50)) {
+        if let Err(e) = tracer.poll_into(&mut batch, 65536, Duration::from_millis(50)) {
             eprintln!("example: {e}");
             return ExitCode::from(1);
         }

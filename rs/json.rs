@@ -155,6 +155,14 @@ pub fn write_str(s: &mut String, b: &[u8]) {
     s.push('"');
     let mut i = 0;
     while i < b.len() {
+        // Fast path: a run of printable ASCII that needs no escape.
+        let run = b[i..].iter().take_while(|&&c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\').count();
+        if run > 0 {
+            // Printable ASCII is valid UTF-8.
+            s.push_str(std::str::from_utf8(&b[i..i + run]).unwrap_or_default());
+            i += run;
+            continue;
+        }
         let c = b[i];
         match c {
             b'"' => s.push_str("\\\""),
