@@ -31,9 +31,10 @@ pub struct Config {
     pub ring_bytes: usize,
     /// Payload area per possible CPU, in bytes (rounded up to 256 KiB).
     pub payload_bytes_per_cpu: usize,
-    /// Wake the reader once this many bytes of records are pending...
+    /// Reserved (the kernel side wakes the reader by time only, see
+    /// `wake_interval`); kept for compatibility.
     pub wake_bytes: u64,
-    /// ... or once a CPU has not woken it for this long.
+    /// Each CPU wakes the reader at most once per this interval.
     pub wake_interval: Duration,
     /// Trace the tracer's own process too (off: it would trace its own output).
     pub trace_self: bool,
