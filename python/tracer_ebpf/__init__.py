@@ -6,10 +6,10 @@
 ...         print(ev.to_json())
 """
 
-from typing import Any, Dict, List
+from typing import List, Tuple, TypedDict
 
 from . import _native
-from ._native import Event
+from ._native import BytesColumn, Event
 from .errors import (
     BtfMissingError,
     ConfigError,
@@ -22,19 +22,38 @@ from .errors import (
 )
 from .frame import to_dataframe
 from .run import TraceResult, trace
-from .tracer import Tracer
+from .tracer import Columns, Tracer
 
 __version__ = "0.1.0"
 
 
-def list_events() -> List[Dict[str, Any]]:
-    """The typed event catalogue: name, id, comment, optional, fields."""
-    return list(_native.list_events())
+class EventInfo(TypedDict):
+    """One entry of ``list_events()``."""
+
+    name: str
+    id: int
+    comment: str
+    optional: bool
+    #: (field name, events.toml type) pairs, in payload order
+    fields: List[Tuple[str, str]]
+
+
+def list_events() -> List[EventInfo]:
+    """The typed event catalogue: name ("category/tracepoint"), id,
+    comment, optional (may be missing from a kernel) and payload fields."""
+    return [
+        EventInfo(name=e["name"], id=e["id"], comment=e["comment"], optional=e["optional"],
+                  fields=[(f, t) for f, t in e["fields"]])
+        for e in _native.list_events()
+    ]
 
 
 __all__ = [
     "Tracer",
     "Event",
+    "Columns",
+    "BytesColumn",
+    "EventInfo",
     "trace",
     "TraceResult",
     "list_events",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
-from typing import IO, List, NoReturn, Optional
+from types import FrameType
+from typing import IO, Callable, Dict, List, NoReturn, Optional
 
 from . import _native
 from .errors import TracerError
@@ -15,37 +17,34 @@ from .run import release, start_gated
 from .tracer import Tracer
 
 PROG = "tracer-example"
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-class _Stop(Exception):
-    """Raised by the SIGTERM handler to end the loop cleanly."""
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, no usage dump."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            v = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo} to {hi}: {text!r}")
+        return v
+
+    return parse
 
 
 def _fds(text: str) -> List[int]:
-    try:
-        fds = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of fds: {text!r}") from None
-    if any(fd < 0 for fd in fds):
-        raise argparse.ArgumentTypeError(f"fds must be non-negative: {text!r}")
+    fd = _int_in(0, 2**31 - 1)
+    fds = [fd(x.strip()) for x in text.split(",") if x.strip()]
+    if not fds:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of fds: {text!r}")
     return fds
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return v
-
-
-def _pid(text: str) -> int:
-    v = _positive_int(text)
-    if v > 2**22:
-        raise argparse.ArgumentTypeError(f"not a process id: {text!r}")
-    return v
 
 
 def _seconds(text: str) -> float:
@@ -53,53 +52,68 @@ def _seconds(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (v >= 0 and v < 1e9):
+    if not 0 <= v < 1e9:
         raise argparse.ArgumentTypeError(f"must be a non-negative number of seconds: {text!r}")
     return v
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog=PROG,
-        description="Trace kernel events with eBPF and print each as one JSON line "
-        "(the same format as the Rust and C++ examples).",
-        epilog="Examples:\n"
-        "  tracer-example --duration 5                 # everything, 5 seconds\n"
-        "  tracer-example -- sh -c 'echo hi'           # one command and its children\n"
-        "  tracer-example --comm python --events syscalls/sys_enter_write\n"
+        description="Trace kernel events with eBPF and print each as one JSON line on stdout\n"
+        "(the format of the Rust and C++ examples; see README.md). Diagnostics, a live\n"
+        "status line (when stderr is a terminal that the JSON lines and the command do\n"
+        "not write to) and a summary of the counters go to stderr. Ctrl-C or SIGTERM\n"
+        "stops cleanly, detaching everything.",
+        epilog="examples:\n"
+        "  tracer-example --duration 5                 # every typed event, 5 seconds\n"
+        "  tracer-example -o out.jsonl -- make         # one command and its children\n"
+        "  tracer-example --comm python --events 'syscalls/sys_enter_write*'\n"
+        "  tracer-example --pid 1234 --follow --content-fds 1,2,5\n"
+        "\n"
+        "exit status: with a command, the command's (128+N if signal N killed it);\n"
+        "otherwise 0, 1 on a tracing error, 2 on bad arguments.\n"
         "Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--events", metavar="A,B", help="event names or wildcards, comma-separated "
-                   "(default: every typed event; see --list)")
-    p.add_argument("--list", action="store_true", help="list the known events and exit")
-    p.add_argument("--pid", type=_pid, action="append", default=[], metavar="PID",
+    p.add_argument("--events", metavar="A,B",
+                   help="event names or wildcards, comma-separated, e.g. 'syscalls/sys_*_openat' "
+                   "(default: every typed event the kernel has; see --list)")
+    p.add_argument("--list", action="store_true", help="list the known events with their fields and exit")
+    p.add_argument("--pid", type=_int_in(1, 2**22), action="append", default=[], metavar="PID",
                    help="only this process (repeatable)")
-    p.add_argument("--follow", action="store_true", help="also trace children forked by the --pid processes")
+    p.add_argument("--follow", action="store_true",
+                   help="also trace the children the --pid processes fork from now on")
     p.add_argument("--comm", action="append", default=[], metavar="PREFIX",
-                   help="only tasks whose comm starts with PREFIX (repeatable, at most 8)")
-    p.add_argument("--content-fds", type=_fds, default=[1, 2], metavar="1,2",
-                   help="fds whose write content is captured (default: 1,2)")
-    p.add_argument("--all-fds", action="store_true", help="capture write content of every fd")
-    p.add_argument("--content-max", type=_positive_int, default=_native.DEFAULT_CONTENT_MAX, metavar="BYTES",
-                   help="most content bytes captured per write (default and maximum: 1048576)")
-    p.add_argument("--argv-max", type=_positive_int, default=_native.DEFAULT_ARGV_MAX, metavar="BYTES",
-                   help="most argv bytes captured per exec (default: 131072)")
-    p.add_argument("--ring-bytes", type=_positive_int, default=_native.DEFAULT_RING_BYTES, metavar="BYTES",
-                   help="ring buffer size for event records (default: 8 MiB)")
-    p.add_argument("--payload-bytes-per-cpu", type=_positive_int, default=_native.DEFAULT_PAYLOAD_BYTES_PER_CPU,
-                   metavar="BYTES", help="payload area per CPU (default: 16 MiB)")
-    p.add_argument("--duration", type=_seconds, metavar="SECS", help="stop after SECS seconds")
-    p.add_argument("--output", "-o", metavar="FILE", help="write JSON lines to FILE instead of stdout")
-    p.add_argument("--quiet", "-q", action="store_true", help="no status line and no stats summary")
+                   help="only tasks whose name (comm) starts with PREFIX (repeatable, at most 8, "
+                   "1 to 15 bytes each)")
+    p.add_argument("--content-fds", type=_fds, default=[1, 2], metavar="FDS",
+                   help="comma-separated fds whose write content is captured (default: 1,2)")
+    p.add_argument("--all-fds", action="store_true", help="capture the write content of every fd")
+    p.add_argument("--content-max", type=_int_in(1, 1 << 20), default=_native.DEFAULT_CONTENT_MAX,
+                   metavar="BYTES", help="most content bytes captured per write; longer ones are "
+                   "flagged content_truncated (default and maximum: 1048576)")
+    p.add_argument("--argv-max", type=_int_in(1, 1 << 20), default=_native.DEFAULT_ARGV_MAX,
+                   metavar="BYTES", help="most argv bytes captured per exec (default: 131072)")
+    p.add_argument("--ring-bytes", type=_int_in(4096, 1 << 30), default=_native.DEFAULT_RING_BYTES,
+                   metavar="BYTES", help="ring buffer size for event records (default: 8 MiB)")
+    p.add_argument("--payload-bytes-per-cpu", type=_int_in(1, 1 << 30),
+                   default=_native.DEFAULT_PAYLOAD_BYTES_PER_CPU, metavar="BYTES",
+                   help="payload buffer per CPU for contents, paths and argv (default: 16 MiB)")
+    p.add_argument("--duration", type=_seconds, metavar="SECS",
+                   help="stop tracing after SECS seconds (a command keeps running; its exit "
+                   "status is still returned)")
+    p.add_argument("--output", "-o", metavar="FILE",
+                   help="write the JSON lines to FILE instead of stdout (truncated first)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no status line and no summary on stderr")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
-                   help="trace this command and its children, exit with its exit code")
+                   help="run CMD with ARGS and trace it and its children until it exits; "
+                   "its output goes where tracer-example's does (use --output to keep them apart)")
     return p
 
 
-def _fail(msg: str, code: int = 1) -> NoReturn:
-    print(f"{PROG}: error: {msg}", file=sys.stderr)
-    sys.exit(code)
+def _say(msg: str) -> None:
+    print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
 
 
 def _list_events() -> int:
@@ -107,128 +121,191 @@ def _list_events() -> int:
 
     for e in list_events():
         fields = ", ".join(f"{n}: {t}" for n, t in e["fields"])
-        opt = " (optional)" if e["optional"] else ""
-        print(f"{e['name']:<45} {e['id']:>5}  {e['comment']}{opt}\n{'':<52}{fields}")
+        opt = " (optional: not on every kernel)" if e["optional"] else ""
+        print(f"{e['name']}{opt}\n    {e['comment']}\n    fields: {fields or '(none)'}")
     return 0
 
 
+def _exit_status(rc: int) -> int:
+    return rc if rc >= 0 else 128 - rc
+
+
+class _Signals:
+    """Turns SIGINT/SIGTERM/SIGHUP into a request to stop (no exception in
+    the middle of clean-up); remembers which signals came, in order."""
+
+    def __init__(self) -> None:
+        self.received: List[int] = []
+        self._old: Dict[int, object] = {}
+
+    def __enter__(self) -> "_Signals":
+        for s in _STOP_SIGNALS:
+            self._old[s] = signal.signal(s, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)  # type: ignore[arg-type]
+
+    def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
+        self.received.append(signum)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.list:
         return _list_events()
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    cmd: List[str] = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if args.follow and not args.pid and not cmd:
-        _fail("--follow needs --pid (or a command after --)", 2)
-    events = [e.strip() for e in args.events.split(",")] if args.events else None
+        parser.error("--follow needs --pid (or a command after --)")
+    with _Signals() as sig:
+        return _run(parser, args, cmd, sig)
 
-    def on_term(signum: int, frame: object) -> None:
-        raise _Stop()
 
-    signal.signal(signal.SIGTERM, on_term)
-
-    out: IO[bytes]
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[str], sig: _Signals) -> int:
     try:
-        out = open(args.output, "wb") if args.output else sys.stdout.buffer
+        out: IO[bytes] = open(args.output, "wb") if args.output else sys.stdout.buffer
     except OSError as e:
-        _fail(f"cannot open --output: {e}")
-
-    proc = None
+        parser.error(f"cannot open --output {args.output!r}: {e.strerror or e}")
+    proc: Optional["subprocess.Popen[bytes]"] = None
     gate = -1
     pids = list(args.pid)
     if cmd:
         try:
             proc, gate = start_gated(cmd)
         except OSError as e:
-            _fail(f"cannot run {cmd[0]!r}: {e.strerror or e}", 127)
+            _say(f"error: cannot run {cmd[0]!r}: {e.strerror or e}")
+            return 127 if isinstance(e, FileNotFoundError) else 126
         pids.append(proc.pid)
-    try:
-        tracer = Tracer(
-            events,
-            pids=pids or None,
-            follow_children=args.follow or bool(cmd),
-            comm=args.comm or None,
-            content_fds=args.content_fds,
-            all_fds=args.all_fds,
-            content_max=args.content_max,
-            argv_max=args.argv_max,
-            ring_bytes=args.ring_bytes,
-            payload_bytes_per_cpu=args.payload_bytes_per_cpu,
-        )
-    except (TracerError, ValueError, TypeError) as e:
-        if proc is not None:
-            proc.kill()
-            os.close(gate)
-            proc.wait()
-        _fail(str(e))
 
-    status = sys.stderr.isatty() and not args.quiet
-    interrupted = False
+    tracer: Optional[Tracer] = None
     n_events = 0
+    broken_pipe = False
+    started = time.monotonic()
     try:
-        with tracer:
-            native = tracer._n()
-            if not args.quiet:
-                print(f"{PROG}: tracing {len(tracer.events)} event(s) "
-                      f"(started in {tracer.startup_seconds * 1000:.0f} ms); Ctrl-C to stop", file=sys.stderr)
-            if proc is not None:
-                release(gate)
-            start = time.monotonic()
-            end = None if args.duration is None else start + args.duration
-            last_status, last_n = start, 0
-            try:
-                while True:
-                    now = time.monotonic()
-                    if end is not None and now >= end:
-                        break
-                    if proc is not None and proc.poll() is not None:
-                        break
-                    wait = 0.1 if end is None else max(0.0, min(0.1, end - now))
-                    data, n = native.poll_json(65536, wait)
-                    if n:
-                        out.write(data)
-                        n_events += n
-                    else:
+        try:
+            tracer = Tracer(
+                [e.strip() for e in args.events.split(",")] if args.events is not None else None,
+                pids=pids or None,
+                follow_children=args.follow or bool(cmd),
+                comm=args.comm or None,
+                content_fds=args.content_fds,
+                all_fds=args.all_fds,
+                content_max=args.content_max,
+                argv_max=args.argv_max,
+                ring_bytes=args.ring_bytes,
+                payload_bytes_per_cpu=args.payload_bytes_per_cpu,
+            )
+        except (ValueError, TypeError) as e:  # bad names or values: UnknownEventError, ConfigError
+            _abandon(proc, gate)
+            parser.error(str(e))
+        except TracerError as e:
+            _abandon(proc, gate)
+            _say(f"error: {e}")
+            return 1
+        native = tracer._n()
+        if not args.quiet:
+            _say(f"tracing {len(tracer.events)} event(s) (attached in {tracer.startup_seconds * 1000:.0f} ms); "
+                 "Ctrl-C to stop")
+        if proc is not None:
+            release(gate)
+            gate = -1
+        out_is_tty = out.isatty()
+        # The status line only where nothing else scrolls the terminal (JSON
+        # lines or the command's output would break it up).
+        status = sys.stderr.isatty() and not args.quiet and not (sys.stdout.isatty() and (out_is_tty or cmd))
+        started = time.monotonic()
+        end = None if args.duration is None else started + args.duration
+        last_status, last_n = started, 0
+        try:
+            while not sig.received:
+                now = time.monotonic()
+                if end is not None and now >= end:
+                    break
+                if proc is not None and proc.poll() is not None:
+                    break
+                data, n = native.poll_json(65536, 0.1 if end is None else max(0.0, min(0.1, end - now)))
+                if n:
+                    out.write(data)
+                    n_events += n
+                    if out_is_tty:
                         out.flush()
-                    if status and now - last_status >= 0.5:
-                        st = native.stats()
-                        drops = st["ring_full"] + st["payload_full"] + st["busy"]
-                        rate = (n_events - last_n) / (now - last_status)
-                        sys.stderr.write(f"\r{PROG}: {n_events} events, {rate:,.0f}/s, drops {drops}   ")
-                        last_status, last_n = now, n_events
-            except (KeyboardInterrupt, _Stop):
-                interrupted = True
-            # Deliver what was captured before stopping.
-            while True:
-                data, n = native.poll_json(65536, 0.05)
+                elif not out_is_tty:
+                    out.flush()
+                if status and now - last_status >= 0.5:
+                    st = native.stats()
+                    rate = (n_events - last_n) / (now - last_status)
+                    sys.stderr.write(f"\r\x1b[K{PROG}: {n_events:,} events, {rate:,.0f}/s, "
+                                     f"dropped {st['ring_full'] + st['busy']}, payload lost {st['payload_full']}")
+                    sys.stderr.flush()
+                    last_status, last_n = now, n_events
+            # Deliver what was captured before stopping, for at most half a
+            # second (events keep coming until the tracer is closed).
+            drain_end = time.monotonic() + 0.5
+            while time.monotonic() < drain_end:
+                data, n = native.poll_json(4096, 0.0)
                 if not n:
                     break
                 out.write(data)
                 n_events += n
             out.flush()
-            stats = tracer.stats()
-    except BrokenPipeError:
-        # Reader went away (e.g. `| head`): not an error.
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
-        return 0
+        except BrokenPipeError:
+            broken_pipe = True  # the reader went away (e.g. `| head`): not an error
+        if status:
+            sys.stderr.write("\r\x1b[K")
+        stats = tracer.stats()
+        tracer.close()
     except TracerError as e:
-        _fail(str(e))
+        _say(f"error: {e}")
+        _abandon(proc, gate)
+        return 1
     finally:
+        if tracer is not None:
+            tracer.close()
         if args.output:
             out.close()
-    if status:
-        sys.stderr.write("\n")
+        elif broken_pipe:
+            _silence_stdout()
     if not args.quiet:
         summary = " ".join(f"{k}={v}" for k, v in stats.items())
-        print(f"{PROG}: {n_events} events; stats {summary}", file=sys.stderr)
+        _say(f"{n_events} events in {time.monotonic() - started:.1f} s; {summary}")
+    return _wait(proc, sig)
+
+
+def _wait(proc: Optional["subprocess.Popen[bytes]"], sig: _Signals) -> int:
+    """The command's exit status; stop signals we got are passed on to it
+    (the first as is, SIGKILL for any more)."""
+    if proc is None:
+        return 0
+    forwarded = 0
+    while True:
+        try:
+            return _exit_status(proc.wait(0.1))
+        except subprocess.TimeoutExpired:
+            pass
+        while forwarded < len(sig.received):
+            proc.send_signal(sig.received[0] if forwarded == 0 else signal.SIGKILL)
+            forwarded += 1
+
+
+def _abandon(proc: Optional["subprocess.Popen[bytes]"], gate: int) -> None:
+    """Kills a command that was never released."""
+    if gate >= 0:
+        os.close(gate)
     if proc is not None:
-        if interrupted and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        rc = proc.wait()
-        return rc if rc >= 0 else 128 - rc
-    return 0
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit: point it at /dev/null so that flush
+    # does not raise BrokenPipeError again.
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

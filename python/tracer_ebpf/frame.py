@@ -1,36 +1,162 @@
-"""pandas DataFrames of events (optional extra: ``pip install tracer-ebpf[pandas]``)."""
+"""pandas DataFrames of events (optional extra: ``pip install 'tracer-ebpf[pandas]'``)."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from array import array
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Sequence, Set, Union, cast
 
-from ._native import Event
+from . import _native
+from ._native import BytesColumn, Event
+from .tracer import Columns
 
+if TYPE_CHECKING:
+    import pandas
+
+#: Header columns, in JSON order, then the extra per-event columns.
 HEADER = ("event_id", "event_type", "timestamp_ns", "pid", "tid", "ppid", "upid", "uppid", "comm")
+EXTRA = ("cpu", "payload_lost")
+_TYPECODES = {"event_id": "Q", "timestamp_ns": "Q", "pid": "I", "tid": "I", "ppid": "I", "upid": "Q",
+              "uppid": "Q", "cpu": "I", "payload_lost": "B"}
 
 
-def to_dataframe(events: Iterable[Event]) -> Any:
-    """One row per event: the header columns, then one column per payload
-    field (prefixed ``payload.``), missing where an event lacks the field."""
+def _pandas() -> Any:
     try:
-        import pandas as pd
+        import pandas
     except ImportError:
-        raise ImportError("to_dataframe needs pandas: pip install 'tracer-ebpf[pandas]'") from None
-    cols: dict = {h: [] for h in HEADER}
-    payload_cols: dict = {}
-    n = 0
-    for ev in events:
-        for h in HEADER:
-            cols[h].append(getattr(ev, h))
-        for k, v in ev.payload.items():
-            col = payload_cols.setdefault("payload." + k, [None] * n)
-            col.append(v)
-        n += 1
-        for col in payload_cols.values():
-            if len(col) < n:
+        raise ImportError("DataFrames need pandas: pip install 'tracer-ebpf[pandas]'") from None
+    return pandas
+
+
+def to_dataframe(source: Union[Dict[str, Sequence[Any]], Iterable[Dict[str, Sequence[Any]]], Iterable[Event]]) -> "pandas.DataFrame":
+    """A DataFrame with one row per event: ``HEADER`` columns, ``cpu``,
+    ``payload_lost``, one ``payload.<field>`` column per payload field
+    (``<NA>``/None where an event has no such field or its bytes were not
+    captured) and ``timestamp`` (UTC datetimes).
+
+    ``source``: a batch from ``Tracer.poll_columns()``, a list of batches, or
+    events (a list of ``Event``, ``TraceResult.events``).
+    """
+    if isinstance(source, dict):
+        return columns_to_dataframe([source])
+    items: List[Any] = list(source)
+    if items and all(isinstance(x, dict) for x in items):
+        return columns_to_dataframe(items)
+    for x in items:
+        if not isinstance(x, Event):
+            raise TypeError(f"to_dataframe takes events or poll_columns() batches, not {type(x).__name__}")
+    return columns_to_dataframe([events_to_columns(items)])
+
+
+def events_to_columns(events: Sequence[Event]) -> Columns:
+    """Events in the form of ``Tracer.poll_columns()`` (but ``u8[]`` fields
+    as lists of bytes)."""
+    header: Dict[str, Any] = {k: array(_TYPECODES[k]) if k in _TYPECODES else [] for k in HEADER + EXTRA}
+    payload: Dict[str, List[Any]] = {}
+    fields: Dict[str, List[str]] = {}
+    for row, ev in enumerate(events):
+        for k in HEADER + EXTRA:
+            header[k].append(getattr(ev, k))
+        p = ev.payload
+        if ev.event_type not in fields:
+            fields[ev.event_type] = ["payload." + f for f in p]
+        for f, v in p.items():
+            payload.setdefault("payload." + f, [None] * row).append(v)
+        for col in payload.values():
+            if len(col) <= row:
                 col.append(None)
-    cols.update(payload_cols)
-    df = pd.DataFrame(cols)
-    if n:
-        df["timestamp"] = pd.to_datetime(df["timestamp_ns"], unit="ns")
-    return df
+    signed = _signed_fields()
+    packed: Dict[str, Any] = {}
+    for k, v in payload.items():
+        if _ints_or_none(v):  # as poll_columns(): an array, 0 where absent
+            code = "q" if k in signed or any(x is not None and x < 0 for x in v) else "Q"
+            packed[k] = array(code, [0 if x is None else x for x in v])
+        else:
+            packed[k] = v
+    return Columns({**header, **packed}, fields)
+
+
+def columns_to_dataframe(batches: Sequence[Dict[str, Sequence[Any]]]) -> "pandas.DataFrame":
+    """One DataFrame of several ``poll_columns()`` batches."""
+    pd = _pandas()
+    cols = _concat(batches)
+    df = _frame(pd, cols) if len(cols["event_id"]) else pd.DataFrame({k: [] for k in cols})
+    df["timestamp"] = pd.to_datetime(df["timestamp_ns"].astype("int64"), unit="ns", utc=True)
+    return cast("pandas.DataFrame", df)
+
+
+def _concat(batches: Sequence[Dict[str, Sequence[Any]]]) -> Columns:
+    """The batches as one: arrays extended, BytesColumns as lists; a column
+    missing from some batches gets 0 or None for their rows."""
+    out: Dict[str, Any] = {k: array(_TYPECODES[k]) if k in _TYPECODES else [] for k in HEADER + EXTRA}
+    fields: Dict[str, List[str]] = {}
+    rows = 0
+    for b in batches:
+        n = len(b["event_id"])
+        fields.update(getattr(b, "fields", {}))
+        for k, v in b.items():
+            if k not in out:
+                out[k] = array(v.typecode, bytes(rows * v.itemsize)) if isinstance(v, array) else [None] * rows
+            col = out[k]
+            if isinstance(col, array) and isinstance(v, array) and col.typecode == v.typecode:
+                col.extend(v)
+            else:
+                if isinstance(col, array):  # mixed integer kinds: fall back to a list
+                    col = out[k] = col.tolist()
+                col.extend(v.to_list() if isinstance(v, BytesColumn) else v)
+        rows += n
+        for k, col in out.items():
+            if len(col) < rows:
+                col.extend(array(col.typecode, bytes((rows - len(col)) * col.itemsize)) if isinstance(col, array)
+                           else [None] * (rows - len(col)))
+    return Columns(out, fields)
+
+
+def _frame(pd: Any, cols: Dict[str, Sequence[Any]]) -> "pandas.DataFrame":
+    import numpy as np
+
+    absent = _absent_rows(np, cols)
+    data: Dict[str, Any] = {}
+    for k, v in cols.items():
+        if isinstance(v, array):
+            a = np.frombuffer(v, dtype=v.typecode)
+            if k == "payload_lost":
+                a = a.astype(bool)
+            elif k in absent:
+                a = pd.arrays.IntegerArray(a.copy(), absent[k])
+            data[k] = a
+        elif v and all(x is None or isinstance(x, bytes) for x in v):
+            data[k] = pd.array(v, dtype=object)  # bytes stay bytes
+        else:
+            data[k] = v
+    return cast("pandas.DataFrame", pd.DataFrame(data))
+
+
+def _ints_or_none(v: Sequence[Any]) -> bool:
+    return any(isinstance(x, int) for x in v) and all(x is None or (isinstance(x, int) and not isinstance(x, bool)) for x in v)
+
+
+def _absent_rows(np: Any, cols: Dict[str, Sequence[Any]]) -> Dict[str, Any]:
+    """For each integer payload column, a bool mask of the rows whose event
+    has no such field (when there are any)."""
+    fields = getattr(cols, "fields", None) or _catalogue_columns()
+    int_cols = [k for k, v in cols.items() if k.startswith("payload.") and isinstance(v, array)]
+    types = cols["event_type"]
+    distinct = set(types)
+    out: Dict[str, Any] = {}
+    for name in distinct:
+        have = fields.get(name)
+        missing = [k for k in int_cols if have is not None and k not in have]
+        if not missing:
+            continue
+        rows = np.ones(len(types), dtype=bool) if len(distinct) == 1 else np.asarray(types, dtype=object) == name
+        for k in missing:
+            out[k] = out[k] | rows if k in out else rows
+    return out
+
+
+def _signed_fields() -> Set[str]:
+    return {"payload." + f for e in _native.list_events() for f, kind in e["fields"] if kind.startswith("i")}
+
+
+def _catalogue_columns() -> Dict[str, List[str]]:
+    return {e["name"]: ["payload." + f for f, _ in e["fields"]] for e in _native.list_events()}

@@ -9,22 +9,29 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ._native import Event
-from .tracer import EventSpec, Tracer
+from .tracer import EventSpec, Tracer, _seconds
+
+if TYPE_CHECKING:
+    import pandas
 
 
 @dataclass
 class TraceResult:
     """What ``trace()`` returns."""
 
+    #: the events of the command and its children, in order of delivery
     events: List[Event]
+    #: its exit code; -N if a signal N killed it (as in subprocess)
     returncode: int
+    #: its process id
     pid: int
+    #: the tracer's counters at the end (see ``Tracer.stats()``)
     stats: Dict[str, int] = field(default_factory=dict)
 
-    def to_dataframe(self) -> Any:
+    def to_dataframe(self) -> "pandas.DataFrame":
         """The events as a pandas DataFrame (``pip install tracer-ebpf[pandas]``)."""
         from .frame import to_dataframe
 
@@ -34,7 +41,8 @@ class TraceResult:
 # Runs in the child: waits on the gate pipe until the tracer is attached, then execs
 # the command in the same process (so the pid the tracer follows is the
 # command's). The read is already blocked when the tracer attaches, so the
-# gate adds no traced syscall of its own.
+# gate adds no traced syscall of its own but the exec: the program's path is
+# resolved by the parent (os.execvp would import modules after the gate).
 _GATE = (
     "import os, sys\n"
     "gate, ready = int(sys.argv[1]), int(sys.argv[2])\n"
@@ -44,14 +52,32 @@ _GATE = (
     "    os._exit(125)\n"
     "os.close(gate)\n"
     "try:\n"
-    "    os.execvp(sys.argv[3], sys.argv[3:])\n"
+    "    os.execv(sys.argv[3], sys.argv[4:])\n"
     "except OSError as e:\n"
-    "    sys.stderr.write('%s: %s\\n' % (sys.argv[3], e.strerror))\n"
+    "    sys.stderr.write('%s: %s\\n' % (sys.argv[4], e.strerror))\n"
     "    os._exit(127 if isinstance(e, FileNotFoundError) else 126)\n"
 )
 
 
-def start_gated(cmd: Union[str, Sequence[str]], **popen_kwargs: Any) -> "tuple[subprocess.Popen[bytes], int]":
+def _resolve(prog: str, cwd: Optional[str], env: Mapping[str, str]) -> str:
+    """The absolute path the command will run, as a shell would find it."""
+    path: Optional[str]
+    if os.sep in prog:
+        candidate = os.path.join(cwd, prog) if cwd else prog
+        path = candidate if os.path.exists(candidate) else None
+    else:
+        path = shutil.which(prog, path=env.get("PATH", os.defpath))
+    if path is None:
+        raise FileNotFoundError(errno.ENOENT, "command not found", prog)
+    return os.path.abspath(path)
+
+
+def start_gated(
+    cmd: Union[str, Sequence[str]],
+    cwd: Optional[str] = None,
+    env: Optional[Dict[str, str]] = None,
+    **popen_kwargs: Any,
+) -> "tuple[subprocess.Popen[bytes], int]":
     """Starts ``cmd`` held just before exec until ``release()`` is called on
     the returned fd, so a tracer can be attached to its pid first."""
     if isinstance(cmd, str):
@@ -59,15 +85,20 @@ def start_gated(cmd: Union[str, Sequence[str]], **popen_kwargs: Any) -> "tuple[s
     cmd = list(cmd)
     if not cmd:
         raise ValueError("empty command")
-    if shutil.which(cmd[0]) is None:
-        raise FileNotFoundError(errno.ENOENT, "command not found", cmd[0])
+    for arg in cmd:
+        if not isinstance(arg, (str, os.PathLike)):
+            raise TypeError(f"command arguments must be strings, not {type(arg).__name__} ({arg!r:.60})")
+    cmd = [os.fspath(a) for a in cmd]
+    path = _resolve(cmd[0], cwd, os.environ if env is None else env)
     r, w = os.pipe()
     ready_r, ready_w = os.pipe()
 
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _GATE, str(r), str(ready_w), *cmd],
+            [sys.executable, "-I", "-S", "-c", _GATE, str(r), str(ready_w), path, *cmd],
             pass_fds=(r, ready_w),
+            cwd=cwd,
+            env=env,
             **popen_kwargs,
         )
     except BaseException:
@@ -109,9 +140,18 @@ def trace(
     """Runs ``cmd`` (a list, as for subprocess) under the tracer, following
     its children, and returns its events and exit code.
 
+    The tracer is attached before the command starts, and it keeps tracing
+    ``settle`` seconds after the command exits (for children still
+    writing). ``timeout``: kill the command after that many seconds and raise
+    ``subprocess.TimeoutExpired``. Raises ``FileNotFoundError`` if the
+    command does not exist; other Tracer arguments (``content_max``, ...)
+    are passed on.
+
     >>> r = trace(["sh", "-c", "echo hi | tr a-z A-Z"])   # doctest: +SKIP
     >>> [e.payload["content"] for e in r.events if e.event_type == "syscalls/sys_enter_write"]
     """
+    limit = None if timeout is None else _seconds("timeout", timeout)
+    settle = _seconds("settle", settle)
     proc, gate = start_gated(cmd, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env)
     try:
         tracer = Tracer(events, pids=[proc.pid], follow_children=True, **tracer_kwargs)
@@ -123,13 +163,13 @@ def trace(
     out: List[Event] = []
     with tracer:
         release(gate)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if limit is None else time.monotonic() + limit
         try:
             while proc.poll() is None:
                 if deadline is not None and time.monotonic() > deadline:
                     proc.kill()
                     proc.wait()
-                    raise subprocess.TimeoutExpired(cmd, timeout or 0)
+                    raise subprocess.TimeoutExpired(cmd, limit or 0)
                 out.extend(tracer.poll(0.05))
         except BaseException:
             if proc.poll() is None:

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _native
 from ._native import Event
-from .errors import ConfigError
+from .errors import ConfigError, TracerError, UnknownEventError
+
+if TYPE_CHECKING:
+    import pandas
 
 EventSpec = Union[str, Iterable[str], None]
 
-_POLL_INTERVAL = 0.1  # seconds: bounds the reaction time to Ctrl-C and close()
+_POLL_INTERVAL = 0.1  # seconds: how long the iterator waits per batch
+_BATCH = 65536  # events per native call
+_MAX_NAME = 256  # longer event names are rejected without looking for close ones
+_MAX_NAMES = 4096
+
+T = TypeVar("T")
+
+
+class Columns(Dict[str, Sequence[Any]]):
+    """A batch of events column by column (see ``Tracer.poll_columns``):
+    column name -> one value per event. ``fields`` maps each event name to
+    its payload columns (the others hold 0 or None for its rows)."""
+
+    def __init__(self, columns: Dict[str, Sequence[Any]], fields: Optional[Dict[str, List[str]]] = None) -> None:
+        super().__init__(columns)
+        self.fields: Dict[str, List[str]] = dict(fields or {})
 
 
 def _str_list(name: str, value: Any) -> List[str]:
@@ -19,16 +38,28 @@ def _str_list(name: str, value: Any) -> List[str]:
         return []
     if isinstance(value, str):
         value = [value]
+    elif isinstance(value, (bytes, bytearray)):
+        raise TypeError(f"{name} must be a string or an iterable of strings, not {type(value).__name__}")
     try:
         items = list(value)
     except TypeError:
         raise TypeError(f"{name} must be a string or an iterable of strings, not {type(value).__name__}") from None
     for v in items:
         if not isinstance(v, str):
-            raise TypeError(f"{name} must contain strings, not {type(v).__name__} ({v!r})")
+            raise TypeError(f"{name} must contain strings, not {type(v).__name__} ({v!r:.60})")
         if not v.strip():
             raise ConfigError(f"{name} contains an empty name")
-    return items
+    return list(dict.fromkeys(items))  # without repeats, in order
+
+
+def _event_names(value: Any) -> List[str]:
+    names = _str_list("events", value)
+    if len(names) > _MAX_NAMES:
+        raise ConfigError(f"at most {_MAX_NAMES} event names or wildcards, got {len(names)}")
+    for n in names:
+        if len(n) > _MAX_NAME:
+            raise UnknownEventError(f"unknown event {n[:40]!r}... ({len(n)} characters); see list_events()")
+    return names
 
 
 def _int_list(name: str, value: Any, lo: int, hi: int) -> List[int]:
@@ -36,13 +67,15 @@ def _int_list(name: str, value: Any, lo: int, hi: int) -> List[int]:
         return []
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
+    elif isinstance(value, (str, bytes, bytearray)):
+        raise TypeError(f"{name} must be an int or an iterable of ints, not {type(value).__name__}")
     try:
         items = list(value)
     except TypeError:
         raise TypeError(f"{name} must be an int or an iterable of ints, not {type(value).__name__}") from None
     for v in items:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{name} must contain ints, not {type(v).__name__} ({v!r})")
+            raise TypeError(f"{name} must contain ints, not {type(v).__name__} ({v!r:.60})")
         if not lo <= v <= hi:
             raise ConfigError(f"{name}: {v} is out of range ({lo} to {hi})")
     return items
@@ -56,8 +89,23 @@ def _size(name: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+    return value
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds, got {value}")
+    return min(float(value), 1e9)
+
+
 class Tracer:
-    """Traces kernel events live.
+    """Traces kernel events live: attached on creation, detached by
+    ``close()`` (or leaving the ``with`` block).
 
     >>> with Tracer(events="syscalls/sys_enter_write") as t:   # doctest: +SKIP
     ...     for ev in t:
@@ -67,16 +115,17 @@ class Tracer:
         events: event names or wildcards ("syscalls/*"); default: every typed
             event the kernel has (see ``list_events()``).
         pids: only these processes; ``follow_children`` adds their children.
-        comm: only tasks whose comm starts with one of these prefixes.
+        comm: only tasks whose comm starts with one of these prefixes (at most 8).
         content_fds: fds whose write content is captured (default 1 and 2);
             ``all_fds=True`` captures every fd.
-        content_max: most content bytes per write (default 1 MiB, at most 1 MiB).
+        content_max: most content bytes per write (default and maximum 1 MiB).
         argv_max: most argv bytes per exec.
         ring_bytes, payload_bytes_per_cpu: buffer sizes.
         trace_self: also trace this process (off by default).
 
-    Iterating yields events until ``close()``; stop with ``break`` or Ctrl-C
-    (which detaches everything when used as a context manager).
+    Iterating yields events until ``close()``. Ctrl-C (KeyboardInterrupt)
+    while iterating or polling closes the tracer, so an interrupted notebook
+    cell leaves nothing attached.
     """
 
     def __init__(
@@ -94,22 +143,20 @@ class Tracer:
         payload_bytes_per_cpu: int = _native.DEFAULT_PAYLOAD_BYTES_PER_CPU,
         trace_self: bool = False,
     ) -> None:
-        for flag, v in (("follow_children", follow_children), ("all_fds", all_fds), ("trace_self", trace_self)):
-            if not isinstance(v, bool):
-                raise TypeError(f"{flag} must be a bool, not {type(v).__name__}")
         self._native: Optional[_native.NativeTracer] = None
+        self._final_stats: Dict[str, int] = {}
         self._native = _native.NativeTracer(
-            events=_str_list("events", events),
+            events=_event_names(events),
             pids=_int_list("pids", pids, 1, 2**22),
-            follow_children=follow_children,
+            follow_children=_bool("follow_children", follow_children),
             comm=_str_list("comm", comm),
             content_fds=_int_list("content_fds", content_fds, 0, 2**31 - 1),
-            all_fds=all_fds,
+            all_fds=_bool("all_fds", all_fds),
             content_max=_size("content_max", content_max, 1, 1 << 20),
             argv_max=_size("argv_max", argv_max, 1, 1 << 20),
             ring_bytes=_size("ring_bytes", ring_bytes, 4096, 1 << 30),
             payload_bytes_per_cpu=_size("payload_bytes_per_cpu", payload_bytes_per_cpu, 1, 1 << 30),
-            trace_self=trace_self,
+            trace_self=_bool("trace_self", trace_self),
         )
 
     # -- lifecycle ---------------------------------------------------------
@@ -126,40 +173,86 @@ class Tracer:
             pass
 
     def close(self) -> None:
-        """Detaches everything; idempotent."""
-        if self._native is not None:
-            self._native.close()
+        """Detaches everything and frees the buffers; idempotent. ``stats()``
+        keeps the final counters."""
+        native = self._native
+        if native is not None and not native.closed:
+            try:
+                self._final_stats = dict(native.stats())
+            finally:
+                native.close()
 
     @property
     def closed(self) -> bool:
         return self._native is None or self._native.closed
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<Tracer closed>"
+        return f"<Tracer events={self.events!r}>"
 
     def _n(self) -> _native.NativeTracer:
         if self._native is None or self._native.closed:
             raise ValueError("I/O operation on a closed Tracer")
         return self._native
 
-    # -- reading -----------------------------------------------------------
-    def poll(self, timeout: float = _POLL_INTERVAL, max_events: int = 65536) -> List[Event]:
-        """Waits up to ``timeout`` seconds; returns the events available (maybe none)."""
-        return self._n().poll(max_events, float(timeout))
+    def _interruptible(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except KeyboardInterrupt:
+            self.close()
+            raise
 
-    def read(self, max_events: int = 65536, timeout: float = _POLL_INTERVAL) -> List[Event]:
-        """Returns up to ``max_events`` events, waiting up to ``timeout`` for the first."""
-        return self._n().poll(max_events, float(timeout))
+    # -- reading -----------------------------------------------------------
+    def poll(self, timeout: float = _POLL_INTERVAL, max_events: int = _BATCH) -> List[Event]:
+        """Waits up to ``timeout`` seconds for events; returns those
+        available, at most ``max_events`` (maybe none)."""
+        return self.read(max_events, timeout)
+
+    def read(self, max_events: int = _BATCH, timeout: float = _POLL_INTERVAL) -> List[Event]:
+        """Returns up to ``max_events`` events, waiting up to ``timeout``
+        seconds for the first."""
+        n, wait, native = _size("max_events", max_events, 1, 1 << 24), _seconds("timeout", timeout), self._n()
+        return self._interruptible(lambda: native.poll(n, wait))
+
+    def poll_columns(self, max_events: int = _BATCH, timeout: float = _POLL_INTERVAL) -> Columns:
+        """Like ``read()``, column by column, with no Python object per event:
+        ``{"event_id": array('Q'), "event_type": [str], "timestamp_ns",
+        "pid", "tid", "ppid", "upid", "uppid", "comm", "cpu", "payload_lost":
+        array('B'), "payload.<field>": ...}``, one entry per event in each.
+
+        Integer payload fields are ``array('Q')``/``array('q')`` (0 where an
+        event has no such field), ``u8[]`` fields a ``BytesColumn``
+        (a sequence of ``bytes``/None, with the raw ``data``/``offsets``
+        buffers), other fields lists (None where absent). Every batch of a
+        tracer has the same columns (more appear only when a new generic
+        tracepoint first shows up). ``to_dataframe()`` turns a batch into a
+        pandas DataFrame.
+        """
+        n, wait, native = _size("max_events", max_events, 1, 1 << 24), _seconds("timeout", timeout), self._n()
+        cols = self._interruptible(lambda: native.poll_columns(n, wait))
+        return Columns(cols, native.event_columns)
 
     def __iter__(self) -> Iterator[Event]:
         while True:
             native = self._native
             if native is None or native.closed:
                 return
-            batch = native.poll(65536, _POLL_INTERVAL)
+            try:
+                batch = native.poll(_BATCH, _POLL_INTERVAL)
+            except KeyboardInterrupt:
+                self.close()
+                raise
+            except TracerError:
+                if native.closed:  # closed by another thread
+                    return
+                raise
             yield from batch
 
     def collect(self, duration: float) -> List[Event]:
         """Every event of the next ``duration`` seconds."""
         out: List[Event] = []
-        end = time.monotonic() + duration
+        end = time.monotonic() + _seconds("duration", duration)
         while True:
             left = end - time.monotonic()
             if left <= 0:
@@ -177,11 +270,36 @@ class Tracer:
                 return out
             out.extend(batch)
 
+    def to_dataframe(self, duration: float, max_events: Optional[int] = None) -> "pandas.DataFrame":
+        """The events of the next ``duration`` seconds (stopping early at
+        ``max_events``) as a pandas DataFrame, built from columnar batches
+        (``pip install 'tracer-ebpf[pandas]'``)."""
+        from .frame import columns_to_dataframe
+
+        limit = None if max_events is None else _size("max_events", max_events, 1, 1 << 40)
+        end = time.monotonic() + _seconds("duration", duration)
+        batches: List[Columns] = []
+        got = 0
+        while True:
+            left = end - time.monotonic()
+            want = _BATCH if limit is None else min(_BATCH, limit - got)
+            batch = self.poll_columns(want, max(0.0, min(left, _POLL_INTERVAL)))
+            batches.append(batch)
+            got += len(batch["event_id"])
+            if left <= 0 or (limit is not None and got >= limit):
+                break
+        return columns_to_dataframe(batches)
+
     # -- state -------------------------------------------------------------
     def stats(self) -> Dict[str, int]:
-        """Every counter: kernel losses (ring_full, payload_full, fault,
-        truncated, busy), records, delivered, decode_errors, overwritten,
-        seq_gaps, queued."""
+        """Every counter, by name: kernel side ``records``, ``ring_full``,
+        ``payload_full``, ``fault``, ``truncated``, ``busy``, ``followed``;
+        user side ``delivered``, ``decode_errors``, ``overwritten``,
+        ``seq_gaps``, ``queued``. After ``close()``: the final values."""
+        if self.closed:
+            if not self._final_stats:
+                raise ValueError("I/O operation on a closed Tracer")
+            return dict(self._final_stats)
         return dict(self._n().stats())
 
     @property
@@ -190,13 +308,22 @@ class Tracer:
         return list(self._n().events)
 
     @property
+    def attach_failures(self) -> List[Tuple[str, str]]:
+        """Tracepoints matched by a wildcard that could not be attached (the
+        others are traced): ``[(name, reason)]``."""
+        return list(self._n().attach_failures())
+
+    @property
     def startup_seconds(self) -> float:
+        """Seconds it took to load, verify and attach."""
         return float(self._n().startup_seconds)
 
-    def set_pids(self, pids: Union[int, Sequence[int]]) -> None:
-        """Replaces the pid filter while tracing (empty: all processes)."""
+    def set_pids(self, pids: Union[int, Iterable[int], None]) -> None:
+        """Replaces the pid filter while tracing (empty or None: all processes)."""
         self._n().set_pids(_int_list("pids", pids, 1, 2**22))
 
-    def set_comm(self, comm: Union[str, Sequence[str]]) -> None:
-        """Replaces the comm prefix filter while tracing (empty: none)."""
+    def set_comm(self, comm: Union[str, Iterable[str], None]) -> None:
+        """Replaces the comm prefix filter while tracing (empty or None: none)."""
         self._n().set_comm(_str_list("comm", comm))
+
+

@@ -1,0 +1,46 @@
+"""The Python examples of README.md, checked by `mypy --strict` in
+test_packaging.py (which also checks that every README example is here,
+verbatim). Type-checked only: never run (it would trace until interrupted)."""
+
+# fmt: off
+# -- README "## Python" -------------------------------------------------------
+import tracer_ebpf
+
+with tracer_ebpf.Tracer(events="syscalls/sys_enter_write") as t:
+    for ev in t:                          # Ctrl-C stops and detaches
+        print(ev.pid, ev.comm, ev.payload["content"])   # content is bytes
+
+r = tracer_ebpf.trace(["sh", "-c", "echo hi | tr a-z A-Z"])   # run and trace a command
+print(r.returncode, [e.text() for e in r.events])
+
+# -----------------------------------------------------------------------------
+from tracer_ebpf import Tracer, list_events
+
+for info in list_events():                # the catalogue: name, comment, fields
+    print(info["name"], info["comment"], info["fields"])
+
+try:
+    with Tracer(["syscalls/sys_*_openat", "sched/sched_process_exit"],  # names or wildcards
+                pids=[1], follow_children=True,   # a process tree (or comm="python": name prefixes)
+                content_fds=[1, 2], content_max=4096) as t:
+        for ev in t.read(max_events=1000, timeout=0.5):   # or t.poll(timeout), t.collect(seconds)
+            print(ev.event_type, ev.pid, ev.payload)
+            print(ev.to_json())           # exactly the line tracer-example prints
+        print(t.stats())                  # every counter: records, ring_full, payload_full, ...
+except PermissionError as e:              # names the capabilities to grant
+    print(e)
+except ValueError as e:                   # unknown event (lists close names) or bad option
+    print(e)
+
+# -- README "### Notebooks" ---------------------------------------------------
+import tracer_ebpf
+
+with tracer_ebpf.Tracer("syscalls/sys_enter_write", comm="python") as t:
+    df = t.to_dataframe(5.0)              # 5 seconds of events: pip install 'tracer-ebpf[pandas]'
+print(df.groupby("comm")["payload.count"].sum())
+
+with tracer_ebpf.Tracer("syscalls/sys_enter_write") as t:
+    cols = t.poll_columns(max_events=100_000, timeout=1.0)   # one batch, column by column
+    contents = cols["payload.content"]    # a BytesColumn: a sequence of bytes (or None)
+    print(len(cols["pid"]), sum(len(c or b"") for c in contents))
+frame = tracer_ebpf.to_dataframe(cols)    # also from a list of batches, or of Events
