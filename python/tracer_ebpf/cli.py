@@ -117,13 +117,35 @@ def _say(msg: str) -> None:
 
 
 def _list_events() -> int:
+    try:
+        _print_events()
+    except BrokenPipeError:  # e.g. `tracer-example --list | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _print_events() -> None:
     from . import list_events
 
-    for e in list_events():
+    events = list_events()
+    typed = [e for e in events if e["kind"] == "typed"]
+    generic = [e for e in events if e["kind"] == "generic"]
+    print(f"typed events ({len(typed)}, from events.toml):")
+    for e in typed:
         fields = ", ".join(f"{n}: {t}" for n, t in e["fields"])
-        opt = " (optional: not on every kernel)" if e["optional"] else ""
-        print(f"{e['name']}{opt}\n    {e['comment']}\n    fields: {fields or '(none)'}")
-    return 0
+        if e["available"] is False:
+            state = " [NOT ON THIS KERNEL]"
+        elif e["optional"]:
+            state = " (optional: not on every kernel)"
+        else:
+            state = ""
+        print(f"  {e['name']}{state}\n      {e['comment']}\n      fields: {fields or '(none)'}")
+    if generic:
+        print(f"generic tracepoints of this kernel ({len(generic)}, fields decoded from their format files):")
+        for e in generic:
+            print(f"  {e['name']}")
+    else:
+        print("generic tracepoints: tracefs is not readable (run as root)")
 
 
 def _exit_status(rc: int) -> int:
