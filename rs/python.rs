@@ -40,6 +40,8 @@ pub struct NativeTracer {
     // a time, the GIL released while it waits for events.
     inner: Mutex<crate::Tracer>,
     schema: Mutex<Schema>,
+    /// Reused between polls: no fresh (page-faulting) memory per batch.
+    spare: Mutex<Vec<Event>>,
 }
 
 /// Longest wait without looking for Python signals: bounds how long Ctrl-C
@@ -55,16 +57,27 @@ impl NativeTracer {
         self.inner.lock().map_err(|_| poisoned())
     }
 
+    /// Keeps an emptied `wait` buffer for the next call.
+    fn recycle(&self, mut buf: Vec<Event>) {
+        buf.clear();
+        if let Ok(mut spare) = self.spare.lock() {
+            *spare = buf;
+        }
+    }
+
     /// Up to `max_events` events, waiting up to `timeout` seconds for the
     /// first with the GIL released, in slices between which pending Python
     /// signals are handled (so Ctrl-C raises KeyboardInterrupt promptly).
+    /// The Vec comes from `spare`: hand it back with `recycle`.
     fn wait(&self, py: Python<'_>, max_events: usize, timeout: f64) -> PyResult<Vec<Event>> {
+        let mut out = self.spare.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+        out.reserve(max_events.min(1 << 16));
         let timeout = Duration::from_secs_f64(if timeout.is_finite() { timeout.clamp(0.0, 1e9) } else { 0.0 });
         let deadline = Instant::now() + timeout;
         let mut first = true;
         loop {
             let slice = deadline.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK);
-            let evs = py
+            let got = py
                 .detach(|| {
                     self.inner
                         .lock()
@@ -72,7 +85,7 @@ impl NativeTracer {
                             if t.is_closed() && !first {
                                 Ok(None) // closed by another thread meanwhile
                             } else {
-                                t.poll(max_events, slice).map(Some)
+                                t.poll_into(&mut out, max_events, slice).map(Some)
                             }
                         })
                         .map_err(|_| ())
@@ -80,9 +93,9 @@ impl NativeTracer {
                 .map_err(|_| poisoned())?
                 .map_err(|e| to_py(py, e))?;
             first = false;
-            match evs {
-                None => return Ok(Vec::new()),
-                Some(evs) if !evs.is_empty() || Instant::now() >= deadline => return Ok(evs),
+            match got {
+                None => return Ok(out),
+                Some(n) if n > 0 || Instant::now() >= deadline => return Ok(out),
                 Some(_) => py.check_signals()?,
             }
         }
@@ -125,12 +138,15 @@ impl NativeTracer {
         };
         let t = py.detach(|| crate::Tracer::new(cfg)).map_err(|e| to_py(py, e))?;
         let schema = Mutex::new(Schema::new(t.events()));
-        Ok(NativeTracer { inner: Mutex::new(t), schema })
+        Ok(NativeTracer { inner: Mutex::new(t), schema, spare: Mutex::default() })
     }
 
     /// Waits up to `timeout` seconds, returns up to `max_events` events.
     fn poll(&self, py: Python<'_>, max_events: usize, timeout: f64) -> PyResult<Vec<PyEvent>> {
-        Ok(self.wait(py, max_events, timeout)?.into_iter().map(|e| PyEvent { ev: e }).collect())
+        let mut evs = self.wait(py, max_events, timeout)?;
+        let out = evs.drain(..).map(|e| PyEvent { ev: e }).collect();
+        self.recycle(evs);
+        Ok(out)
     }
 
     /// Like poll(), but returns the events as JSON lines (bytes, one per
@@ -146,7 +162,9 @@ impl NativeTracer {
             }
             s
         });
-        Ok((PyBytes::new(py, text.as_bytes()), evs.len()))
+        let n = evs.len();
+        self.recycle(evs);
+        Ok((PyBytes::new(py, text.as_bytes()), n))
     }
 
     /// Like poll(), but column by column: {column: array.array, list or
@@ -154,8 +172,9 @@ impl NativeTracer {
     /// object per event but for `char[]`, `char[][]` and list fields.
     fn poll_columns<'py>(&self, py: Python<'py>, max_events: usize, timeout: f64) -> PyResult<Bound<'py, PyDict>> {
         let evs = self.wait(py, max_events, timeout)?;
-        let mut schema = self.schema.lock().map_err(|_| poisoned())?;
-        columns(py, &mut schema, &evs)
+        let cols = columns(py, &mut *self.schema.lock().map_err(|_| poisoned())?, &evs);
+        self.recycle(evs);
+        cols
     }
 
     /// Every counter, by name.

@@ -81,13 +81,12 @@ class Tracer:
 
 
 @pytest.fixture
-def tracers(rust_example, c_example, c_example_asan) -> List[Tracer]:
+def tracers(rust_example, c_example, c_example_asan, tracer_example) -> List[Tracer]:
     return [
         Tracer("rust", [rust_example]),
         Tracer("c", [c_example]),
         Tracer("c-asan", [c_example_asan], env=ASAN_ENV, sanitized=True),
-        # The lead adds the Python CLI here, e.g.:
-        # Tracer("python", [tracer_example]),
+        Tracer("python", [tracer_example]),
     ]
 
 
@@ -247,7 +246,8 @@ def run_side_by_side(tracers: List[Tracer], common: List[str], start_workload, s
 def check_outputs(results: Dict[str, "Running"], workload_pid: int, comm: bytes) -> None:
     for name, r in results.items():
         assert r.proc.returncode == 0, f"{name} exited {r.proc.returncode}:\n{r.stderr_text}"
-        assert "example: stats" in r.stderr_text, f"{name} printed no stats:\n{r.stderr_text}"
+        # Every front end ends with its counters (records=... delivered=...).
+        assert re.search(r"records=\d+ .*delivered=\d+", r.stderr_text), f"{name} printed no stats:\n{r.stderr_text}"
         if r.tracer.sanitized:
             found = [m for m in SANITIZER_MARKERS if m in r.stderr_text]
             assert not found, f"{name}: sanitizer report:\n{r.stderr_text}"
