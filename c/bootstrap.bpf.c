@@ -12,7 +12,7 @@
 
 /* write(2): content of the selected fds, binary safe. */
 static __always_inline void
-fill_syscalls__sys_enter_write(struct trace_event_raw_sys_enter *ctx, struct tb_ctx *t,
+fill_syscalls__sys_enter_write(struct syscall_trace_enter *ctx, struct tb_ctx *t,
 			       struct tb_payload_syscalls__sys_enter_write *p)
 {
 	p->fd = (__s32)ctx->args[0];
@@ -25,7 +25,7 @@ fill_syscalls__sys_enter_write(struct trace_event_raw_sys_enter *ctx, struct tb_
 
 /* pwrite64(2): like write, at a file position. */
 static __always_inline void
-fill_syscalls__sys_enter_pwrite64(struct trace_event_raw_sys_enter *ctx, struct tb_ctx *t,
+fill_syscalls__sys_enter_pwrite64(struct syscall_trace_enter *ctx, struct tb_ctx *t,
 				  struct tb_payload_syscalls__sys_enter_pwrite64 *p)
 {
 	p->fd = (__s32)ctx->args[0];
@@ -41,7 +41,7 @@ fill_syscalls__sys_enter_pwrite64(struct trace_event_raw_sys_enter *ctx, struct 
  * pieces (not a loop of loops), its position kept in the per-CPU scratch, so
  * verification stays linear in the number of pieces. */
 static __always_inline void
-fill_syscalls__sys_enter_writev(struct trace_event_raw_sys_enter *ctx, struct tb_ctx *t,
+fill_syscalls__sys_enter_writev(struct syscall_trace_enter *ctx, struct tb_ctx *t,
 				struct tb_payload_syscalls__sys_enter_writev *p)
 {
 	const struct iovec *iov = (const struct iovec *)ctx->args[1];
@@ -97,7 +97,7 @@ fill_syscalls__sys_enter_writev(struct trace_event_raw_sys_enter *ctx, struct tb
 
 /* openat(2) entry: the path exactly as passed (relative paths stay relative). */
 static __always_inline void
-fill_syscalls__sys_enter_openat(struct trace_event_raw_sys_enter *ctx, struct tb_ctx *t,
+fill_syscalls__sys_enter_openat(struct syscall_trace_enter *ctx, struct tb_ctx *t,
 				struct tb_payload_syscalls__sys_enter_openat *p)
 {
 	p->dfd = (__s32)ctx->args[0];
@@ -107,14 +107,14 @@ fill_syscalls__sys_enter_openat(struct trace_event_raw_sys_enter *ctx, struct tb
 }
 
 static __always_inline void
-fill_syscalls__sys_exit_openat(struct trace_event_raw_sys_exit *ctx, struct tb_ctx *t,
+fill_syscalls__sys_exit_openat(struct syscall_trace_exit *ctx, struct tb_ctx *t,
 			       struct tb_payload_syscalls__sys_exit_openat *p)
 {
 	p->ret = ctx->ret;
 }
 
 static __always_inline void
-fill_syscalls__sys_enter_read(struct trace_event_raw_sys_enter *ctx, struct tb_ctx *t,
+fill_syscalls__sys_enter_read(struct syscall_trace_enter *ctx, struct tb_ctx *t,
 			      struct tb_payload_syscalls__sys_enter_read *p)
 {
 	p->fd = (__s32)ctx->args[0];

@@ -25,6 +25,10 @@
 #include <bootstrap.gen.h>
 #include <bootstrap-protocol.h>
 
+#ifndef barrier_var /* libbpf < 1.0 headers */
+#define barrier_var(var) asm volatile("" : "+r"(var))
+#endif
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Copy loop bound: the largest variable field (1 MiB) in PIECE_MAX pieces,
@@ -479,9 +483,13 @@ int handle__generic(void *ctx)
 		if (max > TB_SCRATCH_SIZE - 2)
 			max = TB_SCRATCH_SIZE - 2;
 		__u64 n = size < max ? size : max;
-		if (bpf_probe_read_kernel(s->buf, n & (TB_SCRATCH_SIZE - 1), ctx) == 0) {
+		/* Keep the mask: clang would drop it (it knows n <= max), and
+		 * verifiers before 6.8 learn no bound from `size < max`. */
+		barrier_var(n);
+		n &= TB_SCRATCH_SIZE - 1;
+		if (bpf_probe_read_kernel(s->buf, n, ctx) == 0) {
 			if (tb_var_start(&t, &p->raw, size, max))
-				tb_append(&t, &p->raw, s->buf, n & (TB_SCRATCH_SIZE - 1), false);
+				tb_append(&t, &p->raw, s->buf, n, false);
 		} else {
 			p->raw.flags |= TB_VAR_FAULT;
 			tb_count(TB_STAT_FAULT);

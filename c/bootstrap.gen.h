@@ -242,12 +242,12 @@ TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_pwrite
 	X(vmscan, mm_vmscan_direct_reclaim_begin, trace_event_raw_mm_vmscan_direct_reclaim_begin_template, TB_EVENT_VMSCAN__MM_VMSCAN_DIRECT_RECLAIM_BEGIN, 0) \
 	X(oom, mark_victim, trace_event_raw_mark_victim, TB_EVENT_OOM__MARK_VICTIM, 0) \
 	X(sched, psi_memstall_enter, trace_entry, TB_EVENT_SCHED__PSI_MEMSTALL_ENTER, 1) \
-	X(syscalls, sys_enter_openat, trace_event_raw_sys_enter, TB_EVENT_SYSCALLS__SYS_ENTER_OPENAT, 0) \
-	X(syscalls, sys_exit_openat, trace_event_raw_sys_exit, TB_EVENT_SYSCALLS__SYS_EXIT_OPENAT, 0) \
-	X(syscalls, sys_enter_read, trace_event_raw_sys_enter, TB_EVENT_SYSCALLS__SYS_ENTER_READ, 0) \
-	X(syscalls, sys_enter_write, trace_event_raw_sys_enter, TB_EVENT_SYSCALLS__SYS_ENTER_WRITE, 0) \
-	X(syscalls, sys_enter_writev, trace_event_raw_sys_enter, TB_EVENT_SYSCALLS__SYS_ENTER_WRITEV, 0) \
-	X(syscalls, sys_enter_pwrite64, trace_event_raw_sys_enter, TB_EVENT_SYSCALLS__SYS_ENTER_PWRITE64, 0)
+	X(syscalls, sys_enter_openat, syscall_trace_enter, TB_EVENT_SYSCALLS__SYS_ENTER_OPENAT, 0) \
+	X(syscalls, sys_exit_openat, syscall_trace_exit, TB_EVENT_SYSCALLS__SYS_EXIT_OPENAT, 0) \
+	X(syscalls, sys_enter_read, syscall_trace_enter, TB_EVENT_SYSCALLS__SYS_ENTER_READ, 0) \
+	X(syscalls, sys_enter_write, syscall_trace_enter, TB_EVENT_SYSCALLS__SYS_ENTER_WRITE, 0) \
+	X(syscalls, sys_enter_writev, syscall_trace_enter, TB_EVENT_SYSCALLS__SYS_ENTER_WRITEV, 0) \
+	X(syscalls, sys_enter_pwrite64, syscall_trace_enter, TB_EVENT_SYSCALLS__SYS_ENTER_PWRITE64, 0)
 
 #ifndef __bpf__
 /* Userspace descriptors: the C library decodes and prints JSON from these. */

@@ -17,7 +17,7 @@ NEW_EVENT_TOML = """
 [syscalls.sys_enter_chdir]
 id = 4242
 comment = "chdir(2) entry: the new working directory"
-context = "trace_event_raw_sys_enter"
+context = "syscall_trace_enter"
 payload = [
   { name = "filename", type = "char[]", max = 4096 },
 ]
@@ -25,7 +25,7 @@ payload = [
 
 FILL_FUNCTION = """
 static __always_inline void
-fill_syscalls__sys_enter_chdir(struct trace_event_raw_sys_enter *ctx, struct tb_ctx *t,
+fill_syscalls__sys_enter_chdir(struct syscall_trace_enter *ctx, struct tb_ctx *t,
                                struct tb_payload_syscalls__sys_enter_chdir *p)
 {
 	tb_copy_user_str(t, &p->filename, (const char *)ctx->args[0], TB_MAX_SYSCALLS__SYS_ENTER_CHDIR__FILENAME);

@@ -463,7 +463,7 @@ fn parse_event(loc: &Locator<'_>, category: &str, tracepoint: &str, ev: &Table<'
         return Err(loc.err(
             context_span,
             &ev.key("context"),
-            "context must be the name of a struct in vmlinux.h, e.g. trace_event_raw_sys_enter",
+            "context must be the name of a struct in vmlinux.h, e.g. syscall_trace_enter",
         ));
     }
     let optional = match ev.get("optional") {
