@@ -41,7 +41,7 @@ payload = [ { name = "ret", type = "i64", decode = "errno" } ]
 [syscalls.sys_enter_execve]
 id = 10
 comment = "execve(2) entry"
-context = "trace_event_raw_sys_enter"
+context = "syscall_trace_enter"
 payload = [
   { name = "flags", type = "u32", decode = "open_flags" },
   { name = "sig", type = "i8", decode = "signal" },

@@ -24,7 +24,7 @@ fn event(payload: &str) -> String {
 const WRITE: &str = r#"[syscalls.sys_enter_write]
 id = 1028
 comment = "write(2) entry"
-context = "trace_event_raw_sys_enter"
+context = "syscall_trace_enter"
 payload = [
   { name = "fd", type = "i32" },
   { name = "content", type = "u8[]", max = 4096 },
@@ -271,8 +271,8 @@ case!(
 
 case!(
     context_not_a_struct_name,
-    "[a.b]\nid = 1\ncomment = \"x\"\ncontext = \"struct trace_event_raw_sys_enter\"\npayload = []\n",
-    "events.toml:4:11: `a.b.context`: context must be the name of a struct in vmlinux.h, e.g. trace_event_raw_sys_enter"
+    "[a.b]\nid = 1\ncomment = \"x\"\ncontext = \"struct syscall_trace_enter\"\npayload = []\n",
+    "events.toml:4:11: `a.b.context`: context must be the name of a struct in vmlinux.h, e.g. syscall_trace_enter"
 );
 
 case!(no_events, "# nothing yet\n", "events.toml:1:1: no events defined");
