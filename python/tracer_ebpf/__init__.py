@@ -67,7 +67,7 @@ def _kernel_tracepoints() -> Optional[Dict[str, int]]:
     return None
 
 
-def list_events(generic: bool = True) -> List[EventInfo]:
+def list_events(*, generic: bool = True) -> List[EventInfo]:
     """The catalogue: the typed events (events.toml), saying whether this
     kernel has each, then (``generic=True``) every other tracepoint of the
     running kernel, which ``Tracer`` decodes from its format file. Generic
