@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ._native import Event
-from .tracer import EventSpec, Tracer, _seconds
+from .tracer import EventSpec, Tracer, _duration, _seconds
 
 if TYPE_CHECKING:
     import pandas
@@ -151,7 +151,7 @@ def trace(
     >>> [e.payload["content"] for e in r.events if e.event_type == "syscalls/sys_enter_write"]
     """
     limit = None if timeout is None else _seconds("timeout", timeout)
-    settle = _seconds("settle", settle)
+    settle = _duration("settle", settle)
     proc, gate = start_gated(cmd, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env)
     try:
         tracer = Tracer(events, pids=[proc.pid], follow_children=True, **tracer_kwargs)

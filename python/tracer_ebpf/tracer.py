@@ -103,6 +103,14 @@ def _seconds(name: str, value: Any) -> float:
     return min(float(value), 1e9)
 
 
+def _duration(name: str, value: Any) -> float:
+    """A length of time that must end (collect, settle): not infinite."""
+    v = _seconds(name, value)
+    if not math.isfinite(value) or value > 1e9:
+        raise ValueError(f"{name} must be a finite number of seconds up to 1e9, got {value}")
+    return v
+
+
 class Tracer:
     """Traces kernel events live: attached on creation, detached by
     ``close()`` (or leaving the ``with`` block).
@@ -252,7 +260,7 @@ class Tracer:
     def collect(self, duration: float) -> List[Event]:
         """Every event of the next ``duration`` seconds."""
         out: List[Event] = []
-        end = time.monotonic() + _seconds("duration", duration)
+        end = time.monotonic() + _duration("duration", duration)
         while True:
             left = end - time.monotonic()
             if left <= 0:
@@ -277,7 +285,7 @@ class Tracer:
         from .frame import columns_to_dataframe
 
         limit = None if max_events is None else _size("max_events", max_events, 1, 1 << 40)
-        end = time.monotonic() + _seconds("duration", duration)
+        end = time.monotonic() + _duration("duration", duration)
         batches: List[Columns] = []
         got = 0
         while True:
