@@ -436,7 +436,7 @@ TOOLS: List[Tool] = [
         probe=probe_example,
         ready=r"tracing",
         stdout_is_capture=True,
-        note="target/release/example --events syscalls/sys_enter_write --comm tbwork > file (default buffers: 8 MiB ring, 16 MiB payload area per CPU, content_max 1 MiB)",
+        note="target/release/example --events syscalls/sys_enter_write --comm tbwork > file (default buffers: 32 MiB ring, payload area 1/48 of RAM over the CPUs, 1/8 of RAM userspace queue, content_max 1 MiB)",
     ),
     Tool(
         name="tracer-example",
@@ -631,22 +631,29 @@ def cpu_seconds(pid: int) -> Optional[float]:
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
+def fdinfos(pid: int) -> Optional[List[str]]:
+    """The /proc/PID/fdinfo texts of a live process (None if it is gone)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return None
+    texts = []
+    for fd in fds:
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                texts.append(f.read())
+        except OSError:
+            continue
+    return texts
+
+
 def bpf_run_ns(pid: int) -> Optional[Tuple[int, int]]:
     """Total (run time ns, run count) of the BPF programs a process holds
     (needs kernel.bpf_stats_enabled=1), from /proc/PID/fdinfo."""
     if not BPF_STATS.exists() or BPF_STATS.read_text().strip() != "1":
         return None
     total, runs, found = 0, 0, False
-    try:
-        fds = os.listdir(f"/proc/{pid}/fdinfo")
-    except OSError:
-        return None
-    for fd in fds:
-        try:
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                info = f.read()
-        except OSError:
-            continue
+    for info in fdinfos(pid) or []:
         if "prog_type:" not in info:
             continue
         m = re.search(r"run_time_ns:\s*(\d+)", info)
@@ -799,6 +806,8 @@ class Row:
     drain_s: Optional[float] = None  # workload end -> the tool's output went quiet
     bpf_us_per_write: Optional[float] = None  # the tool's BPF programs' run time / writes
     bpf_runs_per_write: Optional[float] = None  # their runs / writes (>1: other writers, the tool's own output)
+    kernel_mib: Optional[float] = None  # memlock of the tool's BPF maps and programs
+    user_peak_mib: Optional[float] = None  # the tool's peak resident memory (VmHWM, all threads)
     tool_losses: str = ""
     tool_stats: Dict[str, int] = field(default_factory=dict)
     stop_how: str = ""
@@ -849,6 +858,32 @@ def wait_quiet(p: subprocess.Popen, files: List[Path], quiet: float, timeout: fl
     return last_grow
 
 
+def bpf_memlock_mib(pid: int) -> Optional[float]:
+    """Kernel memory of the BPF maps and programs a process holds: the sum of
+    their `memlock` in /proc/PID/fdinfo (what the kernel charges for them)."""
+    total, found = 0, False
+    for info in fdinfos(pid) or []:
+        if "map_type:" not in info and "prog_type:" not in info:
+            continue
+        m = re.search(r"memlock:\s*(\d+)", info)
+        if m:
+            total += int(m.group(1))
+            found = True
+    return total / (1 << 20) if found else None
+
+
+def peak_rss_mib(pid: int) -> Optional[float]:
+    """Peak resident memory of a live process (VmHWM), in MiB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def measure(tool: Tool, c: Ctx, tmp: Path, block: bytes, a: argparse.Namespace) -> Row:
     row = Row(c.size, c.threads, c.writes, tool.name)
     cap = c.out
@@ -895,8 +930,10 @@ def measure(tool: Tool, c: Ctx, tmp: Path, block: bytes, a: argparse.Namespace) 
                     row.status = f"failed: workload {err}"
                     return row
                 row.wall_s = rep["elapsed_ns"] / 1e9
+                row.kernel_mib = bpf_memlock_mib(p.pid)
                 last = wait_quiet(p, [cap, out_f], a.quiet, a.drain_timeout)
                 row.drain_s = max(0.0, last - t_end)
+                row.user_peak_mib = peak_rss_mib(p.pid)
                 cpu1 = cpu_seconds(p.pid)
                 if bpf0 is not None and bpf1 is not None:
                     row.bpf_us_per_write = (bpf1[0] - bpf0[0]) / c.writes / 1e3
@@ -981,7 +1018,8 @@ def human(n: int) -> str:
 
 
 COLUMNS = ["case", "tool", "wall ms", "slowdown", "+µs/write", "events", "intact", "trunc", "corrupt", "lost",
-           "max B/event", "tool-reported losses", "BPF µs/write", "consumer CPU s", "drain s", "start-up s"]
+           "max B/event", "tool-reported losses", "BPF µs/write", "consumer CPU s", "drain s", "start-up s",
+           "kernel MiB", "user peak MiB"]
 
 
 def table(rows: List[Row]) -> str:
@@ -1005,7 +1043,8 @@ def table(rows: List[Row]) -> str:
             maxb = str(t.max_bytes)
         cells = [case, tool, fmt(r.wall_s and r.wall_s * 1e3, ".1f"), fmt(r.slowdown, ".2f") + ("×" if r.slowdown else ""),
                  fmt(r.added_us_per_write, ".2f"), ev, intact, trunc, corrupt, lost, maxb, r.tool_losses or "—",
-                 fmt(r.bpf_us_per_write, ".2f"), fmt(r.consumer_cpu_s, ".2f"), fmt(r.drain_s, ".2f"), fmt(r.startup_s, ".3f")]
+                 fmt(r.bpf_us_per_write, ".2f"), fmt(r.consumer_cpu_s, ".2f"), fmt(r.drain_s, ".2f"), fmt(r.startup_s, ".3f"),
+                 fmt(r.kernel_mib, ".0f"), fmt(r.user_peak_mib, ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -118,10 +118,10 @@ struct tb_options {
 	int all_fds;                 /* capture the content of every fd */
 	uint32_t content_max;        /* bytes of content per write; 0: 1 MiB (the maximum) */
 	uint32_t argv_max;           /* bytes of argv per exec; 0: 128 KiB (max 1 MiB) */
-	size_t ring_bytes;           /* ring buffer; 0: 8 MiB; rounded up to a power of 2 */
-	size_t payload_bytes_per_cpu; /* payload area per possible CPU; 0: 16 MiB; rounded up to 256 KiB */
-	uint64_t wake_bytes;         /* wake the reader once this much is pending; 0: 256 KiB */
-	uint64_t wake_ns;            /* ... or after this long; 0: 1 ms */
+	size_t ring_bytes;           /* ring buffer; 0: 32 MiB; rounded up to a power of 2 */
+	size_t payload_bytes_per_cpu; /* payload area per possible CPU; 0: 1/48 of RAM over the CPUs,
+	                               * 4 to 512 MiB each (as the Rust core); rounded up to 256 KiB */
+	uint64_t wake_ns;            /* each CPU wakes the reader at most once per this; 0: 1 ms */
 	int trace_self;              /* trace this process too (off: it would see its own output) */
 	tb_event_fn on_event;        /* required */
 	void *ctx;                   /* passed to on_event */
@@ -162,7 +162,7 @@ void tb_resume(struct tb_tracer *t);
 
 /* A file descriptor for an external event loop (poll/epoll for reading, then
  * call tb_consume). It reports records pending when it is polled, but the
- * kernel batches wake-ups (wake_bytes, wake_ns), so also call tb_consume()
+ * kernel batches wake-ups (at most one per wake_ns per CPU), so also call tb_consume()
  * on a timer (e.g. every 50-100 ms). Owned by the tracer. */
 int tb_fd(const struct tb_tracer *t);
 

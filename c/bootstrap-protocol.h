@@ -22,6 +22,7 @@ struct tb_config {
 	__u32 argv_max;      /* cap on argv bytes per exec */
 	__u32 all_fds;       /* 1: capture content of every fd, ignore `content_fds` */
 	__u32 generic_max;   /* cap on the raw bytes of a generic tracepoint record */
+	__u64 fd_mask;       /* bit n: content of fd n (< 64) is captured; larger fds: `content_fds` */
 	struct {
 		char prefix[TB_COMM_LEN];
 		__u32 len;
@@ -36,12 +37,13 @@ struct tb_cpu_ctl {
 	__u64 last_wake_ns;  /* producer: last forced reader wake-up */
 	__u32 busy;          /* producer: a handler is writing this CPU's region */
 	__u32 pad0;
-	__u8 pad1[32];
+	__u64 seen_tail;     /* producer: the consumer's tail when last read (see tb_room) */
+	__u8 pad1[24];
 	__u64 tail;          /* consumer: payload consumed up to here */
 	__u8 pad2[56];
 };
 TB_STATIC_ASSERT(sizeof(struct tb_cpu_ctl) == TB_CPU_CTL_SIZE, "tb_cpu_ctl size");
-TB_STATIC_ASSERT(sizeof(struct tb_config) == 192, "tb_config size");
+TB_STATIC_ASSERT(sizeof(struct tb_config) == 200, "tb_config size");
 
 /*
  * Generic tracepoints: any tracepoint, recorded raw by handle__generic and

@@ -38,8 +38,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Fixed at load time (rodata): payload area geometry and wake-up policy. */
 const volatile __u32 tb_nchunks = 1;       /* payload chunks per CPU */
-const volatile __u64 tb_wake_bytes = 1 << 20; /* wake the reader when this much is pending */
-const volatile __u64 tb_wake_ns = 1000000; /* ... or when it has not been woken for this long */
+const volatile __u64 tb_wake_ns = 1000000; /* each CPU wakes the reader at most once per this */
 
 struct tb_chunk {
 	__u8 data[TB_CHUNK_ELEM_SIZE];
@@ -147,9 +146,10 @@ static __always_inline bool tb_comm_matches(struct tb_config *c, const char *com
 
 static __always_inline __u64 tb_upid(__u64 start_boottime, __u32 tgid)
 {
-	/* Start time in ms since boot (42 bits: 139 years) above the pid (22 bits:
-	 * pid_max is at most 2^22), so it does not wrap within a boot. */
-	return ((start_boottime / 1000000) << 22) | (tgid & ((1u << 22) - 1));
+	/* Start time since boot in units of 2^20 ns (about 1 ms; a shift, not a
+	 * division, on every event), 42 bits (146 years), above the pid (22
+	 * bits: pid_max is at most 2^22), so it does not wrap within a boot. */
+	return ((start_boottime >> 20) << 22) | (tgid & ((1u << 22) - 1));
 }
 
 /* Filters, then reserves the ring record and fills the common header. */
@@ -162,7 +162,7 @@ static __always_inline bool tb_begin(struct tb_ctx *t, __u32 event_type)
 	t->cfg = bpf_map_lookup_elem(&cfg, &zero);
 	if (!t->cfg)
 		return false;
-	if (tgid == t->cfg->self_tgid)
+	if (t->cfg->self_tgid && tgid == t->cfg->self_tgid) /* 0: trace_self (pid 0 is the idle task) */
 		return false;
 	if (t->cfg->pid_filter && !bpf_map_lookup_elem(&pids, &tgid))
 		return false;
@@ -230,11 +230,21 @@ static __always_inline void tb_end(struct tb_ctx *t)
 	t->ctl->busy = 0;
 }
 
-/* Room in this CPU's region for `need` more bytes, given the consumer's tail. */
+/* Room in this CPU's region for `need` more bytes, given the consumer's tail.
+ * The tail's cache line belongs to the consumer (it writes it after every
+ * payload): reading it on every event would pull that line across CPUs each
+ * time. The last value read is kept on the producer's own line instead, and
+ * the real tail is read only when that stale value (never ahead of the real
+ * one) does not leave room. */
 static __always_inline bool tb_room(struct tb_ctx *t, __u64 need)
 {
+	__u64 region = (__u64)tb_nchunks * TB_CHUNK_SIZE;
+	__u64 head = t->ctl->head;
+	if (head + need - t->ctl->seen_tail <= region)
+		return true;
 	__u64 tail = *(volatile __u64 *)&t->ctl->tail;
-	return t->ctl->head + need - tail <= (__u64)tb_nchunks * TB_CHUNK_SIZE;
+	t->ctl->seen_tail = tail;
+	return head + need - tail <= region;
 }
 
 /* The copy loop is bounded for the largest variable field. */
@@ -402,6 +412,8 @@ static __always_inline bool tb_content_fd(struct tb_ctx *t, __s64 fd)
 		return false;
 	if (t->cfg->all_fds)
 		return true;
+	if (fd < 64) /* a bit test instead of a hash lookup for the usual fds */
+		return (t->cfg->fd_mask >> fd) & 1;
 	__u32 key = (__u32)fd;
 	return bpf_map_lookup_elem(&content_fds, &key) != NULL;
 }

@@ -23,6 +23,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -82,7 +83,7 @@ struct resolved {
 	uint32_t content_max, argv_max;
 	size_t ring_bytes;
 	size_t nchunks;
-	uint64_t wake_bytes, wake_ns;
+	uint64_t wake_ns;
 	int trace_self;
 };
 
@@ -521,6 +522,24 @@ static size_t next_pow2(size_t v)
 	return p;
 }
 
+static uint64_t clamp_u64(uint64_t v, uint64_t lo, uint64_t hi)
+{
+	return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* The default payload area per CPU, the same rule as the Rust core's
+ * default_payload_bytes_per_cpu (rs/config.rs): 1/48 of physical memory,
+ * 32 MiB to 1 GiB in all, spread over the possible CPUs, 4 to 512 MiB each. */
+static size_t default_payload_bytes_per_cpu(void)
+{
+	struct sysinfo si;
+	uint64_t ram = sysinfo(&si) == 0 ? (uint64_t)si.totalram * (si.mem_unit ? si.mem_unit : 1) : 0;
+	uint64_t total = clamp_u64(ram / 48, 32ull << 20, 1ull << 30);
+	int ncpus = libbpf_num_possible_cpus();
+	uint64_t per = clamp_u64(total / (uint64_t)(ncpus > 0 ? ncpus : 1), 4ull << 20, 512ull << 20);
+	return (size_t)((per + TB_CHUNK_SIZE - 1) / TB_CHUNK_SIZE * TB_CHUNK_SIZE);
+}
+
 static int resolve(const struct tb_options *o, struct resolved *c, char *errbuf, size_t errlen)
 {
 	int err = resolve_events(o, c, errbuf, errlen);
@@ -528,15 +547,13 @@ static int resolve(const struct tb_options *o, struct resolved *c, char *errbuf,
 		return err;
 	c->content_max = o->content_max ? o->content_max : 1u << 20;
 	c->argv_max = o->argv_max ? o->argv_max : 128u << 10;
-	size_t ring = o->ring_bytes ? o->ring_bytes : 8u << 20;
-	size_t payload = o->payload_bytes_per_cpu ? o->payload_bytes_per_cpu : 16u << 20;
-	c->wake_bytes = o->wake_bytes ? o->wake_bytes : 256u << 10;
+	size_t ring = o->ring_bytes ? o->ring_bytes : 32u << 20;
+	size_t payload = o->payload_bytes_per_cpu ? o->payload_bytes_per_cpu : default_payload_bytes_per_cpu();
 	c->wake_ns = o->wake_ns ? o->wake_ns : 1000000;
 	RANGE("content_max", c->content_max, 1, 1u << 20);
 	RANGE("argv_max", c->argv_max, 1, 1u << 20);
 	RANGE("ring_bytes", ring, 4096, 1u << 30);
 	RANGE("payload_bytes_per_cpu", payload, 1, 1u << 30);
-	RANGE("wake_bytes", c->wake_bytes, 1, 1u << 30);
 	c->ring_bytes = next_pow2(ring);
 	c->nchunks = (payload + TB_CHUNK_SIZE - 1) / TB_CHUNK_SIZE;
 	c->follow = !!o->follow;
@@ -658,6 +675,9 @@ static int write_filters(struct tb_tracer *t, char *errbuf, size_t errlen)
 	cfg.content_max = c->content_max;
 	cfg.argv_max = c->argv_max;
 	cfg.all_fds = (uint32_t)c->all_fds;
+	for (size_t i = 0; i < c->nfds; i++)
+		if (c->fds[i] < 64)
+			cfg.fd_mask |= 1ull << c->fds[i];
 	for (size_t i = 0; i < c->ncomms; i++) {
 		size_t l = strnlen(c->comms[i], TB_COMM_LEN - 1);
 		memcpy(cfg.comm[i].prefix, c->comms[i], l);
@@ -957,7 +977,6 @@ static int open_locked(struct tb_tracer *t, const char *tracing, struct logbuf *
 	    (err = bpf_map__set_max_entries(s->maps.cpu_ctl, t->ncpus)))
 		return bpf_fail(errbuf, errlen, "sizing the maps", err);
 	s->rodata->tb_nchunks = (__u32)t->nchunks;
-	s->rodata->tb_wake_bytes = t->cfg.wake_bytes;
 	s->rodata->tb_wake_ns = t->cfg.wake_ns;
 	struct bpf_program *prog;
 	bpf_object__for_each_program(prog, s->obj)

@@ -63,7 +63,7 @@ struct tb_record {
 	__u32 tid; /* thread id */
 	__u32 ppid; /* parent process id, from real_parent */
 	__u32 flags; /* TB_REC_* flags */
-	__u64 upid; /* unique process id: start time in ms since boot << 22 | pid */
+	__u64 upid; /* unique process id: start time since boot in 2^20 ns units << 22 | pid */
 	__u64 uppid; /* unique parent process id, same scheme */
 	char comm[TB_COMM_LEN]; /* task comm, NUL padded */
 	__u64 payload_pos; /* logical start of the variable bytes in this CPU's payload region */

@@ -5,6 +5,38 @@ use crate::error::{Error, Result};
 use crate::types::{EventType, CHUNK_SIZE, COMM_LEN};
 use std::time::Duration;
 
+/// Default ring buffer: 32 MiB holds about 200,000 record headers.
+pub const DEFAULT_RING_BYTES: usize = 32 << 20;
+
+/// Physical memory in bytes (0 if unknown).
+fn physical_memory() -> u64 {
+    // SAFETY: sysinfo fills the struct it is given.
+    let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sysinfo(&mut si) } != 0 {
+        return 0;
+    }
+    (si.totalram as u64).saturating_mul(si.mem_unit.max(1) as u64)
+}
+
+/// Default payload area per possible CPU: 1/48 of physical memory (32 MiB
+/// to 1 GiB in all) spread over the possible CPUs, 4 to 512 MiB each: 256
+/// MiB each on a 2-CPU, 24 GiB machine; 16 MiB each on 64 CPUs with 256
+/// GiB. A writer copying from cache outruns any reader (1 MiB writes to
+/// /dev/null reach 20 GB/s with the copy), so bursts are absorbed here; the
+/// price is kernel memory held while tracing and a longer start-up (the
+/// kernel zeroes the area: about 0.1 s per 256 MiB).
+/// The C library applies the same rule.
+pub fn default_payload_bytes_per_cpu() -> usize {
+    let total = (physical_memory() / 48).clamp(32 << 20, 1 << 30);
+    let ncpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1) as u64;
+    ((total / ncpus).clamp(4 << 20, 512 << 20) as usize).next_multiple_of(CHUNK_SIZE)
+}
+
+/// Default userspace queue limit: 1/8 of physical memory, 64 MiB to 1 GiB.
+pub fn default_queue_bytes() -> usize {
+    (physical_memory() / 8).clamp(64 << 20, 1 << 30) as usize
+}
+
 /// Tracer configuration. `Config::default()` traces every typed event the
 /// kernel has, from every process but the tracer itself, capturing write
 /// content of fds 1 and 2.
@@ -30,10 +62,18 @@ pub struct Config {
     /// Ring-buffer size in bytes (rounded up to a power of two).
     pub ring_bytes: usize,
     /// Payload area per possible CPU, in bytes (rounded up to 256 KiB).
+    /// Default: `default_payload_bytes_per_cpu()`.
     pub payload_bytes_per_cpu: usize,
-    /// Reserved (the kernel side wakes the reader by time only, see
-    /// `wake_interval`); kept for compatibility.
-    pub wake_bytes: u64,
+    /// Most bytes of decoded events held in userspace, waiting for `poll`.
+    /// A reader thread drains the kernel buffers into this queue as fast as
+    /// it can, so a slow consumer (JSON, Python) loses nothing until the
+    /// queue is full; then the kernel buffers fill and their losses are
+    /// counted. Default: `default_queue_bytes()`.
+    pub queue_bytes: usize,
+    /// Run the reader thread (default). Without it the kernel buffers are
+    /// drained only inside `poll`, by the caller's thread: nothing moves
+    /// while the caller does something else.
+    pub reader_thread: bool,
     /// Each CPU wakes the reader at most once per this interval.
     pub wake_interval: Duration,
     /// Trace the tracer's own process too (off: it would trace its own output).
@@ -54,9 +94,10 @@ impl Default for Config {
             all_fds: false,
             content_max: 1 << 20,
             argv_max: 128 << 10,
-            ring_bytes: 8 << 20,
-            payload_bytes_per_cpu: 16 << 20,
-            wake_bytes: 256 << 10,
+            ring_bytes: DEFAULT_RING_BYTES,
+            payload_bytes_per_cpu: default_payload_bytes_per_cpu(),
+            queue_bytes: default_queue_bytes(),
+            reader_thread: true,
             wake_interval: Duration::from_millis(1),
             trace_self: false,
             generic_max: 4096,
@@ -92,7 +133,8 @@ impl Config {
     setter!(argv_max: u32);
     setter!(ring_bytes: usize);
     setter!(payload_bytes_per_cpu: usize);
-    setter!(wake_bytes: u64);
+    setter!(queue_bytes: usize);
+    setter!(reader_thread: bool);
     setter!(wake_interval: Duration);
     setter!(trace_self: bool);
     setter!(generic_max: u32);
@@ -118,7 +160,7 @@ impl Config {
         cap("argv_max", self.argv_max as u64, 1, 1 << 20)?;
         cap("ring_bytes", self.ring_bytes as u64, 4096, 1 << 30)?;
         cap("payload_bytes_per_cpu", self.payload_bytes_per_cpu as u64, 1, 1 << 30)?;
-        cap("wake_bytes", self.wake_bytes, 1, 1 << 30)?;
+        cap("queue_bytes", self.queue_bytes as u64, 1 << 16, 1 << 40)?;
         cap("generic_max", self.generic_max as u64, 8, 8190)?;
         if self.follow_children && self.pids.is_empty() {
             return Err(Error::Config("follow_children needs at least one pid to follow".into()));
@@ -149,7 +191,8 @@ impl Config {
             argv_max: self.argv_max,
             ring_bytes: self.ring_bytes.next_power_of_two(),
             payload_chunks_per_cpu: self.payload_bytes_per_cpu.div_ceil(CHUNK_SIZE),
-            wake_bytes: self.wake_bytes,
+            queue_bytes: self.queue_bytes,
+            reader_thread: self.reader_thread,
             wake_ns: self.wake_interval.as_nanos().min(u64::MAX as u128) as u64,
             trace_self: self.trace_self,
         };
@@ -178,7 +221,8 @@ pub struct ResolvedConfig {
     pub argv_max: u32,
     pub ring_bytes: usize,
     pub payload_chunks_per_cpu: usize,
-    pub wake_bytes: u64,
+    pub queue_bytes: usize,
+    pub reader_thread: bool,
     pub wake_ns: u64,
     pub trace_self: bool,
 }

@@ -84,7 +84,8 @@ pub struct Event {
     pub tid: u32,
     /// Parent process id (real parent).
     pub ppid: u32,
-    /// Unique process id: process start (ms since boot) << 22 | pid.
+    /// Unique process id: process start since boot in units of 2^20 ns
+    /// (about 1 ms) << 22 | pid.
     pub upid: u64,
     pub uppid: u64,
     pub comm: Comm,

@@ -70,8 +70,8 @@ fn write_var(s: &mut String, name: &str, kind: FieldKind, v: &Var) {
         }
         s.push(']');
     } else {
-        write_str(s, &v.data);
-        if kind == FieldKind::Bytes && std::str::from_utf8(&v.data).is_err() {
+        let valid = write_str(s, &v.data);
+        if kind == FieldKind::Bytes && !valid {
             let _ = write!(s, ",\"{name}_base64\":\"");
             base64(s, &v.data);
             s.push('"');
@@ -149,56 +149,127 @@ fn utf8_len(b: &[u8]) -> usize {
     }
 }
 
-/// Writes `b` as a JSON string (rules in the module doc).
-pub fn write_str(s: &mut String, b: &[u8]) {
-    s.reserve(b.len() + 2);
-    s.push('"');
+/// What `write_str` writes for each byte value: up to 6 bytes, the count in
+/// the last slot. `LEAD` marks the bytes that may start a multi-byte UTF-8
+/// sequence (checked by `utf8_len`); other bytes of 0x80 and above cannot
+/// and become U+FFFD directly.
+const LEAD: u8 = 0xff;
+
+const ENCODE: [[u8; 8]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 8]; 256];
     let mut i = 0;
-    while i < b.len() {
-        // Fast path: a run of printable ASCII that needs no escape.
-        let run = b[i..].iter().take_while(|&&c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\').count();
-        if run > 0 {
-            // Printable ASCII is valid UTF-8.
-            s.push_str(std::str::from_utf8(&b[i..i + run]).unwrap_or_default());
-            i += run;
-            continue;
-        }
-        let c = b[i];
-        match c {
-            b'"' => s.push_str("\\\""),
-            b'\\' => s.push_str("\\\\"),
-            b'\n' => s.push_str("\\n"),
-            b'\r' => s.push_str("\\r"),
-            b'\t' => s.push_str("\\t"),
-            0x00..=0x1f | 0x7f => {
-                let _ = write!(s, "\\u{:04x}", c);
-            }
-            0x20..=0x7e => s.push(c as char),
-            _ => {
-                let n = utf8_len(&b[i..]);
-                if n == 0 {
-                    s.push('\u{fffd}');
-                } else {
-                    // Validated above: a complete, well-formed sequence.
-                    s.push_str(std::str::from_utf8(&b[i..i + n]).unwrap_or("\u{fffd}"));
-                    i += n;
-                    continue;
-                }
-            }
-        }
+    while i < 256 {
+        let c = i as u8;
+        t[i] = match c {
+            b'"' => [b'\\', b'"', 0, 0, 0, 0, 0, 2],
+            b'\\' => [b'\\', b'\\', 0, 0, 0, 0, 0, 2],
+            b'\n' => [b'\\', b'n', 0, 0, 0, 0, 0, 2],
+            b'\r' => [b'\\', b'r', 0, 0, 0, 0, 0, 2],
+            b'\t' => [b'\\', b't', 0, 0, 0, 0, 0, 2],
+            0x00..=0x1f | 0x7f => [b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize], 0, 6],
+            0xc2..=0xf4 => [0, 0, 0, 0, 0, 0, 0, LEAD],
+            0x80..=0xff => [0xef, 0xbf, 0xbd, 0, 0, 0, 0, 3], // U+FFFD
+            _ => [c, 0, 0, 0, 0, 0, 0, 1],
+        };
         i += 1;
     }
-    s.push('"');
+    t
+};
+
+/// True if all 8 bytes of `x` are plain: printable ASCII, not `"` or `\\`
+/// (word-at-a-time tests; a false "no" only means the byte loop handles them).
+#[inline]
+fn plain8(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x;
+    let del_or_high = x.wrapping_add(ONES) | x;
+    let quote = x ^ (ONES * b'"' as u64);
+    let backslash = x ^ (ONES * b'\\' as u64);
+    let has_quote = quote.wrapping_sub(ONES) & !quote;
+    let has_backslash = backslash.wrapping_sub(ONES) & !backslash;
+    (below_space | del_or_high | has_quote | has_backslash) & HIGH == 0
+}
+
+/// Writes `b` as a JSON string (rules in the module doc). Returns whether
+/// `b` was valid UTF-8 (nothing was replaced by U+FFFD).
+pub fn write_str(s: &mut String, b: &[u8]) -> bool {
+    // SAFETY: only valid UTF-8 goes into the string: ASCII, escapes, the
+    // sequences `utf8_len` validated, and U+FFFD.
+    let out = unsafe { s.as_mut_vec() };
+    // At most 6 bytes out per byte in (\u00xx), plus 8 of slack for the
+    // whole-entry copies below.
+    out.reserve(b.len() * 6 + 10);
+    out.push(b'"');
+    let mut valid = true;
+    let start = out.len();
+    let mut w = 0usize;
+    let dst = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+    let mut i = 0;
+    while i < b.len() {
+        // Eight plain bytes (the common case in text) are copied at once;
+        // otherwise the next eight go through the table one by one.
+        if let Some(chunk) = b.get(i..i + 8) {
+            if plain8(u64::from_le_bytes(chunk.try_into().unwrap_or_default())) {
+                // SAFETY: 8 bytes out for 8 in: within the reserved capacity.
+                unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), dst.add(w), 8) };
+                w += 8;
+                i += 8;
+                continue;
+            }
+        }
+        let end = (i + 8).min(b.len());
+        while i < end {
+            let e = &ENCODE[b[i] as usize];
+            let n = e[7];
+            if n != LEAD {
+                // SAFETY: w + 8 <= 6 * i + 8 <= the capacity reserved above.
+                unsafe { std::ptr::copy_nonoverlapping(e.as_ptr(), dst.add(w), 8) };
+                w += n as usize;
+                valid &= n != 3;
+                i += 1;
+                continue;
+            }
+            let (src, len, step) = match utf8_len(&b[i..]) {
+                0 => {
+                    valid = false;
+                    ("\u{fffd}".as_bytes(), 3, 1)
+                }
+                k => (&b[i..i + k], k, k),
+            };
+            // SAFETY: len <= 6 * step, so still within the reserved capacity.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.add(w), len) };
+            w += len;
+            i += step;
+        }
+    }
+    // SAFETY: the first w spare bytes were written above.
+    unsafe { out.set_len(start + w) };
+    out.push(b'"');
+    valid
 }
 
 fn base64(s: &mut String, b: &[u8]) {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for c in b.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
-        s.push(A[(n >> 18) as usize & 63] as char);
-        s.push(A[(n >> 12) as usize & 63] as char);
-        s.push(if c.len() > 1 { A[(n >> 6) as usize & 63] as char } else { '=' });
-        s.push(if c.len() > 2 { A[n as usize & 63] as char } else { '=' });
+    // SAFETY: only ASCII is appended.
+    let out = unsafe { s.as_mut_vec() };
+    out.reserve(b.len().div_ceil(3) * 4);
+    let mut chunks = b.chunks_exact(3);
+    for c in &mut chunks {
+        let n = (c[0] as u32) << 16 | (c[1] as u32) << 8 | c[2] as u32;
+        out.extend_from_slice(&[A[(n >> 18) as usize & 63], A[(n >> 12) as usize & 63], A[(n >> 6) as usize & 63], A[n as usize & 63]]);
+    }
+    match *chunks.remainder() {
+        [a] => {
+            let n = (a as u32) << 16;
+            out.extend_from_slice(&[A[(n >> 18) as usize & 63], A[(n >> 12) as usize & 63], b'=', b'=']);
+        }
+        [a, c] => {
+            let n = (a as u32) << 16 | (c as u32) << 8;
+            out.extend_from_slice(&[A[(n >> 18) as usize & 63], A[(n >> 12) as usize & 63], A[(n >> 6) as usize & 63], b'=']);
+        }
+        _ => {}
     }
 }
 
@@ -221,9 +292,60 @@ mod tests {
         assert_eq!(js(b"\xed\xa0\x80"), "\"\u{fffd}\u{fffd}\u{fffd}\""); // surrogate
     }
 
+    /// The escaping rules, byte by byte, as the module doc states them: the
+    /// reference the table-driven `write_str` must agree with.
+    fn reference(b: &[u8]) -> (String, bool) {
+        let mut s = String::from("\"");
+        let mut valid = true;
+        let mut i = 0;
+        while i < b.len() {
+            let n = utf8_len(&b[i..]);
+            match b[i] {
+                b'"' => s.push_str("\\\""),
+                b'\\' => s.push_str("\\\\"),
+                b'\n' => s.push_str("\\n"),
+                b'\r' => s.push_str("\\r"),
+                b'\t' => s.push_str("\\t"),
+                c @ (0x00..=0x1f | 0x7f) => s.push_str(&format!("\\u{:04x}", c)),
+                _ if n == 0 => {
+                    s.push('\u{fffd}');
+                    valid = false;
+                }
+                _ => {
+                    s.push_str(std::str::from_utf8(&b[i..i + n]).unwrap());
+                    i += n;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        s.push('"');
+        (s, valid)
+    }
+
+    #[test]
+    fn write_str_agrees_with_the_rules_on_random_bytes() {
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for len in 0..2000 {
+            let b: Vec<u8> = (0..len % 97)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Mostly ASCII with some high bytes, like real output.
+                    if x % 5 == 0 { (x >> 8) as u8 | 0x80 } else { (x >> 8) as u8 & 0x7f }
+                })
+                .collect();
+            let mut s = String::new();
+            let valid = write_str(&mut s, &b);
+            assert_eq!((s, valid), reference(&b), "input {b:?}");
+            assert_eq!(valid, std::str::from_utf8(&b).is_ok());
+        }
+    }
+
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
             let mut s = String::new();
             base64(&mut s, i.as_bytes());
             assert_eq!(s, o);

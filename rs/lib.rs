@@ -27,6 +27,7 @@ pub mod event;
 pub mod json;
 mod loader;
 pub mod payload_area;
+mod queue;
 pub mod stats;
 pub mod tracefs;
 pub mod tracepoint_format;

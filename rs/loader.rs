@@ -163,7 +163,6 @@ fn write_rodata(data: &mut [u8], cfg: &ResolvedConfig) -> Result<()> {
         Ok(())
     };
     put(data, std::mem::offset_of!(rodata, tb_nchunks), &(cfg.payload_chunks_per_cpu as u32).to_ne_bytes())?;
-    put(data, std::mem::offset_of!(rodata, tb_wake_bytes), &cfg.wake_bytes.to_ne_bytes())?;
     put(data, std::mem::offset_of!(rodata, tb_wake_ns), &cfg.wake_ns.to_ne_bytes())?;
     Ok(())
 }
@@ -211,6 +210,7 @@ pub fn write_filters(object: &Object, cfg: &ResolvedConfig) -> Result<()> {
     c.argv_max = cfg.argv_max;
     c.all_fds = u32::from(cfg.all_fds);
     c.generic_max = cfg.generic_max;
+    c.fd_mask = cfg.content_fds.iter().filter(|&&fd| (0..64).contains(&fd)).fold(0u64, |m, &fd| m | 1 << fd);
     for (slot, prefix) in c.comm.iter_mut().zip(&cfg.comm) {
         let b = prefix.as_bytes();
         let n = b.len().min(COMM_LEN - 1);

@@ -106,7 +106,7 @@ impl NativeTracer {
 impl NativeTracer {
     #[new]
     #[pyo3(signature = (*, events, pids, follow_children, comm, content_fds, all_fds, content_max, argv_max,
-                        ring_bytes, payload_bytes_per_cpu, trace_self))]
+                        ring_bytes, payload_bytes_per_cpu, queue_bytes, reader_thread, trace_self))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -120,6 +120,8 @@ impl NativeTracer {
         argv_max: u32,
         ring_bytes: usize,
         payload_bytes_per_cpu: usize,
+        queue_bytes: usize,
+        reader_thread: bool,
         trace_self: bool,
     ) -> PyResult<Self> {
         let cfg = Config {
@@ -133,6 +135,8 @@ impl NativeTracer {
             argv_max,
             ring_bytes,
             payload_bytes_per_cpu,
+            queue_bytes,
+            reader_thread,
             trace_self,
             ..Config::default()
         };
@@ -755,5 +759,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_ARGV_MAX", Config::default().argv_max)?;
     m.add("DEFAULT_RING_BYTES", Config::default().ring_bytes)?;
     m.add("DEFAULT_PAYLOAD_BYTES_PER_CPU", Config::default().payload_bytes_per_cpu)?;
+    m.add("DEFAULT_QUEUE_BYTES", Config::default().queue_bytes)?;
     Ok(())
 }

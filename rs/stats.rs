@@ -23,6 +23,10 @@ pub struct Stats {
     pub user: UserCounters,
     /// Events decoded but not yet returned by poll().
     pub queued: u64,
+    /// Bytes those events hold (bounded by `Config::queue_bytes`).
+    pub queued_bytes: u64,
+    /// The most `queued_bytes` has been: how close the queue came to full.
+    pub queue_peak_bytes: u64,
 }
 
 impl Stats {
@@ -35,6 +39,8 @@ impl Stats {
             ("overwritten", self.user.overwritten),
             ("seq_gaps", self.user.seq_gaps),
             ("queued", self.queued),
+            ("queued_bytes", self.queued_bytes),
+            ("queue_peak_bytes", self.queue_peak_bytes),
         ]);
         v
     }

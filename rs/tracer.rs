@@ -1,28 +1,36 @@
 //! Loading, attaching and consuming: the tracer itself.
 
 use crate::config::{Config, ResolvedConfig};
+use crate::decode::VarReader;
 use crate::decode::{read_array, DecodeError};
 use crate::error::{Error, Result};
 use crate::event::{Comm, Event, EventKind};
-use crate::tracepoint_format::{Format, GenericPayload, MAX_USER_STRS};
-use crate::decode::VarReader;
-use std::collections::HashMap;
-use std::sync::Arc;
-use crate::payload_area::PayloadArea;
-use crate::stats::{Stats, UserCounters};
-use crate::types::{rec, EventType, Payload, COMM_LEN, KERNEL_STATS, RECORD_SIZE};
 use crate::loader;
+use crate::payload_area::PayloadArea;
+use crate::queue::{EventQueue, Shared};
+use crate::stats::{Stats, UserCounters};
+use crate::tracepoint_format::{Format, GenericPayload, MAX_USER_STRS};
+use crate::types::{rec, EventType, Payload, COMM_LEN, KERNEL_STATS, RECORD_SIZE};
 use libbpf_rs::{Link, MapCore, MapFlags, Object, RingBuffer, RingBufferBuilder};
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Events decoded by the ring-buffer callback, waiting to be handed out.
+/// Events decoded by the ring-buffer callback during one consume, before
+/// they move to the shared queue.
 struct Inbox {
     area: PayloadArea,
-    queue: VecDeque<Event>,
+    pending: Vec<Event>,
+    /// Queue weight of each pending event (see `EventQueue::weight`).
+    weights: Vec<u32>,
+    pending_bytes: usize,
+    /// Stop consuming once pending events weigh this much.
+    budget: usize,
     /// Reused buffer for one record's payload bytes.
     scratch: Vec<u8>,
     /// Epoch ns minus boot ns, to turn kernel timestamps into wall time.
@@ -30,8 +38,6 @@ struct Inbox {
     next_event_id: u64,
     last_seq: Vec<u64>,
     counters: UserCounters,
-    /// Stop consuming the ring once this many events are queued.
-    batch_limit: usize,
     /// Generic tracepoints by tracefs ID.
     formats: HashMap<u32, Arc<Format>>,
 }
@@ -39,18 +45,39 @@ struct Inbox {
 /// Record flag: a generic tracepoint (TB_REC_GENERIC).
 const REC_GENERIC: u32 = 0x2;
 
+/// What the ring-buffer callback returns to stop `ring_buffer__consume`
+/// (which then returns it).
+const STOP_CONSUMING: i32 = -1;
+
+/// How long the reader thread waits after a drain that found records: the
+/// kernel wakes it at most once per `wake_interval` (1 ms) per CPU (see
+/// tb_end), so records that came within that interval after a wake-up
+/// carried none; looking again a little later than the interval finds them.
+const READER_FOLLOW_UP: Duration = Duration::from_millis(2);
+
+/// How long it waits after a drain that found nothing. Any record now comes
+/// more than `wake_interval` after its CPU's last wake-up, so it wakes the
+/// thread; this is only a backstop.
+const READER_IDLE: Duration = Duration::from_millis(250);
+
+/// The reader thread's nice value (see `run_reader`).
+const READER_NICE: libc::c_int = -10;
+
 impl Inbox {
     fn on_record(&mut self, raw: &[u8]) -> i32 {
         match self.decode(raw) {
             Ok(ev) => {
                 self.counters.delivered += 1;
-                self.queue.push_back(ev);
+                let w = EventQueue::weight(self.scratch.len());
+                self.pending.push(ev);
+                self.weights.push(w);
+                self.pending_bytes += w as usize;
             }
             Err(DecodeError::PayloadOverwritten) => self.counters.overwritten += 1,
             Err(_) => self.counters.decode_errors += 1,
         }
-        if self.queue.len() >= self.batch_limit {
-            -1 // stop ring_buffer__consume; the record itself was consumed
+        if self.pending_bytes >= self.budget {
+            STOP_CONSUMING // the record itself was consumed
         } else {
             0
         }
@@ -123,15 +150,103 @@ impl Inbox {
 /// order: the ring buffer and links go before the maps they use.
 struct Live {
     ring: RingBuffer<'static>,
-    #[allow(dead_code)] // held, not read: dropping a Link detaches its program
     links: Vec<Link>,
     inbox: Rc<RefCell<Inbox>>,
     object: Object,
 }
 
+// SAFETY: the Rc is shared only between `inbox` and the ring-buffer callback,
+// both owned by this Live, so moving the Live moves every clone at once;
+// libbpf objects, links and ring buffers have no thread affinity. A Live is
+// only used behind `Core::live`'s mutex, by one thread at a time.
+unsafe impl Send for Live {}
+
+/// State shared by the tracer and its reader thread.
+struct Core {
+    /// Lock order: `live`, then the queue inside `shared`.
+    live: Mutex<Option<Live>>,
+    shared: Shared,
+}
+
+impl Core {
+    fn live(&self) -> MutexGuard<'_, Option<Live>> {
+        // A panic while holding the lock leaves at worst a counter behind:
+        // keep going rather than poison every later call.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves the records now in the ring (up to the queue's free room) into
+    /// the queue. Returns how many events were added.
+    fn fill(&self) -> Result<usize> {
+        let guard = self.live();
+        let Some(live) = guard.as_ref() else { return Ok(0) };
+        let room = self.shared.room();
+        if room == 0 {
+            return Ok(0);
+        }
+        live.inbox.borrow_mut().budget = room;
+        let rc = live.ring.consume_raw();
+        if rc < 0 && rc != STOP_CONSUMING && rc != -libc::EINTR {
+            return Err(Error::Io { context: "reading the ring buffer".into(), source: std::io::Error::from_raw_os_error(-rc) });
+        }
+        let mut inbox = live.inbox.borrow_mut();
+        let inbox = &mut *inbox;
+        let n = inbox.pending.len();
+        if n > 0 {
+            // Pushed while `live` is held: events enter the queue in ring
+            // order whichever thread consumed them.
+            self.shared.push(inbox.pending.drain(..), inbox.weights.drain(..));
+            inbox.pending_bytes = 0;
+        }
+        Ok(n)
+    }
+}
+
+/// The reader thread: drains the ring buffer and payload area into the
+/// queue as records arrive, so the kernel buffers are freed at memcpy speed
+/// whatever the consumer does with the events (JSON, Python objects).
+fn run_reader(core: Arc<Core>, epoll_fd: i32) {
+    // Ahead of the consumer's threads when CPUs are scarce: a consumer busy
+    // formatting must not keep the kernel buffers from being drained. Needs
+    // CAP_SYS_NICE (root has it); without it the thread keeps its nice value.
+    // SAFETY: plain system calls on this thread's own id.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, READER_NICE) };
+    let mut found = false;
+    while !core.shared.stop.load(Ordering::Acquire) {
+        if !core.shared.wait_for_room(READER_FOLLOW_UP) {
+            continue; // queue full: the kernel buffers hold (and count) the rest
+        }
+        let wait = if found { READER_FOLLOW_UP } else { READER_IDLE };
+        let mut pfds = [
+            libc::pollfd { fd: epoll_fd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: core.shared.stop_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: valid pollfds; the epoll fd outlives this thread (the ring
+        // buffer is dropped only after the thread is joined), the stop fd
+        // lives in `core`.
+        unsafe { libc::poll(pfds.as_mut_ptr(), 2, wait.as_millis() as i32) };
+        if core.shared.stop.load(Ordering::Acquire) {
+            break;
+        }
+        match core.fill() {
+            Ok(n) => found = n > 0,
+            Err(e) => {
+                core.shared.fail(e);
+                break;
+            }
+        }
+    }
+}
+
 /// A running tracer: attached on creation, detached on `close()` or drop.
+/// A reader thread moves records from the kernel into a bounded userspace
+/// queue (`Config::queue_bytes`); `poll` takes events from that queue.
 pub struct Tracer {
-    live: Option<Live>,
+    core: Arc<Core>,
+    /// The ring buffer's epoll fd (owned by the ring buffer in `core`).
+    epoll_fd: i32,
+    reader: Option<JoinHandle<()>>,
+    closed: bool,
     config: ResolvedConfig,
     ncpus: usize,
     attach_time: Duration,
@@ -140,12 +255,6 @@ pub struct Tracer {
     /// Wildcard-expanded tracepoints that could not be attached, with why.
     attach_failures: Vec<(String, String)>,
 }
-
-// SAFETY: the Rc is shared only between `inbox` and the ring-buffer callback,
-// both owned by this Tracer, so moving the Tracer moves every clone at once;
-// libbpf objects, links and ring buffers have no thread affinity. Tracer is
-// not Sync: it must be used from one thread at a time.
-unsafe impl Send for Tracer {}
 
 impl Tracer {
     /// Loads the BPF program, applies `config` and attaches. Fails with a
@@ -184,13 +293,15 @@ impl Tracer {
         };
         let inbox = Rc::new(RefCell::new(Inbox {
             area,
-            queue: VecDeque::new(),
+            pending: Vec::new(),
+            weights: Vec::new(),
+            pending_bytes: 0,
+            budget: usize::MAX,
             scratch: Vec::with_capacity(64 << 10),
             clock_offset: clock_offset(),
             next_event_id: epoch_ns(),
             last_seq: vec![0; ncpus],
             counters: UserCounters::default(),
-            batch_limit: 65536,
             formats: formats.iter().map(|f| (f.id, f.clone())).collect(),
         }));
         let ring = {
@@ -201,25 +312,38 @@ impl Tracer {
                 .map_err(|e| Error::Bpf { context: "setting up the ring buffer".into(), source: e })?;
             b.build().map_err(|e| Error::Bpf { context: "setting up the ring buffer".into(), source: e })?
         };
-        let mut tracer = Tracer {
-            live: None,
+        loader::write_filters(&object, &config)?;
+        loader::write_generic_descs(&object, &formats)?;
+        let mut links = loader::attach(&object, &config)?;
+        let (generic_links, failures) = loader::attach_generic(&object, &config, &formats)?;
+        let failed: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
+        let generic = formats.iter().map(|f| f.name.to_string()).filter(|n| !failed.contains(&n.as_str())).collect();
+        attach_failures.extend(failures);
+        links.extend(generic_links);
+        let epoll_fd = ring.epoll_fd();
+        let live = Live { ring, links, inbox, object };
+        let core = Arc::new(Core { live: Mutex::new(Some(live)), shared: Shared::new(config.queue_bytes)? });
+        let reader = if config.reader_thread {
+            let core = Arc::clone(&core);
+            let thread = std::thread::Builder::new()
+                .name("tracer-reader".into())
+                .spawn(move || run_reader(core, epoll_fd))
+                .map_err(|e| Error::Io { context: "starting the reader thread".into(), source: e })?;
+            Some(thread)
+        } else {
+            None
+        };
+        Ok(Tracer {
+            core,
+            epoll_fd,
+            reader,
+            closed: false,
             config,
             ncpus,
-            attach_time: Duration::ZERO,
-            generic: Vec::new(),
+            attach_time: started.elapsed(),
+            generic,
             attach_failures,
-        };
-        tracer.apply_filters(&object)?;
-        loader::write_generic_descs(&object, &formats)?;
-        let mut links = loader::attach(&object, &tracer.config)?;
-        let (generic_links, failures) = loader::attach_generic(&object, &tracer.config, &formats)?;
-        let failed: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
-        tracer.generic = formats.iter().map(|f| f.name.to_string()).filter(|n| !failed.contains(&n.as_str())).collect();
-        tracer.attach_failures.extend(failures);
-        links.extend(generic_links);
-        tracer.live = Some(Live { ring, links, inbox, object });
-        tracer.attach_time = started.elapsed();
-        Ok(tracer)
+        })
     }
 
     /// The typed events this tracer is attached to.
@@ -242,8 +366,12 @@ impl Tracer {
         self.attach_time
     }
 
-    fn live(&self) -> Result<&Live> {
-        self.live.as_ref().ok_or_else(|| Error::Config("the tracer is closed".into()))
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            Err(Error::Config("the tracer is closed".into()))
+        } else {
+            Ok(())
+        }
     }
 
     /// Waits up to `timeout` for events, then returns up to `max` of them
@@ -256,43 +384,43 @@ impl Tracer {
 
     /// Like `poll`, appending to `out`; returns how many were appended.
     pub fn poll_into(&mut self, out: &mut Vec<Event>, max: usize, timeout: Duration) -> Result<usize> {
-        let live = self.live()?;
+        self.check_open()?;
         let max = max.max(1);
-        {
-            let mut inbox = live.inbox.borrow_mut();
-            inbox.batch_limit = max;
-            if !inbox.queue.is_empty() {
-                let n = inbox.queue.len().min(max);
-                out.extend(inbox.queue.drain(..n));
-                return Ok(n);
-            }
+        let shared = &self.core.shared;
+        // Records already in the ring are delivered now, not a reader tick
+        // later.
+        if shared.is_empty() {
+            self.core.fill()?;
         }
-        // A negative return is the callback asking to stop (batch full) or
-        // EINTR; anything else negative is a real error.
-        let rc = live.ring.poll_raw(timeout);
-        if rc < 0 && rc != -1 && rc != -libc::EINTR {
-            return Err(Error::Io { context: "polling the ring buffer".into(), source: std::io::Error::from_raw_os_error(-rc) });
+        if self.reader.is_none() && shared.is_empty() && !timeout.is_zero() {
+            // No reader thread: wait for the ring here, then drain it.
+            let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+            let mut pfd = libc::pollfd { fd: self.epoll_fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd; the epoll fd lives as long as `core`'s ring.
+            unsafe { libc::poll(&mut pfd, 1, ms) };
+            self.core.fill()?;
+            return shared.take(out, max, Some(Instant::now()));
         }
-        // The kernel batches wake-ups, so records can be pending with no
-        // wake-up to come: always look at the ring after waiting (no system
-        // call: the positions are in shared memory).
-        if live.inbox.borrow().queue.is_empty() {
-            live.ring.consume_raw();
+        let n = shared.take(out, max, Instant::now().checked_add(timeout))?;
+        if n > 0 || timeout.is_zero() {
+            return Ok(n);
         }
-        let mut inbox = live.inbox.borrow_mut();
-        let n = inbox.queue.len().min(max);
-        out.extend(inbox.queue.drain(..n));
-        Ok(n)
+        // Waited in vain: look at the ring once more (records can be pending
+        // with no wake-up to come, see tb_end).
+        self.core.fill()?;
+        shared.take(out, max, Some(Instant::now()))
     }
 
-    /// Returns events already in the ring buffer without waiting.
+    /// Returns events already captured, without waiting.
     pub fn try_poll(&mut self, max: usize) -> Result<Vec<Event>> {
         self.poll(max, Duration::ZERO)
     }
 
-    /// Every counter: kernel-side losses and userspace delivery.
+    /// Every counter: kernel-side losses, userspace delivery, the queue.
     pub fn stats(&self) -> Result<Stats> {
-        let live = self.live()?;
+        self.check_open()?;
+        let guard = self.core.live();
+        let live = guard.as_ref().ok_or_else(|| Error::Config("the tracer is closed".into()))?;
         let map = loader::map(&live.object, "stats")?;
         let mut kernel = Vec::with_capacity(KERNEL_STATS.len());
         for (i, name) in KERNEL_STATS.iter().enumerate() {
@@ -304,45 +432,54 @@ impl Tracer {
             let total: u64 = per_cpu.iter().filter_map(|v| read_array::<8>(v, 0).ok()).map(u64::from_ne_bytes).sum();
             kernel.push((*name, total));
         }
-        let inbox = live.inbox.borrow();
-        Ok(Stats { kernel, user: inbox.counters.clone(), queued: inbox.queue.len() as u64 })
+        let user = live.inbox.borrow().counters.clone();
+        let (queued, queued_bytes, queue_peak_bytes) = self.core.shared.levels();
+        Ok(Stats { kernel, user, queued, queued_bytes, queue_peak_bytes })
     }
 
     /// Replaces the pid filter (empty: no pid filter). With follow mode,
     /// children forked from now on are added automatically.
     pub fn set_pids(&mut self, pids: &[u32]) -> Result<()> {
+        self.check_open()?;
         self.config.pids = pids.to_vec();
-        let live = self.live.take().ok_or_else(|| Error::Config("the tracer is closed".into()))?;
-        let r = self.apply_filters(&live.object);
-        self.live = Some(live);
-        r
+        self.apply_filters()
     }
 
     /// Replaces the comm prefix filter (empty: no comm filter).
     pub fn set_comm(&mut self, prefixes: &[String]) -> Result<()> {
+        self.check_open()?;
         let mut c = self.config.clone();
         c.comm = prefixes.to_vec();
         c.validate_comm()?;
         self.config = c;
-        let live = self.live.take().ok_or_else(|| Error::Config("the tracer is closed".into()))?;
-        let r = self.apply_filters(&live.object);
-        self.live = Some(live);
-        r
+        self.apply_filters()
     }
 
-    fn apply_filters(&self, object: &Object) -> Result<()> {
-        loader::write_filters(object, &self.config)
+    fn apply_filters(&self) -> Result<()> {
+        let guard = self.core.live();
+        let live = guard.as_ref().ok_or_else(|| Error::Config("the tracer is closed".into()))?;
+        loader::write_filters(&live.object, &self.config)
     }
 
-    /// Detaches everything and frees kernel resources. Idempotent.
+    /// Stops the reader thread, detaches everything and frees kernel
+    /// resources. Idempotent. Events still queued are dropped.
     pub fn close(&mut self) {
-        if let Some(mut live) = self.live.take() {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.core.shared.stop();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let live = self.core.live().take();
+        if let Some(mut live) = live {
             detach_all(std::mem::take(&mut live.links));
         }
     }
 
     pub fn is_closed(&self) -> bool {
-        self.live.is_none()
+        self.closed
     }
 
     /// Number of possible CPUs the buffers were sized for.

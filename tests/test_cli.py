@@ -129,7 +129,7 @@ def test_output_file_keeps_the_commands_output_apart(tracer_example, tmp_path):
     assert "to-stderr\n" in r.stderr
     lines = r.stderr.splitlines()
     assert lines[0].startswith("tracer-example: tracing 1 event(s)")
-    assert re.match(r"tracer-example: 2 events in [0-9.]+ s; records=\d+ ring_full=0 .* queued=0$", lines[-1]), lines
+    assert re.match(r"tracer-example: 2 events in [0-9.]+ s; records=\d+ ring_full=0 .* queued=0 queued_bytes=0 queue_peak_bytes=\d+$", lines[-1]), lines
     evs = json_lines(out)
     assert [e["payload"]["content"] for e in evs] == ["to-stdout\n", "to-stderr\n"]
     assert "\r" not in r.stderr  # no status line: stderr is not a terminal

@@ -33,7 +33,9 @@ def test_fork_parent_and_child_pids_match_a_real_fork():
 
 def test_sched_switch_has_prev_and_next_comm():
     code = "import ctypes, time\nctypes.CDLL(None).prctl(15, b'tbswitchy', 0, 0, 0)\nfor _ in range(5):\n    time.sleep(0.01)\n"
-    with tracer_ebpf.Tracer("sched/sched_switch") as t:
+    # trace_self: a switch from this process (e.g. its reader thread) into
+    # the child is an event of this process, hidden by default.
+    with tracer_ebpf.Tracer("sched/sched_switch", trace_self=True) as t:
         subprocess.run([PY, "-c", code])
         evs = t.collect(0.2)
     outs = [e for e in evs if e.payload["prev_comm"] == "tbswitchy"]

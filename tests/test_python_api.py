@@ -21,7 +21,7 @@ WRITE = "syscalls/sys_enter_write"
 EXEC = "sched/sched_process_exec"
 EXIT = "sched/sched_process_exit"
 COUNTERS = {"records", "ring_full", "payload_full", "fault", "truncated", "busy", "followed",
-            "delivered", "decode_errors", "overwritten", "seq_gaps", "queued"}
+            "delivered", "decode_errors", "overwritten", "seq_gaps", "queued", "queued_bytes", "queue_peak_bytes"}
 HEADER = ["event_id", "event_type", "timestamp_ns", "pid", "tid", "ppid", "upid", "uppid", "comm"]
 
 

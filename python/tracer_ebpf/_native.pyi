@@ -8,6 +8,7 @@ __all__ = [
     "DEFAULT_ARGV_MAX",
     "DEFAULT_CONTENT_MAX",
     "DEFAULT_PAYLOAD_BYTES_PER_CPU",
+    "DEFAULT_QUEUE_BYTES",
     "DEFAULT_RING_BYTES",
     "Event",
     "NativeTracer",
@@ -19,6 +20,7 @@ DEFAULT_CONTENT_MAX: int
 DEFAULT_ARGV_MAX: int
 DEFAULT_RING_BYTES: int
 DEFAULT_PAYLOAD_BYTES_PER_CPU: int
+DEFAULT_QUEUE_BYTES: int
 
 @final
 class Event:
@@ -82,6 +84,8 @@ class NativeTracer:
         argv_max: int,
         ring_bytes: int,
         payload_bytes_per_cpu: int,
+        queue_bytes: int,
+        reader_thread: bool,
         trace_self: bool,
     ) -> "NativeTracer": ...
     def poll(self, max_events: int, timeout: float) -> List[Event]: ...

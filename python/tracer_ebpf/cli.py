@@ -96,10 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--argv-max", type=_int_in(1, 1 << 20), default=_native.DEFAULT_ARGV_MAX,
                    metavar="BYTES", help="most argv bytes captured per exec (default: 131072)")
     p.add_argument("--ring-bytes", type=_int_in(4096, 1 << 30), default=_native.DEFAULT_RING_BYTES,
-                   metavar="BYTES", help="ring buffer size for event records (default: 8 MiB)")
+                   metavar="BYTES", help="ring buffer size for event records (default: 32 MiB)")
     p.add_argument("--payload-bytes-per-cpu", type=_int_in(1, 1 << 30),
                    default=_native.DEFAULT_PAYLOAD_BYTES_PER_CPU, metavar="BYTES",
-                   help="payload buffer per CPU for contents, paths and argv (default: 16 MiB)")
+                   help="payload buffer per CPU for contents, paths and argv (default here: "
+                   f"{_native.DEFAULT_PAYLOAD_BYTES_PER_CPU >> 20} MiB, 1/48 of RAM over the CPUs)")
+    p.add_argument("--queue-bytes", type=_int_in(1 << 16, 1 << 40), default=_native.DEFAULT_QUEUE_BYTES,
+                   metavar="BYTES", help="most bytes of events held in this process while the "
+                   f"output catches up (default here: {_native.DEFAULT_QUEUE_BYTES >> 20} MiB, 1/8 of RAM)")
     p.add_argument("--duration", type=_seconds, metavar="SECS",
                    help="stop tracing after SECS seconds (a command keeps running; its exit "
                    "status is still returned)")
@@ -218,6 +222,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[st
                 argv_max=args.argv_max,
                 ring_bytes=args.ring_bytes,
                 payload_bytes_per_cpu=args.payload_bytes_per_cpu,
+                queue_bytes=args.queue_bytes,
             )
         except (ValueError, TypeError) as e:  # bad names or values: UnknownEventError, ConfigError
             _abandon(proc, gate)

@@ -128,7 +128,15 @@ class Tracer:
             ``all_fds=True`` captures every fd.
         content_max: most content bytes per write (default and maximum 1 MiB).
         argv_max: most argv bytes per exec.
-        ring_bytes, payload_bytes_per_cpu: buffer sizes.
+        ring_bytes, payload_bytes_per_cpu: kernel buffer sizes (defaults: 32 MiB;
+            1/48 of RAM over the CPUs, 4 to 512 MiB per CPU).
+        queue_bytes: most bytes of events held in this process between the
+            tracer's reader thread, which drains the kernel buffers, and your
+            loop (default: 1/8 of RAM, 64 MiB to 1 GiB). A loop slower than
+            the events loses nothing until this is full; then the kernel
+            buffers fill and count their losses (``stats()``).
+        reader_thread: drain the kernel buffers from a background thread
+            (default). False: only while you poll, in your thread.
         trace_self: also trace this process (off by default).
 
     Iterating yields events until ``close()``. Ctrl-C (KeyboardInterrupt)
@@ -149,6 +157,8 @@ class Tracer:
         argv_max: int = _native.DEFAULT_ARGV_MAX,
         ring_bytes: int = _native.DEFAULT_RING_BYTES,
         payload_bytes_per_cpu: int = _native.DEFAULT_PAYLOAD_BYTES_PER_CPU,
+        queue_bytes: int = _native.DEFAULT_QUEUE_BYTES,
+        reader_thread: bool = True,
         trace_self: bool = False,
     ) -> None:
         self._native: Optional[_native.NativeTracer] = None
@@ -164,6 +174,8 @@ class Tracer:
             argv_max=_size("argv_max", argv_max, 1, 1 << 20),
             ring_bytes=_size("ring_bytes", ring_bytes, 4096, 1 << 30),
             payload_bytes_per_cpu=_size("payload_bytes_per_cpu", payload_bytes_per_cpu, 1, 1 << 30),
+            queue_bytes=_size("queue_bytes", queue_bytes, 1 << 16, 1 << 40),
+            reader_thread=_bool("reader_thread", reader_thread),
             trace_self=_bool("trace_self", trace_self),
         )
 

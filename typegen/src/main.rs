@@ -10,8 +10,13 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let mut check = false;
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut root = manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf();
+    // `cargo run` sets CARGO_MANIFEST_DIR for the program too: prefer it to
+    // the value baked in at compile time, which names wherever this binary
+    // was built (a copy of the repository sharing the target dir, say).
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf());
+    let mut root = manifest_dir.parent().unwrap_or(&manifest_dir).to_path_buf();
     let mut toml: Option<PathBuf> = None;
     let mut out_rust: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);

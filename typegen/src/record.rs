@@ -27,7 +27,7 @@ pub const HEADER: &[HeaderField] = &[
     f("tid", "u32", 4, "thread id"),
     f("ppid", "u32", 4, "parent process id, from real_parent"),
     f("flags", "u32", 4, "TB_REC_* flags"),
-    f("upid", "u64", 8, "unique process id: start time in ms since boot << 22 | pid"),
+    f("upid", "u64", 8, "unique process id: start time since boot in 2^20 ns units << 22 | pid"),
     f("uppid", "u64", 8, "unique parent process id, same scheme"),
     f("comm", "char[16]", COMM_LEN, "task comm, NUL padded"),
     f("payload_pos", "u64", 8, "logical start of the variable bytes in this CPU's payload region"),

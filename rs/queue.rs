@@ -1,0 +1,157 @@
+//! The bounded userspace queue between the reader thread (which drains the
+//! kernel buffers) and `Tracer::poll` (which hands events to the caller).
+//!
+//! Bounded by bytes, not events: a queue of 1 MiB writes and a queue of
+//! 64-byte writes should cost the same memory at their limit. When the queue
+//! is full the reader stops draining; the kernel buffers then fill and count
+//! what they cannot hold, so a full queue never loses anything silently.
+
+use crate::error::{Error, Result};
+use crate::event::Event;
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Decoded events waiting for `poll`, with what each weighs.
+#[derive(Default)]
+pub(crate) struct EventQueue {
+    events: VecDeque<Event>,
+    weights: VecDeque<u32>,
+    bytes: usize,
+    peak: usize,
+    /// A reader-thread failure, reported by the next `take`.
+    error: Option<Error>,
+}
+
+impl EventQueue {
+    /// What an event counts for: its payload bytes plus the event itself.
+    pub(crate) fn weight(payload_len: usize) -> u32 {
+        (std::mem::size_of::<Event>() + payload_len).min(u32::MAX as usize) as u32
+    }
+}
+
+/// The queue and what its two sides wait on.
+pub(crate) struct Shared {
+    queue: Mutex<EventQueue>,
+    /// Signalled when events are pushed.
+    ready: Condvar,
+    /// Signalled when events are taken (room for the reader).
+    room: Condvar,
+    limit: usize,
+    pub(crate) stop: AtomicBool,
+    /// An eventfd made readable by `stop()`: interrupts the reader's wait.
+    stop_fd: OwnedFd,
+}
+
+impl Shared {
+    pub(crate) fn new(limit: usize) -> Result<Shared> {
+        // SAFETY: eventfd has no memory arguments; the fd is owned below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(Error::io("creating the reader's stop eventfd", std::io::Error::last_os_error()));
+        }
+        Ok(Shared {
+            queue: Mutex::default(),
+            ready: Condvar::new(),
+            room: Condvar::new(),
+            limit: limit.max(1),
+            stop: AtomicBool::new(false),
+            // SAFETY: a fresh fd that nothing else owns.
+            stop_fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub(crate) fn stop_fd(&self) -> i32 {
+        self.stop_fd.as_raw_fd()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, EventQueue> {
+        // Every update below leaves the queue consistent before anything
+        // that can panic: a poisoned lock is still usable.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().events.is_empty()
+    }
+
+    /// Bytes the reader may still add before the queue is full.
+    pub(crate) fn room(&self) -> usize {
+        self.limit.saturating_sub(self.lock().bytes)
+    }
+
+    /// (events, bytes, peak bytes) now in the queue.
+    pub(crate) fn levels(&self) -> (u64, u64, u64) {
+        let q = self.lock();
+        (q.events.len() as u64, q.bytes as u64, q.peak as u64)
+    }
+
+    pub(crate) fn push(&self, events: impl Iterator<Item = Event>, weights: impl Iterator<Item = u32>) {
+        let mut q = self.lock();
+        q.events.extend(events);
+        for w in weights {
+            q.bytes += w as usize;
+            q.weights.push_back(w);
+        }
+        q.peak = q.peak.max(q.bytes);
+        drop(q);
+        self.ready.notify_all();
+    }
+
+    /// Moves up to `max` events to `out`, waiting until `deadline` (None:
+    /// forever) for the first. Returns how many were moved.
+    pub(crate) fn take(&self, out: &mut Vec<Event>, max: usize, deadline: Option<Instant>) -> Result<usize> {
+        let mut q = self.lock();
+        loop {
+            if let Some(e) = q.error.take() {
+                return Err(e);
+            }
+            if !q.events.is_empty() {
+                let n = q.events.len().min(max);
+                out.extend(q.events.drain(..n));
+                let freed: usize = q.weights.drain(..n).map(|w| w as usize).sum();
+                q.bytes -= freed;
+                drop(q);
+                self.room.notify_all();
+                return Ok(n);
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() || self.stop.load(Ordering::Acquire) {
+                return Ok(0);
+            }
+            q = self.ready.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// For the reader: waits up to `timeout` while the queue is full.
+    /// Returns whether there is room.
+    pub(crate) fn wait_for_room(&self, timeout: Duration) -> bool {
+        let q = self.lock();
+        if q.bytes < self.limit {
+            return true;
+        }
+        let q = self.room.wait_timeout(q, timeout).unwrap_or_else(|p| p.into_inner()).0;
+        q.bytes < self.limit
+    }
+
+    /// Records a reader failure for the consumer and stops the reader.
+    pub(crate) fn fail(&self, e: Error) {
+        self.lock().error = Some(e);
+        self.ready.notify_all();
+    }
+
+    /// Asks the reader to stop and wakes everything waiting.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our own eventfd.
+        unsafe { libc::write(self.stop_fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        self.room.notify_all();
+        self.ready.notify_all();
+    }
+}
