@@ -118,6 +118,37 @@ impl PayloadArea {
         Ok(pos.checked_add(region).is_some_and(|end| self.head(cpu_us) <= end))
     }
 
+    /// The `len` payload bytes at logical position `pos` of `cpu`'s region,
+    /// in place, if they lie in one chunk (None: they span chunks, use
+    /// `read`). Check `intact` after using them.
+    pub fn contiguous(&self, cpu: u32, pos: u64, len: u32) -> Result<Option<&[u8]>, DecodeError> {
+        let cpu_us = cpu as usize;
+        if cpu_us >= self.ncpus || len as u64 > self.region_size() {
+            return Err(DecodeError::PayloadOutOfRange { cpu, pos, len });
+        }
+        let off = (pos % CHUNK_SIZE as u64) as usize;
+        if off + len as usize > CHUNK_SIZE {
+            return Ok(None);
+        }
+        let chunk = cpu_us * self.nchunks + ((pos / CHUNK_SIZE as u64) % self.nchunks as u64) as usize;
+        let at = chunk * CHUNK_ELEM_SIZE + off;
+        if at + len as usize > self.data.len {
+            return Err(DecodeError::PayloadOutOfRange { cpu, pos, len });
+        }
+        // SAFETY: in bounds (checked above); the producer does not write these
+        // bytes until they are released (and `intact` checks it did not).
+        Ok(Some(unsafe { std::slice::from_raw_parts(self.data.ptr.add(at), len as usize) }))
+    }
+
+    /// True unless the producer on `cpu` has reserved past `pos` + region,
+    /// where it would start reusing the bytes at `pos` (never expected: it
+    /// respects `tail`). Call after copying bytes read at `pos`.
+    pub fn intact(&self, cpu: u32, pos: u64) -> bool {
+        fence(Ordering::SeqCst);
+        let region = self.region_size();
+        (cpu as usize) < self.ncpus && pos.checked_add(region).is_some_and(|end| self.head(cpu as usize) <= end)
+    }
+
     /// Tells the producer on `cpu` that everything before `upto` was read.
     pub fn release(&self, cpu: u32, upto: u64) {
         if (cpu as usize) < self.ncpus {

@@ -155,3 +155,4 @@ impl Shared {
         self.ready.notify_all();
     }
 }
+

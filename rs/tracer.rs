@@ -66,9 +66,9 @@ const READER_NICE: libc::c_int = -10;
 impl Inbox {
     fn on_record(&mut self, raw: &[u8]) -> i32 {
         match self.decode(raw) {
-            Ok(ev) => {
+            Ok((ev, payload_len)) => {
                 self.counters.delivered += 1;
-                let w = EventQueue::weight(self.scratch.len());
+                let w = EventQueue::weight(payload_len);
                 self.pending.push(ev);
                 self.weights.push(w);
                 self.pending_bytes += w as usize;
@@ -83,7 +83,8 @@ impl Inbox {
         }
     }
 
-    fn decode(&mut self, raw: &[u8]) -> Result<Event, DecodeError> {
+    /// The event of record `raw`, and how many payload bytes it had.
+    fn decode(&mut self, raw: &[u8]) -> Result<(Event, usize), DecodeError> {
         if raw.len() < RECORD_SIZE {
             return Err(DecodeError::RecordTooShort { need: RECORD_SIZE, got: raw.len() });
         }
@@ -94,11 +95,31 @@ impl Inbox {
         let len = u32_at(rec::PAYLOAD_LEN)?;
         let seq = u64_at(rec::SEQ)?;
 
-        // Copy the payload out first, then hand its space back to the
-        // producer, whatever becomes of the decoding.
-        self.scratch.clear();
-        let read = self.area.read(cpu, pos, len, &mut self.scratch);
-        if read.is_ok() {
+        // Decode the payload (copying its bytes into the event's fields), then
+        // hand its space back to the producer, whatever became of it. Bytes
+        // lying in one chunk (nearly all) are decoded where they are: one
+        // copy; others are gathered into `scratch` first.
+        let decoded = match self.area.contiguous(cpu, pos, len) {
+            Ok(Some(bytes)) => {
+                let r = decode_payload(raw, bytes, &self.formats);
+                // Valid only if no writer reached these bytes meanwhile.
+                if self.area.intact(cpu, pos) {
+                    r
+                } else {
+                    Err(DecodeError::PayloadOverwritten)
+                }
+            }
+            Ok(None) => {
+                self.scratch.clear();
+                match self.area.read(cpu, pos, len, &mut self.scratch) {
+                    Ok(true) => decode_payload(raw, &self.scratch, &self.formats),
+                    Ok(false) => Err(DecodeError::PayloadOverwritten),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if !matches!(decoded, Err(DecodeError::PayloadOutOfRange { .. })) {
             self.area.release(cpu, pos.wrapping_add(len as u64));
             if let Some(last) = self.last_seq.get_mut(cpu as usize) {
                 if seq > last.saturating_add(1) {
@@ -107,29 +128,12 @@ impl Inbox {
                 *last = seq;
             }
         }
-        if !read? {
-            return Err(DecodeError::PayloadOverwritten);
-        }
-
-        let type_id = u32_at(rec::EVENT_TYPE)?;
+        let (event_type, payload) = decoded?;
         let flags = u32_at(rec::FLAGS)?;
-        let fixed = raw.get(rec::FIXED..RECORD_SIZE).ok_or(DecodeError::RecordTooShort { need: RECORD_SIZE, got: raw.len() })?;
-        let (event_type, payload) = if flags & REC_GENERIC != 0 {
-            let format = self.formats.get(&type_id).ok_or(DecodeError::UnknownEventType(type_id))?.clone();
-            let mut vr = VarReader::new(&self.scratch);
-            let raw_var = vr.take(fixed, 0)?;
-            let strs: [_; MAX_USER_STRS] = [vr.take(fixed, 16)?, vr.take(fixed, 32)?, vr.take(fixed, 48)?];
-            vr.finish()?;
-            let g = GenericPayload::decode(format.clone(), &raw_var, strs)?;
-            (EventKind::Generic(format), Payload::Generic(g))
-        } else {
-            let event_type = EventType::from_id(type_id).ok_or(DecodeError::UnknownEventType(type_id))?;
-            (EventKind::Typed(event_type), Payload::decode(event_type, fixed, &self.scratch)?)
-        };
         let comm: [u8; COMM_LEN] = read_array(raw, rec::COMM)?;
         let boot_ns = u64_at(rec::TIMESTAMP_NS)?;
         self.next_event_id = self.next_event_id.wrapping_add(1);
-        Ok(Event {
+        let event = Event {
             event_id: self.next_event_id,
             event_type,
             timestamp_ns: (boot_ns as i64).wrapping_add(self.clock_offset) as u64,
@@ -142,7 +146,27 @@ impl Inbox {
             comm: Comm::from_padded(&comm),
             flags,
             payload,
-        })
+        };
+        Ok((event, len as usize))
+    }
+}
+
+/// The event kind and payload of record `raw`, its variable bytes in `bytes`.
+fn decode_payload(raw: &[u8], bytes: &[u8], formats: &HashMap<u32, Arc<Format>>) -> Result<(EventKind, Payload), DecodeError> {
+    let type_id = read_array::<4>(raw, rec::EVENT_TYPE).map(u32::from_le_bytes)?;
+    let flags = read_array::<4>(raw, rec::FLAGS).map(u32::from_le_bytes)?;
+    let fixed = raw.get(rec::FIXED..RECORD_SIZE).ok_or(DecodeError::RecordTooShort { need: RECORD_SIZE, got: raw.len() })?;
+    if flags & REC_GENERIC != 0 {
+        let format = formats.get(&type_id).ok_or(DecodeError::UnknownEventType(type_id))?.clone();
+        let mut vr = VarReader::new(bytes);
+        let raw_var = vr.take(fixed, 0)?;
+        let strs: [_; MAX_USER_STRS] = [vr.take(fixed, 16)?, vr.take(fixed, 32)?, vr.take(fixed, 48)?];
+        vr.finish()?;
+        let g = GenericPayload::decode(format.clone(), &raw_var, strs)?;
+        Ok((EventKind::Generic(format), Payload::Generic(g)))
+    } else {
+        let event_type = EventType::from_id(type_id).ok_or(DecodeError::UnknownEventType(type_id))?;
+        Ok((EventKind::Typed(event_type), Payload::decode(event_type, fixed, bytes)?))
     }
 }
 

@@ -544,6 +544,7 @@ fn payload_area_reads_any_location_safely() {
         let r = fx.area.read(cpu, pos, len, &mut out);
         if !in_area {
             prop_assert_eq!(r, Err(DecodeError::PayloadOutOfRange { cpu, pos, len }));
+            prop_assert_eq!(fx.area.contiguous(cpu, pos, len), Err(DecodeError::PayloadOutOfRange { cpu, pos, len }));
             prop_assert_eq!(&out[..], b"prefix", "nothing appended on error");
             return Ok(());
         }
@@ -554,6 +555,16 @@ fn payload_area_reads_any_location_safely() {
         // Intact unless the producer is past pos + region (where it reuses these bytes).
         if let Some(limit) = pos.checked_add(region) {
             prop_assert_eq!(intact, head <= limit, "head {} pos {}", head, pos);
+        }
+        prop_assert_eq!(fx.area.intact(cpu, pos), intact);
+        // In place: the same bytes when they lie in one chunk, else None.
+        let off = (pos % tracer_ebpf::types::CHUNK_SIZE as u64) as usize;
+        match fx.area.contiguous(cpu, pos, len).map_err(|e| TestCaseError::fail(format!("{e}")))? {
+            Some(bytes) => {
+                prop_assert!(off + len as usize <= tracer_ebpf::types::CHUNK_SIZE);
+                prop_assert!(bytes == &out[6..], "in-place bytes differ at cpu {} pos {} len {}", cpu, pos, len);
+            }
+            None => prop_assert!(off + len as usize > tracer_ebpf::types::CHUNK_SIZE),
         }
         Ok(())
     });

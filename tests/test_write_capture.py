@@ -134,9 +134,11 @@ def test_ctrl_c_in_the_loop_raises_keyboardinterrupt_quickly_and_detaches():
         "def fire():\n"
         "    global t0\n"
         "    time.sleep(0.5); t0 = time.monotonic(); os.kill(os.getpid(), signal.SIGINT)\n"
-        "threading.Thread(target=fire).start()\n"
         "try:\n"
         "    with tracer_ebpf.Tracer('syscalls/sys_enter_write') as t:\n"
+        # Fired once the tracer is open (start-up takes a few tenths of a
+        # second: the kernel zeroes the payload area): Ctrl-C in the loop.
+        "        threading.Thread(target=fire).start()\n"
         "        for ev in t:\n"
         "            pass\n"
         "except KeyboardInterrupt:\n"
