@@ -75,6 +75,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    tracer_ebpf::memory::keep_freed_memory();
     // SAFETY: the handler only stores to an atomic.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);

@@ -25,6 +25,7 @@ pub mod decode;
 pub mod error;
 pub mod event;
 pub mod json;
+pub mod memory;
 mod loader;
 pub mod payload_area;
 mod queue;

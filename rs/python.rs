@@ -748,24 +748,10 @@ fn suggest_events(name: &str) -> Vec<String> {
     crate::config::suggestions(name)
 }
 
-/// Each poll builds and frees batches of several MB (events, column
-/// buffers, arrays). With glibc's defaults the freed memory goes straight
-/// back to the kernel (heap trimmed above 128 KiB, blocks over 128 KiB
-/// unmapped) and the next batch faults it in again, page by page: half of
-/// the columnar path's time went to that. Keep up to 64 MiB of freed memory
-/// in the process instead.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets glibc allocator parameters.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-    }
-}
-
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    keep_freed_memory();
+    // Each poll builds and frees batches of several MB: see memory.rs.
+    crate::memory::keep_freed_memory();
     m.add_class::<NativeTracer>()?;
     m.add_class::<PyEvent>()?;
     m.add_class::<BytesColumn>()?;
