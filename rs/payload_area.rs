@@ -112,10 +112,7 @@ impl PayloadArea {
             out.extend_from_slice(unsafe { std::slice::from_raw_parts(self.data.ptr.add(at), n) });
             done += n as u64;
         }
-        fence(Ordering::SeqCst);
-        // Intact unless the producer has reserved past pos + region, which is
-        // where it would start reusing these bytes.
-        Ok(pos.checked_add(region).is_some_and(|end| self.head(cpu_us) <= end))
+        Ok(self.intact(cpu, pos))
     }
 
     /// The `len` payload bytes at logical position `pos` of `cpu`'s region,

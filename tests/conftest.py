@@ -1,5 +1,6 @@
 """Shared fixtures: every test here runs against the real kernel."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -11,6 +12,29 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+
+
+@contextlib.contextmanager
+def gated_process(cmd, **kw):
+    """Starts `cmd` held before exec (tracer_ebpf.run.start_gated), so a
+    tracer can be attached to its pid first. Yields (proc, go): go() lets it
+    exec. On exit the gate is closed if unused and a live process killed."""
+    from tracer_ebpf.run import release, start_gated
+
+    proc, gate = start_gated(cmd, **kw)
+    held = [gate]
+
+    def go():
+        release(held.pop())
+
+    try:
+        yield proc, go
+    finally:
+        if held:
+            os.close(held.pop())
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def tool(name: str) -> str:

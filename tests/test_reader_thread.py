@@ -13,15 +13,13 @@ exited. The payload area is 4 MiB per CPU: far less than what is written.
   grows past its bound, and every write is delivered or counted.
 """
 
-import os
 import struct
 import subprocess
 import time
 import zlib
 
 import tracer_ebpf
-from tracer_ebpf.run import release, start_gated
-from conftest import PY
+from conftest import PY, gated_process
 
 N = 400
 SIZE = 32 * 1024
@@ -44,23 +42,15 @@ for i in range(n):
 def run(**options):
     """Traces the writer with a consumer that sleeps until it exits; returns
     (sequence numbers delivered intact, events without content, corrupt, stats)."""
-    proc, gate = start_gated([PY, "-I", "-S", "-c", WRITER, str(N), str(SIZE)], stdout=subprocess.DEVNULL)
     intact, null, corrupt = set(), 0, 0
-    try:
+    with gated_process([PY, "-I", "-S", "-c", WRITER, str(N), str(SIZE)], stdout=subprocess.DEVNULL) as (proc, go):
         with tracer_ebpf.Tracer("syscalls/sys_enter_write", pids=[proc.pid], payload_bytes_per_cpu=AREA,
                                 **options) as t:
-            release(gate)
-            gate = None
+            go()
             assert proc.wait(timeout=120) == 0
             time.sleep(0.05)
             events = t.drain()
             st = t.stats()
-    finally:
-        if gate is not None:
-            os.close(gate)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     for ev in events:
         content = ev.payload["content"]
         if content is None:

@@ -30,8 +30,7 @@ from collections import defaultdict
 import pytest
 
 import tracer_ebpf
-from tracer_ebpf.run import release, start_gated
-from conftest import PY
+from conftest import PY, gated_process
 
 WRITE_EVENT = "syscalls/sys_enter_write"
 SIZE = 32 * 1024
@@ -141,13 +140,11 @@ def overload(n: int, threads: int, consumer: str, timeout: float = 300):
     consumer: "stalled" (nothing read until the writer exits), "flowing"
     (read continuously) or "bursty" (read 20 ms, stall 100 ms, repeat).
     Returns (Tally, stats)."""
-    proc, gate = start_gated([PY, "-I", "-S", "-c", WRITER, str(n), str(threads), str(SIZE)],
-                             stdout=subprocess.DEVNULL)
-    tally = Tally(proc.pid, threads)
-    try:
+    cmd = [PY, "-I", "-S", "-c", WRITER, str(n), str(threads), str(SIZE)]
+    with gated_process(cmd, stdout=subprocess.DEVNULL) as (proc, go):
+        tally = Tally(proc.pid, threads)
         with tracer_ebpf.Tracer(WRITE_EVENT, pids=[proc.pid], **TINY) as t:
-            release(gate)
-            gate = None
+            go()
             deadline = time.monotonic() + timeout
             if consumer == "stalled":
                 proc.wait(timeout=timeout)
@@ -167,12 +164,6 @@ def overload(n: int, threads: int, consumer: str, timeout: float = 300):
                 tally.add(t.drain())
                 time.sleep(0.05)
             st = t.stats()
-    finally:
-        if gate is not None:
-            os.close(gate)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, proc.returncode
     return tally, st
 
