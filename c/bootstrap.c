@@ -528,13 +528,13 @@ static uint64_t clamp_u64(uint64_t v, uint64_t lo, uint64_t hi)
 }
 
 /* The default payload area per CPU, the same rule as the Rust core's
- * default_payload_bytes_per_cpu (rs/config.rs): 1/48 of physical memory,
- * 32 MiB to 1 GiB in all, spread over the possible CPUs, 4 to 512 MiB each. */
+ * default_payload_bytes_per_cpu (rs/config.rs): 1/16 of physical memory,
+ * 32 MiB to 2 GiB in all, spread over the possible CPUs, 4 to 512 MiB each. */
 static size_t default_payload_bytes_per_cpu(void)
 {
 	struct sysinfo si;
 	uint64_t ram = sysinfo(&si) == 0 ? (uint64_t)si.totalram * (si.mem_unit ? si.mem_unit : 1) : 0;
-	uint64_t total = clamp_u64(ram / 48, 32ull << 20, 1ull << 30);
+	uint64_t total = clamp_u64(ram / 16, 32ull << 20, 2ull << 30);
 	int ncpus = libbpf_num_possible_cpus();
 	uint64_t per = clamp_u64(total / (uint64_t)(ncpus > 0 ? ncpus : 1), 4ull << 20, 512ull << 20);
 	return (size_t)((per + TB_CHUNK_SIZE - 1) / TB_CHUNK_SIZE * TB_CHUNK_SIZE);

@@ -18,16 +18,18 @@ fn physical_memory() -> u64 {
     (si.totalram as u64).saturating_mul(si.mem_unit.max(1) as u64)
 }
 
-/// Default payload area per possible CPU: 1/48 of physical memory (32 MiB
-/// to 1 GiB in all) spread over the possible CPUs, 4 to 512 MiB each: 256
-/// MiB each on a 2-CPU, 24 GiB machine; 16 MiB each on 64 CPUs with 256
+/// Default payload area per possible CPU: 1/16 of physical memory (32 MiB
+/// to 2 GiB in all) spread over the possible CPUs, 4 to 512 MiB each: 512
+/// MiB each on a 2-CPU, 24 GiB machine; 32 MiB each on 64 CPUs with 256
 /// GiB. A writer copying from cache outruns any reader (1 MiB writes to
-/// /dev/null reach 20 GB/s with the copy), so bursts are absorbed here; the
-/// price is kernel memory held while tracing and a longer start-up (the
-/// kernel zeroes the area: about 0.1 s per 256 MiB).
-/// The C library applies the same rule.
+/// /dev/null reach 12-20 GB/s with the copy, the reader drains 2-4 GB/s),
+/// so a burst must fit here: 512 MiB holds 500 writes of 1 MiB from one
+/// thread even if the reader drained nothing meanwhile. The price is kernel
+/// memory held while tracing and start-up time (the kernel zeroes the area:
+/// about 0.1 s per 256 MiB); set `payload_bytes_per_cpu` lower to trade
+/// burst capacity for memory. The C library applies the same rule.
 pub fn default_payload_bytes_per_cpu() -> usize {
-    let total = (physical_memory() / 48).clamp(32 << 20, 1 << 30);
+    let total = (physical_memory() / 16).clamp(32 << 20, 2 << 30);
     let ncpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1) as u64;
     ((total / ncpus).clamp(4 << 20, 512 << 20) as usize).next_multiple_of(CHUNK_SIZE)
 }

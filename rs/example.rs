@@ -48,6 +48,12 @@ fn parse_args() -> Result<(Config, Option<Duration>), String> {
                 let v = val("--content-max")?;
                 cfg.content_max = v.parse().map_err(|_| format!("--content-max: not a byte count: {v:?}"))?
             }
+            // Buffer sizes; out-of-range values get Config's own error.
+            "--ring-bytes" => cfg.ring_bytes = bytes(val("--ring-bytes")?, "--ring-bytes")?,
+            "--payload-bytes-per-cpu" => {
+                cfg.payload_bytes_per_cpu = bytes(val("--payload-bytes-per-cpu")?, "--payload-bytes-per-cpu")?
+            }
+            "--queue-bytes" => cfg.queue_bytes = bytes(val("--queue-bytes")?, "--queue-bytes")?,
             "--duration" => {
                 let v = val("--duration")?;
                 let secs: f64 = v
@@ -58,13 +64,17 @@ fn parse_args() -> Result<(Config, Option<Duration>), String> {
                 duration = Some(Duration::from_secs_f64(secs))
             }
             "-h" | "--help" => {
-                println!("usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]... [--content-fds 1,2] [--content-max BYTES] [--duration SECS]");
+                println!("usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]... [--content-fds 1,2] [--content-max BYTES] [--ring-bytes N] [--payload-bytes-per-cpu N] [--queue-bytes N] [--duration SECS]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
     Ok((cfg, duration))
+}
+
+fn bytes(v: String, flag: &str) -> Result<usize, String> {
+    v.parse().map_err(|_| format!("{flag}: not a byte count: {v:?}"))
 }
 
 fn main() -> ExitCode {

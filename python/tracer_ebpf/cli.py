@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--payload-bytes-per-cpu", type=_int_in(1, 1 << 30),
                    default=_native.DEFAULT_PAYLOAD_BYTES_PER_CPU, metavar="BYTES",
                    help="payload buffer per CPU for contents, paths and argv (default here: "
-                   f"{_native.DEFAULT_PAYLOAD_BYTES_PER_CPU >> 20} MiB, 1/48 of RAM over the CPUs)")
+                   f"{_native.DEFAULT_PAYLOAD_BYTES_PER_CPU >> 20} MiB, 1/16 of RAM over the CPUs)")
     p.add_argument("--queue-bytes", type=_int_in(1 << 16, 1 << 40), default=_native.DEFAULT_QUEUE_BYTES,
                    metavar="BYTES", help="most bytes of events held in this process while the "
                    f"output catches up (default here: {_native.DEFAULT_QUEUE_BYTES >> 20} MiB, 1/8 of RAM)")

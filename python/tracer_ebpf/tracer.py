@@ -129,7 +129,7 @@ class Tracer:
         content_max: most content bytes per write (default and maximum 1 MiB).
         argv_max: most argv bytes per exec.
         ring_bytes, payload_bytes_per_cpu: kernel buffer sizes (defaults: 32 MiB;
-            1/48 of RAM over the CPUs, 4 to 512 MiB per CPU).
+            1/16 of RAM over the CPUs, 4 to 512 MiB per CPU).
         queue_bytes: most bytes of events held in this process between the
             tracer's reader thread, which drains the kernel buffers, and your
             loop (default: 1/8 of RAM, 64 MiB to 1 GiB). A loop slower than
