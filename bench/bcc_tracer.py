@@ -39,7 +39,7 @@ struct rec {
     u32 count;
     u32 caplen;
     u32 flags;
-    u8 data[MAXS];
+%(header_fields)s    u8 data[MAXS];
 };
 
 BPF_RINGBUF_OUTPUT(rb, %(pages)d);
@@ -69,7 +69,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_write) {
         n = MAXS;
         flags |= 1;
     }
-    r->tid = (u32)bpf_get_current_pid_tgid();
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    r->tid = (u32)pid_tgid;
+%(header_fill)s
     r->count = (u32)args->count;
     if (bpf_probe_read_user(r->data, n, (void *)args->buf) != 0) {
         n = 0;
@@ -85,6 +87,17 @@ TRACEPOINT_PROBE(syscalls, sys_enter_write) {
 
 HDR = struct.Struct("<IIII")
 
+# --full-header: the common header fields tracer-ebpf records for every event
+# that bcc can read correctly here (its kernel headers are Debian's 6.1, whose
+# task_struct layout is not this kernel's, so ppid/upid are left out).
+FULL_FIELDS = "    u64 timestamp_ns;\n    u32 pid;\n    u32 pad;\n    char comm[16];\n"
+FULL_FILL = (
+    "    r->timestamp_ns = bpf_ktime_get_boot_ns();\n"
+    "    r->pid = pid_tgid >> 32;\n"
+    "    __builtin_memcpy(r->comm, comm, sizeof(comm));\n"
+)
+FULL = struct.Struct("<QII16s")
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -92,6 +105,8 @@ def main() -> int:
     ap.add_argument("--max-bytes", type=int, required=True)
     ap.add_argument("--ring-mib", type=int, default=32, help="ring-buffer size (power of two)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--full-header", action="store_true",
+                    help="also record timestamp, pid and comm per event (as tracer-ebpf does)")
     a = ap.parse_args()
 
     comm = a.comm.encode()[:15]
@@ -100,7 +115,14 @@ def main() -> int:
     # The ring must hold at least a couple of the fixed-size records.
     while pages * 4096 < 4 * (a.max_bytes + 4096):
         pages *= 2
-    text = PROG % {"maxs": a.max_bytes, "pages": pages, "comm_check": checks}
+    text = PROG % {
+        "maxs": a.max_bytes,
+        "pages": pages,
+        "comm_check": checks,
+        "header_fields": FULL_FIELDS if a.full_header else "",
+        "header_fill": FULL_FILL if a.full_header else "",
+    }
+    skip = FULL.size if a.full_header else 0
 
     stop = False
 
@@ -117,8 +139,10 @@ def main() -> int:
     def on_sample(ctx, data, size):
         nonlocal delivered
         tid, count, caplen, flags = HDR.unpack(ctypes.string_at(data, HDR.size))
+        if skip:  # a real tool would print these; reading them is the least it does
+            FULL.unpack(ctypes.string_at(data + HDR.size, skip))
         out.write(HDR.pack(tid, count, caplen, flags))
-        out.write(ctypes.string_at(data + HDR.size, caplen))
+        out.write(ctypes.string_at(data + HDR.size + skip, caplen))
         delivered += 1
 
     b = BPF(text=text)

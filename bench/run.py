@@ -426,13 +426,13 @@ def probe_bcc(a: argparse.Namespace) -> Tuple[bool, str]:
     return True, f"bcc {out.splitlines()[-1]}; {why}"
 
 
-def bcc_tool(name: str, ring_mib: Callable[[argparse.Namespace], int], note: str) -> Tool:
+def bcc_tool(name: str, ring_mib: Callable[[argparse.Namespace], int], extra: List[str], note: str) -> Tool:
     """bench/bcc_tracer.py with a ring of ring_mib(args) MiB."""
     return Tool(
         name=name,
         event_loss_keys=("reserve_failed",),
         argv=lambda c: [SYS_PY, str(BENCH / "bcc_tracer.py"), "--comm", COMM, "--max-bytes", str(c.size),
-                        "--ring-mib", str(ring_mib(c.args)), "--out", str(c.out)],
+                        "--ring-mib", str(ring_mib(c.args)), "--out", str(c.out), *extra],
         parse=parse_records,
         stats=stats_bcc,
         probe=probe_bcc,
@@ -491,12 +491,13 @@ TOOLS: List[Tool] = [
         stdout_stats_prefix="Lost ",
         note="printf %r of buf(args->buf, args->count); BPFTRACE_STRLEN=200 is 0.17's maximum, so at most 200 bytes per write",
     ),
-    bcc_tool("bcc", lambda a: a.bcc_ring_mib,
+    bcc_tool("bcc", lambda a: a.bcc_ring_mib, [],
              "bench/bcc_tracer.py: ringbuf_reserve of a record with S data bytes, bpf_probe_read_user, "
              "Python callback writes a file"),
-    bcc_tool("bcc-1g", lambda a: a.bcc_big_ring_mib,
-             "the same bcc tracer with a ring of --bcc-big-ring-mib (default 1 GiB, about the kernel memory of "
-             "tracer-ebpf's defaults on this machine), so that both can hold the same bursts: the same capture"),
+    bcc_tool("bcc-same", lambda a: a.bcc_big_ring_mib, ["--full-header"],
+             "the same capture as tracer-ebpf: bcc_tracer.py --full-header (boot-time timestamp, pid and comm per "
+             "event as well) with a ring of --bcc-big-ring-mib (default 1 GiB, about the kernel memory of "
+             "tracer-ebpf's defaults here), so both hold the same bursts"),
     Tool(
         name="strace",
         argv=lambda c: ["strace", "-f", "-qq", "-e", "trace=write", "-xx", "-s", str(c.size), "-o", str(c.out)],
@@ -545,7 +546,7 @@ def install_missing(a: argparse.Namespace, tools: List[Tool]) -> None:
         want.append("bpftrace")
     if "strace" in names and not shutil.which("strace"):
         want.append("strace")
-    if names & {"bcc", "bcc-1g"} and _run_text([SYS_PY, "-c", "import bcc"])[0] != 0:
+    if names & {"bcc", "bcc-same"} and _run_text([SYS_PY, "-c", "import bcc"])[0] != 0:
         want.append("python3-bpfcc")
     if not a.no_chart and _run_text([SYS_PY, "-c", "import matplotlib"])[0] != 0:
         try:
@@ -1191,7 +1192,7 @@ def main() -> int:
     ap.add_argument("--stop-grace", type=float, default=30, help="seconds between SIGINT and SIGKILL")
     ap.add_argument("--bpftrace-rb-pages", type=int, default=1024, help="BPFTRACE_PERF_RB_PAGES (per CPU)")
     ap.add_argument("--bcc-ring-mib", type=int, default=32, help="bcc ring-buffer size")
-    ap.add_argument("--bcc-big-ring-mib", type=int, default=1024, help="bcc-1g's ring-buffer size")
+    ap.add_argument("--bcc-big-ring-mib", type=int, default=1024, help="bcc-same's ring-buffer size")
     ap.add_argument("--python", default=sys.executable, help="Python with tracer_ebpf, for py-iter")
     ap.add_argument("--tracer-example", default=None, help="the tracer-example CLI (default: beside --python, or on PATH)")
     ap.add_argument("--out", default=str(RESULTS), help="results directory")
