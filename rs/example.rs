@@ -54,6 +54,7 @@ fn parse_args() -> Result<(Config, Option<Duration>), String> {
                 cfg.payload_bytes_per_cpu = bytes(val("--payload-bytes-per-cpu")?, "--payload-bytes-per-cpu")?
             }
             "--queue-bytes" => cfg.queue_bytes = bytes(val("--queue-bytes")?, "--queue-bytes")?,
+            "--no-reader-thread" => cfg.reader_thread = false,
             "--duration" => {
                 let v = val("--duration")?;
                 let secs: f64 = v
@@ -64,7 +65,7 @@ fn parse_args() -> Result<(Config, Option<Duration>), String> {
                 duration = Some(Duration::from_secs_f64(secs))
             }
             "-h" | "--help" => {
-                println!("usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]... [--content-fds 1,2] [--content-max BYTES] [--ring-bytes N] [--payload-bytes-per-cpu N] [--queue-bytes N] [--duration SECS]");
+                println!("usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]... [--content-fds 1,2] [--content-max BYTES] [--ring-bytes N] [--payload-bytes-per-cpu N] [--queue-bytes N] [--no-reader-thread] [--duration SECS]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
