@@ -194,4 +194,16 @@ fill_sched__psi_memstall_enter(struct trace_entry *ctx, struct tb_ctx *t,
 {
 }
 
+/*
+ * Events whose records carry TB_INLINE_ROOM bytes of room after them in the
+ * ring sample: a content that fits goes there instead of the payload area
+ * (no flow control, one memory stream: 60 ns less per small write, measured
+ * in this VM). write and pwrite64 only: small writes are common, and these
+ * events have one variable field.
+ */
+static __always_inline bool tb_inline_room(__u32 id)
+{
+	return id == TB_EVENT_SYSCALLS__SYS_ENTER_WRITE || id == TB_EVENT_SYSCALLS__SYS_ENTER_PWRITE64;
+}
+
 TB_DEFINE_HANDLERS()

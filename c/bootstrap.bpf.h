@@ -6,7 +6,8 @@
  *
  * The 2-layer protocol (docs/protocol.md):
  *  - every event is one fixed-size struct tb_record in the `events` ring
- *    buffer: common header + the event's fixed fields;
+ *    buffer: common header + the event's fixed fields; a small write
+ *    content may follow it in the same ring sample (TB_VAR_INLINE);
  *  - variable bytes (write content, paths, argv) go to this CPU's region of
  *    the mmapped `payload` array, at logical positions [payload_pos,
  *    payload_pos + payload_len);
@@ -108,11 +109,18 @@ struct {
 	__type(value, struct tb_scratch);
 } scratch SEC(".maps");
 
+/* Room for an inline field after the record of events that have it (see
+ * tb_inline_room in bootstrap.bpf.c). */
+#define TB_INLINE_ROOM 64
+
 /* State of one event being recorded. */
 struct tb_ctx {
 	struct tb_record *rec;
 	struct tb_cpu_ctl *ctl;
 	struct tb_config *cfg;
+	struct task_struct *task;
+	__u64 comm[TB_COMM_LEN / 8];
+	__u64 inline_cap; /* room left after the record for an inline field */
 	__u32 cpu;
 };
 
@@ -152,19 +160,18 @@ static __always_inline __u64 tb_upid(__u64 start_boottime, __u32 tgid)
 	return ((start_boottime >> 20) << 22) | (tgid & ((1u << 22) - 1));
 }
 
-/* Filters, then reserves the ring record and fills the common header.
+/* Filters: takes the CPU's region for this event, or returns false.
  * Helper calls are the expensive part of a handler (each is a call and a
  * return, and returns are costly under the kernel's return-stack
- * mitigations), so the header takes pid, tid and comm from the task
- * through its BTF pointer (plain CO-RE loads) rather than one helper each:
- * five helper calls per write event in all (task, reserve, clock, copy,
- * submit). */
-static __always_inline bool tb_begin(struct tb_ctx *t, __u32 event_type)
+ * mitigations), so pid, tid and comm come from the task through its BTF
+ * pointer (plain CO-RE loads) rather than one helper each. */
+static __always_inline bool tb_filter(struct tb_ctx *t)
 {
 	__u32 zero = 0;
 	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 tgid = task->tgid, tid = task->pid; /* as bpf_get_current_pid_tgid */
+	__u32 tgid = task->tgid; /* as bpf_get_current_pid_tgid */
 
+	t->task = task;
 	t->cfg = bpf_map_lookup_elem(&cfg, &zero);
 	if (!t->cfg)
 		return false;
@@ -173,9 +180,8 @@ static __always_inline bool tb_begin(struct tb_ctx *t, __u32 event_type)
 	if (t->cfg->pid_filter && !bpf_map_lookup_elem(&pids, &tgid))
 		return false;
 	/* Two 8-byte loads; the kernel keeps comm NUL-terminated. */
-	__u64 comm[TB_COMM_LEN / 8];
-	__builtin_memcpy(comm, task->comm, TB_COMM_LEN);
-	if (t->cfg->ncomm && !tb_comm_matches(t->cfg, (const char *)comm))
+	__builtin_memcpy(t->comm, task->comm, TB_COMM_LEN);
+	if (t->cfg->ncomm && !tb_comm_matches(t->cfg, (const char *)t->comm))
 		return false;
 
 	t->cpu = bpf_get_smp_processor_id();
@@ -192,28 +198,46 @@ static __always_inline bool tb_begin(struct tb_ctx *t, __u32 event_type)
 		return false;
 	}
 	t->ctl->busy = 1;
+	return true;
+}
+
+/* Reserves the ring record, followed by TB_INLINE_ROOM bytes for an inline
+ * field if `inline_room` (a constant per handler, so one path each: a
+ * record size chosen at run time would make the verifier walk the rest of
+ * the handler once per size), and fills the common header. */
+static __always_inline bool tb_reserve(struct tb_ctx *t, __u32 event_type, bool inline_room)
+{
+	struct tb_record *r;
 	__u64 seq = ++t->ctl->seq;
-	struct tb_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (inline_room) {
+		r = bpf_ringbuf_reserve(&events, sizeof(*r) + TB_INLINE_ROOM, 0);
+		t->inline_cap = TB_INLINE_ROOM;
+	} else {
+		r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+		t->inline_cap = 0;
+	}
 	if (!r) {
 		tb_count(TB_STAT_RING_FULL);
 		t->ctl->busy = 0;
 		return false;
 	}
+	struct task_struct *task = t->task;
 	struct task_struct *parent = task->real_parent;
+	__u32 tgid = task->tgid;
 	r->event_type = event_type;
 	r->cpu = t->cpu;
 	r->seq = seq;
 	r->timestamp_ns = bpf_ktime_get_boot_ns();
 	r->pid = tgid;
-	r->tid = tid;
+	r->tid = task->pid;
 	r->ppid = parent->tgid;
 	r->flags = 0;
 	r->upid = tb_upid(task->group_leader->start_boottime, tgid);
 	r->uppid = tb_upid(parent->group_leader->start_boottime, r->ppid);
-	__builtin_memcpy(r->comm, comm, TB_COMM_LEN);
+	__builtin_memcpy(r->comm, t->comm, TB_COMM_LEN);
 	r->payload_pos = t->ctl->head;
 	r->payload_len = 0;
-	r->reserved = 0;
+	r->inline_len = 0;
 	__builtin_memset(r->fixed, 0, TB_FIXED_SLOT_SIZE);
 	t->rec = r;
 	return true;
@@ -276,6 +300,10 @@ static __always_inline __u64 tb_var_start(struct tb_ctx *t, struct tb_var *v, __
 	if (want < size) {
 		v->flags |= TB_VAR_TRUNCATED;
 		tb_count(TB_STAT_TRUNCATED);
+	}
+	if (want && want <= t->inline_cap) { /* rides in the ring sample */
+		v->flags |= TB_VAR_INLINE;
+		return want;
 	}
 	if (want && !tb_room(t, want)) {
 		v->flags |= TB_VAR_NO_SPACE;
@@ -348,13 +376,42 @@ static __always_inline bool tb_append(struct tb_ctx *t, struct tb_var *v, const 
 	return true;
 }
 
+/* Copies the `n` bytes of inline field `v` (tb_var_start said it fits)
+ * right after the record, in one helper call. */
+static __always_inline void tb_inline(struct tb_ctx *t, struct tb_var *v, const void *src, __u64 n, bool user)
+{
+	__u64 k = n;
+	if (k > t->inline_cap)
+		k = t->inline_cap;
+	long err = user ? bpf_probe_read_user(t->rec + 1, k, src) : bpf_probe_read_kernel(t->rec + 1, k, src);
+	if (err) {
+		v->flags |= TB_VAR_FAULT;
+		t->rec->flags |= TB_REC_PAYLOAD_LOST;
+		tb_count(TB_STAT_FAULT);
+		return;
+	}
+	t->rec->inline_len = (__u32)k;
+	v->len = (__u32)k;
+}
+
+/* Puts the `n` bytes tb_var_start granted for `v`: inline, or in pieces
+ * into the payload area. Kept apart so that the verifier walks the piece
+ * loop once, not once per placement. */
+static __always_inline void tb_put(struct tb_ctx *t, struct tb_var *v, const void *src, __u64 n, bool user)
+{
+	if (v->flags & TB_VAR_INLINE)
+		tb_inline(t, v, src, n, user);
+	else
+		tb_append(t, v, src, n, user);
+}
+
 /* Copies `size` bytes at `src` into variable field `v`, at most `max`. */
 static __always_inline void tb_copy(struct tb_ctx *t, struct tb_var *v, const void *src,
 				    __u64 size, __u64 max, bool user)
 {
 	__u64 n = tb_var_start(t, v, size, max);
 	if (n)
-		tb_append(t, v, src, n, user);
+		tb_put(t, v, src, n, user);
 }
 
 /* Copies bytes from user memory into variable field `v`. */
@@ -393,7 +450,7 @@ static __always_inline void tb_copy_str(struct tb_ctx *t, struct tb_var *v, cons
 		len = max;
 	}
 	if (tb_var_start(t, v, len, max))
-		tb_append(t, v, s->buf, len & (TB_SCRATCH_SIZE - 1), false);
+		tb_put(t, v, s->buf, len & (TB_SCRATCH_SIZE - 1), false);
 	if (size == 0 && len == max) {
 		v->flags |= TB_VAR_TRUNCATED;
 		tb_count(TB_STAT_TRUNCATED);
@@ -451,7 +508,7 @@ int BPF_PROG(tb_follow_fork, struct task_struct *parent, struct task_struct *chi
 	int handle__##cat##__##tp(struct ctx_type *ctx)                              \
 	{                                                                            \
 		struct tb_ctx t;                                                     \
-		if (!tb_begin(&t, id))                                               \
+		if (!tb_filter(&t) || !tb_reserve(&t, id, tb_inline_room(id)))      \
 			return 0;                                                    \
 		fill_##cat##__##tp(ctx, &t, (struct tb_payload_##cat##__##tp *)t.rec->fixed); \
 		tb_end(&t);                                                          \
@@ -483,7 +540,7 @@ int handle__generic(void *ctx)
 	if (!d)
 		return 0;
 	struct tb_ctx t;
-	if (!tb_begin(&t, type))
+	if (!tb_filter(&t) || !tb_reserve(&t, type, false))
 		return 0;
 	struct tb_generic_payload *p = (struct tb_generic_payload *)t.rec->fixed;
 	t.rec->flags |= TB_REC_GENERIC;
@@ -510,7 +567,7 @@ int handle__generic(void *ctx)
 		n &= TB_SCRATCH_SIZE - 1;
 		if (bpf_probe_read_kernel(s->buf, n, ctx) == 0) {
 			if (tb_var_start(&t, &p->raw, size, max))
-				tb_append(&t, &p->raw, s->buf, n, false);
+				tb_put(&t, &p->raw, s->buf, n, false);
 		} else {
 			p->raw.flags |= TB_VAR_FAULT;
 			tb_count(TB_STAT_FAULT);

@@ -746,13 +746,15 @@ static const unsigned int_size[] = {
 	[TB_FK_I8] = 1, [TB_FK_I16] = 2, [TB_FK_I32] = 4, [TB_FK_I64] = 8,
 };
 
-/* Fills t->fields from the fixed part and the payload bytes; -1 if malformed. */
+/* Fills t->fields from the fixed part, the payload-area bytes (`var`) and the
+ * inline bytes after the record in its ring sample (fields flagged
+ * TB_VAR_INLINE); -1 if malformed. */
 static int decode_fields(struct tb_tracer *t, const struct tb_event_desc *d, const uint8_t *fixed,
-			 const uint8_t *var, uint32_t var_len)
+			 const uint8_t *var, uint32_t var_len, const uint8_t *inl, uint32_t inl_len)
 {
 	if (d->fixed_size > TB_FIXED_SLOT_SIZE)
 		return -1;
-	uint64_t vpos = 0;
+	uint64_t vpos = 0, ipos = 0;
 	for (unsigned k = 0; k < d->nfields; k++) {
 		const struct tb_field_desc *fd = &d->fields[k];
 		struct tb_field *f = &t->fields[k];
@@ -783,20 +785,28 @@ static int decode_fields(struct tb_tracer *t, const struct tb_event_desc *d, con
 			if ((uint64_t)fd->offset + sizeof v > d->fixed_size)
 				return -1;
 			memcpy(&v, fixed + fd->offset, sizeof v);
-			if (vpos + v.len > var_len)
+			const uint8_t *src = var;
+			uint64_t *at = &vpos, avail = var_len;
+			if (v.flags & TB_VAR_INLINE) {
+				src = inl;
+				at = &ipos;
+				avail = inl_len;
+			}
+			if (*at + v.len > avail)
 				return -1;
-			f->data = var + vpos;
+			f->data = src + *at;
 			f->len = v.len;
-			f->flags = v.flags;
+			f->flags = v.flags & ~TB_VAR_INLINE; /* transport only */
 			f->size = v.size;
-			vpos += v.len;
+			*at += v.len;
 			break;
 		}
 		default:
 			return -1;
 		}
 	}
-	return vpos == var_len ? 0 : -1; /* the descriptors must account for every byte */
+	/* the descriptors must account for every byte */
+	return vpos == var_len && ipos == inl_len ? 0 : -1;
 }
 
 static void handle_record(struct tb_tracer *t, const uint8_t *raw, size_t size)
@@ -838,7 +848,11 @@ static void handle_record(struct tb_tracer *t, const uint8_t *raw, size_t size)
 	}
 
 	const struct tb_event_desc *d = tb_event_desc(r.event_type);
-	if (!d || decode_fields(t, d, r.fixed, t->buf, r.payload_len)) {
+	if (r.inline_len > size - sizeof r) { /* the inline bytes must be in the sample */
+		t->user.decode_errors++;
+		return;
+	}
+	if (!d || decode_fields(t, d, r.fixed, t->buf, r.payload_len, raw + sizeof r, r.inline_len)) {
 		t->user.decode_errors++;
 		return;
 	}

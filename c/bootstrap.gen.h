@@ -39,6 +39,7 @@ enum tb_stat {
 #define TB_VAR_FAULT        0x2u /* reading user memory failed: only the bytes before it */
 #define TB_VAR_NO_SPACE     0x4u /* payload area full: the bytes were not delivered */
 #define TB_VAR_NOT_CAPTURED 0x8u /* not selected for capture (e.g. fd not in content_fds) */
+#define TB_VAR_INLINE       0x10u /* transport: the bytes follow the record in its ring sample, not in the payload area */
 
 /* Flags of a record (struct tb_record.flags). */
 #define TB_REC_PAYLOAD_LOST 0x1u /* some variable bytes were not delivered (see fields) */
@@ -68,7 +69,7 @@ struct tb_record {
 	char comm[TB_COMM_LEN]; /* task comm, NUL padded */
 	__u64 payload_pos; /* logical start of the variable bytes in this CPU's payload region */
 	__u32 payload_len; /* number of variable bytes in the payload region */
-	__u32 reserved; /* zero */
+	__u32 inline_len; /* bytes of a TB_VAR_INLINE field right after this record in its ring sample */
 	__u8 fixed[TB_FIXED_SLOT_SIZE]; /* struct tb_payload_<event> */
 };
 TB_STATIC_ASSERT(sizeof(struct tb_record) == TB_RECORD_SIZE, "tb_record size");
@@ -85,7 +86,7 @@ TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, uppid) == 48, "tb_record.u
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, comm) == 56, "tb_record.comm");
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, payload_pos) == 72, "tb_record.payload_pos");
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, payload_len) == 80, "tb_record.payload_len");
-TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, reserved) == 84, "tb_record.reserved");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, inline_len) == 84, "tb_record.inline_len");
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, fixed) == 88, "tb_record.fixed");
 
 enum tb_event_type {

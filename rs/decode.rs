@@ -16,6 +16,8 @@ pub enum DecodeError {
     OutOfBounds { offset: usize, len: usize, size: usize },
     #[error("variable field claims {len} bytes at {offset}, but only {available} were delivered")]
     VarOutOfBounds { offset: usize, len: usize, available: usize },
+    #[error("ring sample is {got} bytes, too short for its {inline_len} inline bytes")]
+    InlineTooLong { inline_len: usize, got: usize },
     #[error("{0} payload bytes left over after the last variable field")]
     TrailingBytes(usize),
     #[error("payload bytes were overwritten while being read")]
@@ -33,36 +35,102 @@ pub fn read_array<const N: usize>(buf: &[u8], offset: usize) -> Result<[u8; N], 
         .ok_or(DecodeError::OutOfBounds { offset, len: N, size: buf.len() })
 }
 
-/// Hands out the variable bytes of one record, field by field, in order.
-pub struct VarReader<'a> {
+/// Variable bytes of one source, handed out in order.
+struct Source<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
+impl<'a> Source<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(len).filter(|&e| e <= self.data.len()).ok_or(
+            DecodeError::VarOutOfBounds { offset: self.pos, len, available: self.data.len() },
+        )?;
+        let bytes = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    fn left(&self) -> usize {
+        self.data.len() - self.pos
+    }
+}
+
+/// Hands out the variable bytes of one record, field by field, in order:
+/// a field flagged TB_VAR_INLINE from the bytes after the record in its ring
+/// sample, any other from the record's payload-area bytes.
+pub struct VarReader<'a> {
+    area: Source<'a>,
+    inline: Source<'a>,
+}
+
 impl<'a> VarReader<'a> {
+    /// All variable bytes in the payload area.
     pub fn new(data: &'a [u8]) -> Self {
-        VarReader { data, pos: 0 }
+        VarReader::split(data, &[])
+    }
+
+    pub fn split(area: &'a [u8], inline: &'a [u8]) -> Self {
+        VarReader { area: Source { data: area, pos: 0 }, inline: Source { data: inline, pos: 0 } }
     }
 
     /// Takes the variable field whose `struct tb_var` descriptor sits at
-    /// `desc_offset` in `fixed`.
+    /// `desc_offset` in `fixed`. The returned flags omit TB_VAR_INLINE (where
+    /// the bytes travelled is no property of the field).
     pub fn take(&mut self, fixed: &[u8], desc_offset: usize) -> Result<Var, DecodeError> {
         let len = u32::from_le_bytes(read_array(fixed, desc_offset)?) as usize;
         let flags = u32::from_le_bytes(read_array(fixed, desc_offset + 4)?);
         let size = u64::from_le_bytes(read_array(fixed, desc_offset + 8)?);
-        let end = self.pos.checked_add(len).filter(|&e| e <= self.data.len()).ok_or(
-            DecodeError::VarOutOfBounds { offset: self.pos, len, available: self.data.len() },
-        )?;
-        let data = self.data[self.pos..end].to_vec();
-        self.pos = end;
-        Ok(Var { data, flags, size })
+        let src = if flags & VAR_INLINE != 0 { &mut self.inline } else { &mut self.area };
+        let data = src.take(len)?.to_vec();
+        Ok(Var { data, flags: flags & !VAR_INLINE, size })
     }
 
     /// Fails if bytes are left over: the descriptors must account for all.
     pub fn finish(&self) -> Result<(), DecodeError> {
-        match self.data.len() - self.pos {
+        match self.area.left() + self.inline.left() {
             0 => Ok(()),
             n => Err(DecodeError::TrailingBytes(n)),
         }
+    }
+}
+
+/// TB_VAR_INLINE: a transport flag, not one of `var_flags`.
+const VAR_INLINE: u32 = 0x10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `struct tb_var` descriptor: len, flags, size.
+    fn desc(len: u32, flags: u32, size: u64) -> Vec<u8> {
+        [len.to_le_bytes().as_slice(), &flags.to_le_bytes(), &size.to_le_bytes()].concat()
+    }
+
+    #[test]
+    fn inline_and_area_fields_are_taken_from_their_own_bytes_in_order() {
+        // Field order: inline "ab", area "XYZ", inline "c", area "" (empty).
+        let fixed = [desc(2, VAR_INLINE, 2), desc(3, 0x1, 9), desc(1, VAR_INLINE, 1), desc(0, 0, 0)].concat();
+        let mut vr = VarReader::split(b"XYZ", b"abc");
+        let got: Vec<Var> = (0..4).map(|i| vr.take(&fixed, 16 * i).unwrap()).collect();
+        assert_eq!(got[0], Var { data: b"ab".to_vec(), flags: 0, size: 2 });
+        assert_eq!(got[1], Var { data: b"XYZ".to_vec(), flags: 0x1, size: 9 });
+        assert_eq!(got[2], Var { data: b"c".to_vec(), flags: 0, size: 1 });
+        assert_eq!(got[3], Var { data: vec![], flags: 0, size: 0 });
+        assert_eq!(vr.finish(), Ok(()));
+    }
+
+    #[test]
+    fn bytes_left_in_either_source_or_missing_are_errors() {
+        let fixed = desc(2, VAR_INLINE, 2);
+        let mut vr = VarReader::split(b"", b"abc");
+        vr.take(&fixed, 0).unwrap();
+        assert_eq!(vr.finish(), Err(DecodeError::TrailingBytes(1)));
+        let mut vr = VarReader::split(b"q", b"ab");
+        vr.take(&fixed, 0).unwrap();
+        assert_eq!(vr.finish(), Err(DecodeError::TrailingBytes(1)));
+        // An inline field is never read from the payload-area bytes.
+        let mut vr = VarReader::split(b"abc", b"a");
+        assert_eq!(vr.take(&fixed, 0), Err(DecodeError::VarOutOfBounds { offset: 0, len: 2, available: 1 }));
     }
 }

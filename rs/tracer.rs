@@ -151,14 +151,20 @@ impl Inbox {
     }
 }
 
-/// The event kind and payload of record `raw`, its variable bytes in `bytes`.
+/// The event kind and payload of ring sample `raw` (the record, then room
+/// for an inline field); its payload-area bytes are `bytes`.
 fn decode_payload(raw: &[u8], bytes: &[u8], formats: &HashMap<u32, Arc<Format>>) -> Result<(EventKind, Payload), DecodeError> {
     let type_id = read_array::<4>(raw, rec::EVENT_TYPE).map(u32::from_le_bytes)?;
     let flags = read_array::<4>(raw, rec::FLAGS).map(u32::from_le_bytes)?;
+    let inline_len = read_array::<4>(raw, rec::INLINE_LEN).map(u32::from_le_bytes)? as usize;
     let fixed = raw.get(rec::FIXED..RECORD_SIZE).ok_or(DecodeError::RecordTooShort { need: RECORD_SIZE, got: raw.len() })?;
+    let inline = RECORD_SIZE
+        .checked_add(inline_len)
+        .and_then(|end| raw.get(RECORD_SIZE..end))
+        .ok_or(DecodeError::InlineTooLong { inline_len, got: raw.len() })?;
     if flags & REC_GENERIC != 0 {
         let format = formats.get(&type_id).ok_or(DecodeError::UnknownEventType(type_id))?.clone();
-        let mut vr = VarReader::new(bytes);
+        let mut vr = VarReader::split(bytes, inline);
         let raw_var = vr.take(fixed, 0)?;
         let strs: [_; MAX_USER_STRS] = [vr.take(fixed, 16)?, vr.take(fixed, 32)?, vr.take(fixed, 48)?];
         vr.finish()?;
@@ -166,7 +172,7 @@ fn decode_payload(raw: &[u8], bytes: &[u8], formats: &HashMap<u32, Arc<Format>>)
         Ok((EventKind::Generic(format), Payload::Generic(g)))
     } else {
         let event_type = EventType::from_id(type_id).ok_or(DecodeError::UnknownEventType(type_id))?;
-        Ok((EventKind::Typed(event_type), Payload::decode(event_type, fixed, bytes)?))
+        Ok((EventKind::Typed(event_type), Payload::decode_split(event_type, fixed, bytes, inline)?))
     }
 }
 

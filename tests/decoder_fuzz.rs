@@ -58,15 +58,21 @@ fn desc_len() -> impl Strategy<Value = u32> {
     ]
 }
 
+/// TB_VAR_INLINE: the field's bytes are in the ring sample after the record.
+const VAR_INLINE: u32 = 0x10;
+
 /// A fixed part of the event's size (or the whole slot) with the given
 /// descriptors written at each variable field's offset, other bytes random.
+/// The descriptors describe payload-area fields (what `Payload::decode`
+/// reads): the inline bit is cleared; `var_reader_never_reads_past_its_input`
+/// covers fields split between the two sources.
 fn fixed_with(ty: EventType, noise: &[u8], descs: &[(u32, u32, u64)], whole_slot: bool) -> Vec<u8> {
     let size = if whole_slot { FIXED_SLOT.max(ty.fixed_size()) } else { ty.fixed_size() };
     let mut fixed: Vec<u8> = noise.iter().copied().cycle().take(size).collect();
     fixed.resize(size, 0);
     for (off, (len, flags, sz)) in var_fields(ty).into_iter().zip(descs) {
         fixed[off..off + 4].copy_from_slice(&len.to_le_bytes());
-        fixed[off + 4..off + 8].copy_from_slice(&flags.to_le_bytes());
+        fixed[off + 4..off + 8].copy_from_slice(&(flags & !VAR_INLINE).to_le_bytes());
         fixed[off + 8..off + 16].copy_from_slice(&sz.to_le_bytes());
     }
     fixed
@@ -286,7 +292,7 @@ proptest! {
             for (v, d) in vars.iter().zip(&descs) {
                 prop_assert_eq!(v.data.len(), d.0 as usize);
                 prop_assert_eq!(&v.data[..], &var[at..at + d.0 as usize]);
-                prop_assert_eq!(v.flags, d.1);
+                prop_assert_eq!(v.flags, d.1 & !VAR_INLINE);
                 prop_assert_eq!(v.size, d.2);
                 at += d.0 as usize;
             }
@@ -353,37 +359,48 @@ proptest! {
         }
     }
 
-    /// VarReader with descriptors anywhere (also past the fixed part) and a
-    /// sequence of takes that overruns: errors, and `finish` accounts for the rest.
+    /// VarReader with descriptors anywhere (also past the fixed part), each
+    /// field from the payload-area bytes or (inline bit) the inline bytes,
+    /// and a sequence of takes that overruns: errors, never a read from the
+    /// wrong source, and `finish` accounts for the rest of both.
     #[test]
     fn var_reader_never_reads_past_its_input(
         fixed in proptest::collection::vec(any::<u8>(), 0..64),
         var in proptest::collection::vec(any::<u8>(), 0..64),
+        inl in proptest::collection::vec(any::<u8>(), 0..16),
         offsets in proptest::collection::vec(prop_oneof![0usize..72, (usize::MAX - 20)..=usize::MAX], 0..6),
     ) {
-        let mut vr = VarReader::new(&var);
-        let mut used = 0usize;
+        let mut vr = VarReader::split(&var, &inl);
+        let (mut used_var, mut used_inl) = (0usize, 0usize);
         for off in offsets {
+            let inline = off
+                .checked_add(8)
+                .and_then(|e| fixed.get(off + 4..e))
+                .is_some_and(|f| u32::from_le_bytes(f.try_into().unwrap()) & VAR_INLINE != 0);
+            let (src, used) = if inline { (&inl, &mut used_inl) } else { (&var, &mut used_var) };
             match vr.take(&fixed, off) {
                 Ok(v) => {
                     prop_assert!(off.checked_add(VAR_DESC).is_some_and(|e| e <= fixed.len()));
-                    prop_assert_eq!(&v.data[..], &var[used..used + v.data.len()]);
-                    used += v.data.len();
+                    prop_assert_eq!(&v.data[..], &src[*used..*used + v.data.len()]);
+                    prop_assert_eq!(v.flags & VAR_INLINE, 0);
+                    *used += v.data.len();
                 }
                 Err(DecodeError::OutOfBounds { .. }) => {
                     prop_assert!(off.checked_add(VAR_DESC).is_none_or(|e| e > fixed.len()));
                 }
                 Err(DecodeError::VarOutOfBounds { offset, len, available }) => {
-                    prop_assert_eq!(offset, used);
-                    prop_assert_eq!(available, var.len());
-                    prop_assert!(used as u128 + len as u128 > var.len() as u128);
+                    prop_assert_eq!(offset, *used);
+                    prop_assert_eq!(available, src.len());
+                    prop_assert!(*used as u128 + len as u128 > src.len() as u128);
                 }
                 Err(e) => prop_assert!(false, "unexpected {:?}", e),
             }
         }
+        let used = used_var + used_inl;
+        let total = var.len() + inl.len();
         match vr.finish() {
-            Ok(()) => prop_assert_eq!(used, var.len()),
-            Err(e) => prop_assert_eq!(e, DecodeError::TrailingBytes(var.len() - used)),
+            Ok(()) => prop_assert_eq!(used, total),
+            Err(e) => prop_assert_eq!(e, DecodeError::TrailingBytes(total - used)),
         }
     }
 

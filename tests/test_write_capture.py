@@ -52,6 +52,41 @@ def test_stdout_and_stderr_writes_are_captured_byte_exact():
     assert stats["delivered"] >= 2
 
 
+# A write or pwrite64 content of up to 64 bytes (TB_INLINE_ROOM) rides in its
+# ring record, a longer one in the payload area: sizes on both sides of the
+# limit, through both events and fds 1 and 2, each byte-exact.
+EDGE_SIZES = [0, 1, 63, 64, 65, 4096]
+EDGE_WRITER = f"""
+import os
+for i, n in enumerate({EDGE_SIZES}):
+    os.write(1 + i % 2, bytes((i * 7 + k) % 251 for k in range(n)))
+os.pwrite(1, b"p" * 64, 0)
+os.pwrite(1, b"q" * 65, 0)
+"""
+
+
+def test_contents_on_both_sides_of_the_inline_limit_are_byte_exact():
+    with tracer_ebpf.Tracer(["syscalls/sys_enter_write", "syscalls/sys_enter_pwrite64"]) as t:
+        child = subprocess.Popen([PY, "-c", EDGE_WRITER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        child.wait()
+        events = []
+
+        def mine():
+            return [e for e in events if e.pid == child.pid and e.payload["fd"] in (1, 2)]
+
+        wait_for(lambda: (events.extend(t.poll(0.05)), len(mine()) >= len(EDGE_SIZES) + 2)[1], timeout=5)
+        events.extend(t.drain())
+        stats = t.stats()
+    got = mine()
+    want = [bytes((i * 7 + k) % 251 for k in range(n)) for i, n in enumerate(EDGE_SIZES)] + [b"p" * 64, b"q" * 65]
+    assert [e.payload["content"] for e in got] == want
+    assert [e.payload["count"] for e in got] == [len(w) for w in want]
+    assert [e.payload["fd"] for e in got] == [1 + i % 2 for i in range(len(EDGE_SIZES))] + [1, 1]
+    assert [e.event_type for e in got][-2:] == ["syscalls/sys_enter_pwrite64"] * 2
+    assert not any(e.payload_lost for e in got)
+    assert stats["decode_errors"] == 0 and stats["payload_full"] == 0 and stats["ring_full"] == 0
+
+
 def test_json_line_of_binary_content_round_trips():
     with tracer_ebpf.Tracer("syscalls/sys_enter_write") as t:
         child = subprocess.Popen([PY, "-c", WRITER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

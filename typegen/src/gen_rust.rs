@@ -134,9 +134,13 @@ pub fn render(m: &Model) -> String {
         "        }\n    }\n\n    /// Decodes the fixed part and the variable bytes of one record. Every\n    \
          /// offset and length is checked: malformed input is an error, never a panic.\n    \
          pub fn decode(ty: EventType, fixed: &[u8], var: &[u8]) -> Result<Payload, DecodeError> {\n        \
+         Payload::decode_split(ty, fixed, var, &[])\n    }\n\n    \
+         /// Like `decode`, the variable bytes split between the payload area\n    \
+         /// (`var`) and the ring sample (`inline`, fields flagged TB_VAR_INLINE).\n    \
+         pub fn decode_split(ty: EventType, fixed: &[u8], var: &[u8], inline: &[u8]) -> Result<Payload, DecodeError> {\n        \
          if fixed.len() < ty.fixed_size() {\n            \
          return Err(DecodeError::FixedTooShort { event: ty.name(), need: ty.fixed_size(), got: fixed.len() });\n        }\n        \
-         #[allow(unused_mut, unused_variables)]\n        let mut vr = VarReader::new(var);\n        let p = match ty {\n",
+         #[allow(unused_mut, unused_variables)]\n        let mut vr = VarReader::split(var, inline);\n        let p = match ty {\n",
     );
     for e in &m.events {
         let _ = writeln!(w, "            EventType::{0} => Payload::{0}(payload::{0} {{", e.camel());

@@ -32,7 +32,7 @@ pub const HEADER: &[HeaderField] = &[
     f("comm", "char[16]", COMM_LEN, "task comm, NUL padded"),
     f("payload_pos", "u64", 8, "logical start of the variable bytes in this CPU's payload region"),
     f("payload_len", "u32", 4, "number of variable bytes in the payload region"),
-    f("reserved", "u32", 4, "zero"),
+    f("inline_len", "u32", 4, "bytes of a TB_VAR_INLINE field right after this record in its ring sample"),
 ];
 
 pub fn offset_of(name: &str) -> usize {
