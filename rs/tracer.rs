@@ -83,7 +83,8 @@ impl Inbox {
         }
     }
 
-    /// The event of record `raw`, and how many payload bytes it had.
+    /// The event of record `raw`, and how many variable bytes it had
+    /// (payload area and inline).
     fn decode(&mut self, raw: &[u8]) -> Result<(Event, usize), DecodeError> {
         if raw.len() < RECORD_SIZE {
             return Err(DecodeError::RecordTooShort { need: RECORD_SIZE, got: raw.len() });
@@ -147,7 +148,9 @@ impl Inbox {
             flags,
             payload,
         };
-        Ok((event, len as usize))
+        // Inline bytes count too: the queue bounds what the events hold.
+        let inline_len = u32_at(rec::INLINE_LEN)? as usize;
+        Ok((event, len as usize + inline_len))
     }
 }
 

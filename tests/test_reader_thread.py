@@ -93,3 +93,27 @@ def test_a_full_queue_stops_draining_and_the_kernel_counts_the_rest():
     # The first writes were drained into the queue or held by the area; none
     # of what was delivered is damaged (checked in run()).
     assert len(intact) + null == N - st["ring_full"], st
+
+
+def _queue_peak_for_writes(size: int, n: int) -> dict:
+    """Stats after the reader thread queued `n` writes of `size` bytes from
+    one process, none taken out yet."""
+    code = f"import os\nfor _ in range({n}): os.write(1, b'w' * {size})\n"
+    with gated_process([PY, "-c", code], stdout=subprocess.DEVNULL) as (proc, go):
+        with tracer_ebpf.Tracer("syscalls/sys_enter_write", pids=[proc.pid]) as t:
+            go()
+            proc.wait(timeout=30)
+            deadline = time.monotonic() + 10
+            while t.stats()["queued"] < n and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return t.stats()
+
+
+def test_queue_bytes_count_contents_carried_in_the_ring_record():
+    # A 64-byte content travels in its ring record (TB_INLINE_ROOM), not the
+    # payload area; the queue's byte bound must still count it: the same
+    # number of events weighs exactly 64 bytes more each than empty writes.
+    n = 200
+    empty, small = _queue_peak_for_writes(0, n), _queue_peak_for_writes(64, n)
+    assert empty["queued"] == small["queued"] == n, (empty, small)
+    assert small["queued_bytes"] - empty["queued_bytes"] == 64 * n, (empty, small)
