@@ -451,7 +451,7 @@ TOOLS: List[Tool] = [
         probe=probe_example,
         ready=r"tracing",
         stdout_is_capture=True,
-        note="target/release/example --events syscalls/sys_enter_write --comm tbwork > file (default buffers: 32 MiB ring, payload area 1/16 of RAM over the CPUs, 1/8 of RAM userspace queue, content_max 1 MiB)",
+        note="target/release/example --events syscalls/sys_enter_write --comm tbwork > file (default buffers: sized from memory, at most 64 MiB of kernel memory; userspace queue 1/8 of memory; content_max 1 MiB)",
     ),
     Tool(
         name="tracer-example",
@@ -815,6 +815,7 @@ class Row:
     consumer_cpu_s: Optional[float] = None  # while the workload ran and the tool drained
     consumer_cpu_total_s: Optional[float] = None  # whole life, start-up included
     drain_s: Optional[float] = None  # workload end -> the tool's output went quiet
+    close_s: Optional[float] = None  # SIGINT -> the tool exited (flush, detach, free)
     bpf_us_per_write: Optional[float] = None  # the tool's BPF programs' run time / writes
     bpf_runs_per_write: Optional[float] = None  # their runs / writes (>1: other writers, the tool's own output)
     kernel_mib: Optional[float] = None  # memlock of the tool's BPF maps and programs
@@ -952,7 +953,9 @@ def measure(tool: Tool, c: Ctx, tmp: Path, block: bytes, a: argparse.Namespace) 
                 if cpu0 is not None and cpu1 is not None:
                     row.consumer_cpu_s = cpu1 - cpu0
             finally:
+                t_stop = time.monotonic()
                 rc, ru, how = stop(p, a.stop_grace)
+                row.close_s = time.monotonic() - t_stop
                 row.stop_how = how
                 row.consumer_cpu_total_s = ru_cpu(ru)
             if tool.stdout_is_capture:
@@ -1029,8 +1032,16 @@ def human(n: int) -> str:
 
 
 COLUMNS = ["case", "tool", "wall ms", "slowdown", "+µs/write", "events", "intact", "trunc", "corrupt", "lost",
-           "max B/event", "tool-reported losses", "BPF µs/write", "consumer CPU s", "drain s", "start-up s",
-           "kernel MiB", "user peak MiB"]
+           "max B/event", "tool-reported losses", "BPF µs/write", "consumer CPU s", "drain s", "drain GB/s",
+           "start-up s", "close s", "kernel MiB", "user peak MiB"]
+
+
+def drain_gbps(r: Row) -> Optional[float]:
+    """Content bytes captured intact over the time from the first write to
+    the tool's output going quiet: how fast the tool moved them out."""
+    if r.tally is None or r.wall_s is None or r.drain_s is None or r.wall_s + r.drain_s <= 0:
+        return None
+    return r.tally.intact * r.size / (r.wall_s + r.drain_s) / 1e9
 
 
 def table(rows: List[Row]) -> str:
@@ -1054,7 +1065,8 @@ def table(rows: List[Row]) -> str:
             maxb = str(t.max_bytes)
         cells = [case, tool, fmt(r.wall_s and r.wall_s * 1e3, ".1f"), fmt(r.slowdown, ".2f") + ("×" if r.slowdown else ""),
                  fmt(r.added_us_per_write, ".2f"), ev, intact, trunc, corrupt, lost, maxb, r.tool_losses or "—",
-                 fmt(r.bpf_us_per_write, ".2f"), fmt(r.consumer_cpu_s, ".2f"), fmt(r.drain_s, ".2f"), fmt(r.startup_s, ".3f"),
+                 fmt(r.bpf_us_per_write, ".2f"), fmt(r.consumer_cpu_s, ".2f"), fmt(r.drain_s, ".2f"),
+                 fmt(drain_gbps(r), ".2f"), fmt(r.startup_s, ".3f"), fmt(r.close_s, ".3f"),
                  fmt(r.kernel_mib, ".0f"), fmt(r.user_peak_mib, ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -1191,7 +1203,7 @@ def main() -> int:
     ap.add_argument("--quiet", type=float, default=0.5, help="output unchanged this long = tracer caught up")
     ap.add_argument("--stop-grace", type=float, default=30, help="seconds between SIGINT and SIGKILL")
     ap.add_argument("--bpftrace-rb-pages", type=int, default=1024, help="BPFTRACE_PERF_RB_PAGES (per CPU)")
-    ap.add_argument("--bcc-ring-mib", type=int, default=32, help="bcc ring-buffer size")
+    ap.add_argument("--bcc-ring-mib", type=int, default=64, help="bcc ring-buffer size")
     ap.add_argument("--bcc-big-ring-mib", type=int, default=1024, help="bcc-same's ring-buffer size")
     ap.add_argument("--python", default=sys.executable, help="Python with tracer_ebpf, for py-iter")
     ap.add_argument("--tracer-example", default=None, help="the tracer-example CLI (default: beside --python, or on PATH)")

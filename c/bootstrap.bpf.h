@@ -73,8 +73,11 @@ struct {
 	__type(value, struct tb_config);
 } cfg SEC(".maps");
 
+/* Allocated as entries are added (not preallocated: 65,536 entries would
+ * hold 5 MiB of kernel memory for a filter that is usually empty). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, __u32);   /* tgid */
 	__type(value, __u8);  /* 1 = given by the caller, 2 = added by follow */
@@ -518,7 +521,7 @@ int BPF_PROG(tb_follow_fork, struct task_struct *parent, struct task_struct *chi
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, 8192); /* the generic tracepoints asked for, set at load time */
 	__type(key, __u32); /* tracefs ID (common_type) */
 	__type(value, struct tb_generic_desc);
 } generic_desc SEC(".maps");

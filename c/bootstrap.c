@@ -527,17 +527,35 @@ static uint64_t clamp_u64(uint64_t v, uint64_t lo, uint64_t hi)
 	return v < lo ? lo : v > hi ? hi : v;
 }
 
-/* The default payload area per CPU, the same rule as the Rust core's
- * default_payload_bytes_per_cpu (rs/config.rs): 1/16 of physical memory,
- * 32 MiB to 2 GiB in all, spread over the possible CPUs, 4 to 512 MiB each. */
-static size_t default_payload_bytes_per_cpu(void)
+/* Default buffer sizes, the rule of the Rust core (rs/sizing.rs) from
+ * physical memory M (the Rust core also lowers M to the cgroup's memory
+ * limit; this library does not read cgroups): kernel budget K = M/384,
+ * 12 to 64 MiB; the ring the power of two nearest K/16 (1 to 4 MiB); 1 MiB
+ * for the other maps; the payload area the rest, over the possible CPUs, in
+ * whole chunks, at least 2 MiB each. */
+static uint64_t kernel_budget(void)
 {
 	struct sysinfo si;
 	uint64_t ram = sysinfo(&si) == 0 ? (uint64_t)si.totalram * (si.mem_unit ? si.mem_unit : 1) : 0;
-	uint64_t total = clamp_u64(ram / 16, 32ull << 20, 2ull << 30);
+	return clamp_u64((ram ? ram : 1ull << 30) / 384, 12ull << 20, 64ull << 20);
+}
+
+static size_t default_ring_bytes(void)
+{
+	uint64_t k = kernel_budget() / 16, below = 1;
+	while (below * 2 <= k)
+		below *= 2;
+	return (size_t)clamp_u64(k - below >= below / 2 ? below * 2 : below, 1ull << 20, 4ull << 20);
+}
+
+static size_t default_payload_bytes_per_cpu(void)
+{
+	uint64_t k = kernel_budget(), ring = default_ring_bytes(), other = 1ull << 20;
 	int ncpus = libbpf_num_possible_cpus();
-	uint64_t per = clamp_u64(total / (uint64_t)(ncpus > 0 ? ncpus : 1), 4ull << 20, 512ull << 20);
-	return (size_t)((per + TB_CHUNK_SIZE - 1) / TB_CHUNK_SIZE * TB_CHUNK_SIZE);
+	uint64_t area = k > ring + other ? k - ring - other : 0;
+	uint64_t chunks = area / (uint64_t)(ncpus > 0 ? ncpus : 1) / TB_CHUNK_ELEM_SIZE;
+	uint64_t min_chunks = (2ull << 20) / TB_CHUNK_SIZE;
+	return (size_t)((chunks > min_chunks ? chunks : min_chunks) * TB_CHUNK_SIZE);
 }
 
 static int resolve(const struct tb_options *o, struct resolved *c, char *errbuf, size_t errlen)
@@ -547,7 +565,7 @@ static int resolve(const struct tb_options *o, struct resolved *c, char *errbuf,
 		return err;
 	c->content_max = o->content_max ? o->content_max : 1u << 20;
 	c->argv_max = o->argv_max ? o->argv_max : 128u << 10;
-	size_t ring = o->ring_bytes ? o->ring_bytes : 32u << 20;
+	size_t ring = o->ring_bytes ? o->ring_bytes : default_ring_bytes();
 	size_t payload = o->payload_bytes_per_cpu ? o->payload_bytes_per_cpu : default_payload_bytes_per_cpu();
 	c->wake_ns = o->wake_ns ? o->wake_ns : 1000000;
 	RANGE("content_max", c->content_max, 1, 1u << 20);

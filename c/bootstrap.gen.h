@@ -17,9 +17,9 @@
 #define TB_FIXED_SLOT_SIZE 64
 #define TB_RECORD_SIZE 152
 #define TB_EVENT_COUNT 11
-#define TB_CHUNK_SIZE 262144u /* data bytes per payload-area element */
-#define TB_PIECE_MAX 16384u /* bytes per copy helper call at most */
-#define TB_CHUNK_ELEM_SIZE 278528u /* element size: data plus verifier slack */
+#define TB_CHUNK_SIZE 1048576u /* data bytes per payload-area element */
+#define TB_PIECE_MAX 65536u /* bytes per copy helper call at most */
+#define TB_CHUNK_ELEM_SIZE 1114112u /* element size: data plus verifier slack */
 #define TB_CPU_CTL_SIZE 128u
 
 /* Kernel counters: indexes into the per-CPU `stats` map. */

@@ -2,41 +2,30 @@
 //! ResolvedConfig before anything touches the kernel.
 
 use crate::error::{Error, Result};
+use crate::sizing::MemoryBudget;
 use crate::types::{EventType, CHUNK_SIZE, COMM_LEN};
 use std::time::Duration;
 
-/// Default ring buffer: 32 MiB holds about 200,000 record headers.
-pub const DEFAULT_RING_BYTES: usize = 32 << 20;
-
-/// Physical memory in bytes (0 if unknown).
-fn physical_memory() -> u64 {
-    // SAFETY: sysinfo fills the struct it is given.
-    let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
-    if unsafe { libc::sysinfo(&mut si) } != 0 {
-        return 0;
-    }
-    (si.totalram as u64).saturating_mul(si.mem_unit.max(1) as u64)
+/// Default ring-buffer bytes: 1/8 of the kernel memory budget, 1 to 8 MiB
+/// (see `sizing`).
+pub fn default_ring_bytes() -> usize {
+    MemoryBudget::detect().ring_bytes()
 }
 
-/// Default payload area per possible CPU: 1/16 of physical memory (32 MiB
-/// to 2 GiB in all) spread over the possible CPUs, 4 to 512 MiB each: 512
-/// MiB each on a 2-CPU, 24 GiB machine; 32 MiB each on 64 CPUs with 256
-/// GiB. A writer copying from cache outruns any reader (1 MiB writes to
-/// /dev/null reach 12-20 GB/s with the copy, the reader drains 2-4 GB/s),
-/// so a burst must fit here: 512 MiB holds 500 writes of 1 MiB from one
-/// thread even if the reader drained nothing meanwhile. The price is kernel
-/// memory held while tracing and start-up time (the kernel zeroes the area:
-/// about 0.1 s per 256 MiB); set `payload_bytes_per_cpu` lower to trade
-/// burst capacity for memory. The C library applies the same rule.
+/// Default payload area per possible CPU: the kernel memory budget (1/384 of
+/// the usable memory, 12 to 64 MiB) less the ring and the other maps, split
+/// over the possible CPUs, at least 2 MiB each (see `sizing`). The reader
+/// thread drains the area while a burst runs, so it only has to hold what
+/// the reader cannot move out meanwhile.
 pub fn default_payload_bytes_per_cpu() -> usize {
-    let total = (physical_memory() / 16).clamp(32 << 20, 2 << 30);
-    let ncpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1) as u64;
-    ((total / ncpus).clamp(4 << 20, 512 << 20) as usize).next_multiple_of(CHUNK_SIZE)
+    let ncpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1);
+    MemoryBudget::detect().payload_bytes_per_cpu(ncpus)
 }
 
-/// Default userspace queue limit: 1/8 of physical memory, 64 MiB to 1 GiB.
+/// Default userspace queue limit: 1/8 of the usable memory (RAM, or the
+/// cgroup's limit when lower), 16 MiB to 1 GiB.
 pub fn default_queue_bytes() -> usize {
-    (physical_memory() / 8).clamp(64 << 20, 1 << 30) as usize
+    MemoryBudget::detect().queue_bytes()
 }
 
 /// Tracer configuration. `Config::default()` traces every typed event the
@@ -62,6 +51,7 @@ pub struct Config {
     /// Most argv bytes captured per exec (1 byte to 1 MiB).
     pub argv_max: u32,
     /// Ring-buffer size in bytes (rounded up to a power of two).
+    /// Default: `default_ring_bytes()`.
     pub ring_bytes: usize,
     /// Payload area per possible CPU, in bytes (rounded up to 256 KiB).
     /// Default: `default_payload_bytes_per_cpu()`.
@@ -87,6 +77,8 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
+        let budget = MemoryBudget::detect();
+        let ncpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1);
         Config {
             events: Vec::new(),
             pids: Vec::new(),
@@ -96,9 +88,9 @@ impl Default for Config {
             all_fds: false,
             content_max: 1 << 20,
             argv_max: 128 << 10,
-            ring_bytes: DEFAULT_RING_BYTES,
-            payload_bytes_per_cpu: default_payload_bytes_per_cpu(),
-            queue_bytes: default_queue_bytes(),
+            ring_bytes: budget.ring_bytes(),
+            payload_bytes_per_cpu: budget.payload_bytes_per_cpu(ncpus),
+            queue_bytes: budget.queue_bytes(),
             reader_thread: true,
             wake_interval: Duration::from_millis(1),
             trace_self: false,

@@ -2,6 +2,7 @@
 //! a panic or an out-of-bounds read.
 
 use crate::value::Var;
+use bytes::Bytes;
 
 /// Why a record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,18 +36,23 @@ pub fn read_array<const N: usize>(buf: &[u8], offset: usize) -> Result<[u8; N], 
         .ok_or(DecodeError::OutOfBounds { offset, len: N, size: buf.len() })
 }
 
-/// Variable bytes of one source, handed out in order.
+/// Variable bytes of one source, handed out in order: as slices of `shared`
+/// when the bytes are already shared, else copied.
 struct Source<'a> {
     data: &'a [u8],
+    shared: Option<&'a Bytes>,
     pos: usize,
 }
 
 impl<'a> Source<'a> {
-    fn take(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
+    fn take(&mut self, len: usize) -> Result<Bytes, DecodeError> {
         let end = self.pos.checked_add(len).filter(|&e| e <= self.data.len()).ok_or(
             DecodeError::VarOutOfBounds { offset: self.pos, len, available: self.data.len() },
         )?;
-        let bytes = &self.data[self.pos..end];
+        let bytes = match self.shared {
+            Some(b) => b.slice(self.pos..end),
+            None => Bytes::copy_from_slice(&self.data[self.pos..end]),
+        };
         self.pos = end;
         Ok(bytes)
     }
@@ -70,8 +76,19 @@ impl<'a> VarReader<'a> {
         VarReader::split(data, &[])
     }
 
+    /// Bytes of the payload area and of the ring sample, copied out field
+    /// by field.
     pub fn split(area: &'a [u8], inline: &'a [u8]) -> Self {
-        VarReader { area: Source { data: area, pos: 0 }, inline: Source { data: inline, pos: 0 } }
+        VarReader { area: Source { data: area, shared: None, pos: 0 }, inline: Source { data: inline, shared: None, pos: 0 } }
+    }
+
+    /// Like `split`, the fields handed out as slices of the bytes given
+    /// (no copy).
+    pub fn shared(area: &'a Bytes, inline: &'a Bytes) -> Self {
+        VarReader {
+            area: Source { data: area, shared: Some(area), pos: 0 },
+            inline: Source { data: inline, shared: Some(inline), pos: 0 },
+        }
     }
 
     /// Takes the variable field whose `struct tb_var` descriptor sits at
@@ -82,7 +99,7 @@ impl<'a> VarReader<'a> {
         let flags = u32::from_le_bytes(read_array(fixed, desc_offset + 4)?);
         let size = u64::from_le_bytes(read_array(fixed, desc_offset + 8)?);
         let src = if flags & VAR_INLINE != 0 { &mut self.inline } else { &mut self.area };
-        let data = src.take(len)?.to_vec();
+        let data = src.take(len)?;
         Ok(Var { data, flags: flags & !VAR_INLINE, size })
     }
 
@@ -113,10 +130,10 @@ mod tests {
         let fixed = [desc(2, VAR_INLINE, 2), desc(3, 0x1, 9), desc(1, VAR_INLINE, 1), desc(0, 0, 0)].concat();
         let mut vr = VarReader::split(b"XYZ", b"abc");
         let got: Vec<Var> = (0..4).map(|i| vr.take(&fixed, 16 * i).unwrap()).collect();
-        assert_eq!(got[0], Var { data: b"ab".to_vec(), flags: 0, size: 2 });
-        assert_eq!(got[1], Var { data: b"XYZ".to_vec(), flags: 0x1, size: 9 });
-        assert_eq!(got[2], Var { data: b"c".to_vec(), flags: 0, size: 1 });
-        assert_eq!(got[3], Var { data: vec![], flags: 0, size: 0 });
+        assert_eq!(got[0], Var { data: Bytes::from_static(b"ab"), flags: 0, size: 2 });
+        assert_eq!(got[1], Var { data: Bytes::from_static(b"XYZ"), flags: 0x1, size: 9 });
+        assert_eq!(got[2], Var { data: Bytes::from_static(b"c"), flags: 0, size: 1 });
+        assert_eq!(got[3], Var { data: Bytes::new(), flags: 0, size: 0 });
         assert_eq!(vr.finish(), Ok(()));
     }
 

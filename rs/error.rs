@@ -34,6 +34,17 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    #[error(
+        "the kernel could not allocate the tracer's buffers ({asked}){limit}: lower them with \
+         ring_bytes / payload_bytes_per_cpu (--ring-bytes / --payload-bytes-per-cpu), or raise the memory limit"
+    )]
+    OutOfMemory {
+        /// What was asked, in words ("ring 8 MiB + payload area 2 x 23.5 MiB").
+        asked: String,
+        /// "; the cgroup limit is ..." when one applies, else empty.
+        limit: String,
+    },
+
     #[error("the kernel rejected the BPF program {program}: {message}\n{log}")]
     Verifier { program: String, message: String, log: String },
 

@@ -20,6 +20,7 @@ pub mod bpf {
     include!(concat!(env!("OUT_DIR"), "/bootstrap.skel.rs"));
 }
 
+pub mod byte_blocks;
 pub mod config;
 pub mod decode;
 pub mod error;
@@ -29,6 +30,7 @@ pub mod memory;
 mod loader;
 pub mod payload_area;
 mod queue;
+pub mod sizing;
 pub mod stats;
 pub mod tracefs;
 pub mod tracepoint_format;

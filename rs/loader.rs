@@ -102,6 +102,7 @@ pub fn open_and_load(cfg: &ResolvedConfig, ncpus: usize) -> Result<Object> {
             "events" => m.set_max_entries(cfg.ring_bytes as u32),
             "payload" => m.set_max_entries(payload_entries),
             "cpu_ctl" => m.set_max_entries(ncpus as u32),
+            "generic_desc" => m.set_max_entries(cfg.generic.len().clamp(1, 8192) as u32),
             n if n.ends_with(".rodata") => {
                 let data = m.initial_value_mut().ok_or_else(|| Error::Config("BPF object has no rodata".into()))?;
                 write_rodata(data, cfg)?;
@@ -118,7 +119,31 @@ pub fn open_and_load(cfg: &ResolvedConfig, ncpus: usize) -> Result<Object> {
             || cfg.events.iter().any(|e| e.program_name() == name);
         p.set_autoload(wanted);
     }
-    open.load().map_err(|e| load_error(e))
+    open.load().map_err(|e| {
+        if raw_errno(&e) == Some(libc::ENOMEM) || e.kind() == libbpf_rs::ErrorKind::OutOfMemory {
+            out_of_memory(cfg, ncpus)
+        } else {
+            load_error(e)
+        }
+    })
+}
+
+/// The error for buffers the kernel could not allocate: what was asked and
+/// the limit that applies.
+pub fn out_of_memory(cfg: &ResolvedConfig, ncpus: usize) -> Error {
+    let mib = |b: f64| b / (1u64 << 20) as f64;
+    let per_cpu = (cfg.payload_chunks_per_cpu * crate::types::CHUNK_ELEM_SIZE) as f64;
+    let asked = format!(
+        "ring {:.1} MiB + payload area {ncpus} x {:.1} MiB = {:.1} MiB",
+        mib(cfg.ring_bytes as f64),
+        mib(per_cpu),
+        mib(cfg.ring_bytes as f64 + ncpus as f64 * per_cpu)
+    );
+    let limit = match crate::sizing::MemoryBudget::detect().cgroup {
+        Some((l, file)) => format!("; this process's memory limit is {:.1} MiB ({file})", mib(l as f64)),
+        None => String::new(),
+    };
+    Error::OutOfMemory { asked, limit }
 }
 
 fn load_error(e: libbpf_rs::Error) -> Error {

@@ -92,49 +92,47 @@ impl PayloadArea {
     /// to `out`. Returns false if the producer may have overwritten them while
     /// they were copied (never expected: the producer respects `tail`).
     pub fn read(&self, cpu: u32, pos: u64, len: u32, out: &mut Vec<u8>) -> Result<bool, DecodeError> {
-        let cpu_us = cpu as usize;
-        let region = self.region_size();
-        if cpu_us >= self.ncpus || len as u64 > region {
+        if cpu as usize >= self.ncpus || len as u64 > self.region_size() {
             return Err(DecodeError::PayloadOutOfRange { cpu, pos, len });
         }
+        let start = out.len();
+        out.resize(start + len as usize, 0);
+        let r = self.read_into(cpu, pos, &mut out[start..]);
+        if r.is_err() {
+            out.truncate(start);
+        }
+        r
+    }
+
+    /// Copies the `dst.len()` payload bytes at logical position `pos` of
+    /// `cpu`'s region into `dst` (gathered across chunk boundaries). Returns
+    /// false if the producer may have overwritten them while they were
+    /// copied (never expected: the producer respects `tail`).
+    pub fn read_into(&self, cpu: u32, pos: u64, dst: &mut [u8]) -> Result<bool, DecodeError> {
+        let cpu_us = cpu as usize;
+        let region = self.region_size();
+        let len = dst.len() as u64;
+        let out_of_range = DecodeError::PayloadOutOfRange { cpu, pos, len: len.min(u32::MAX as u64) as u32 };
+        if cpu_us >= self.ncpus || len > region {
+            return Err(out_of_range);
+        }
         let mut done = 0u64;
-        while done < len as u64 {
+        while done < len {
             let p = pos.wrapping_add(done);
             let chunk = cpu_us * self.nchunks + ((p / CHUNK_SIZE as u64) % self.nchunks as u64) as usize;
             let off = (p % CHUNK_SIZE as u64) as usize;
-            let n = ((CHUNK_SIZE - off) as u64).min(len as u64 - done) as usize;
+            let n = ((CHUNK_SIZE - off) as u64).min(len - done) as usize;
             let at = chunk * CHUNK_ELEM_SIZE + off;
             if at + n > self.data.len {
-                return Err(DecodeError::PayloadOutOfRange { cpu, pos, len });
+                return Err(out_of_range);
             }
             // SAFETY: in bounds (checked above); the producer does not write
             // these bytes until we release them (checked again below).
-            out.extend_from_slice(unsafe { std::slice::from_raw_parts(self.data.ptr.add(at), n) });
+            let src = unsafe { std::slice::from_raw_parts(self.data.ptr.add(at), n) };
+            dst[done as usize..done as usize + n].copy_from_slice(src);
             done += n as u64;
         }
         Ok(self.intact(cpu, pos))
-    }
-
-    /// The `len` payload bytes at logical position `pos` of `cpu`'s region,
-    /// in place, if they lie in one chunk (None: they span chunks, use
-    /// `read`). Check `intact` after using them.
-    pub fn contiguous(&self, cpu: u32, pos: u64, len: u32) -> Result<Option<&[u8]>, DecodeError> {
-        let cpu_us = cpu as usize;
-        if cpu_us >= self.ncpus || len as u64 > self.region_size() {
-            return Err(DecodeError::PayloadOutOfRange { cpu, pos, len });
-        }
-        let off = (pos % CHUNK_SIZE as u64) as usize;
-        if off + len as usize > CHUNK_SIZE {
-            return Ok(None);
-        }
-        let chunk = cpu_us * self.nchunks + ((pos / CHUNK_SIZE as u64) % self.nchunks as u64) as usize;
-        let at = chunk * CHUNK_ELEM_SIZE + off;
-        if at + len as usize > self.data.len {
-            return Err(DecodeError::PayloadOutOfRange { cpu, pos, len });
-        }
-        // SAFETY: in bounds (checked above); the producer does not write these
-        // bytes until they are released (and `intact` checks it did not).
-        Ok(Some(unsafe { std::slice::from_raw_parts(self.data.ptr.add(at), len as usize) }))
     }
 
     /// True unless the producer on `cpu` has reserved past `pos` + region,

@@ -23,6 +23,7 @@ fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::UnknownEvent { .. } => "UnknownEventError",
         Error::TracepointMissing { .. } => "TracepointMissingError",
         Error::Config(_) => "ConfigError",
+        Error::OutOfMemory { .. } => "TracerMemoryError",
         Error::Verifier { .. } => "VerifierError",
         Error::Bpf { .. } | Error::Io { .. } => "TracerError",
     };
@@ -118,12 +119,15 @@ impl NativeTracer {
         all_fds: bool,
         content_max: u32,
         argv_max: u32,
-        ring_bytes: usize,
-        payload_bytes_per_cpu: usize,
-        queue_bytes: usize,
+        ring_bytes: Option<usize>,
+        payload_bytes_per_cpu: Option<usize>,
+        queue_bytes: Option<usize>,
         reader_thread: bool,
         trace_self: bool,
     ) -> PyResult<Self> {
+        // Sizes not given are sized from the memory this process may use
+        // (RAM or its cgroup's limit), now: see sizing.rs.
+        let defaults = Config::default();
         let cfg = Config {
             events,
             pids,
@@ -133,12 +137,12 @@ impl NativeTracer {
             all_fds,
             content_max,
             argv_max,
-            ring_bytes,
-            payload_bytes_per_cpu,
-            queue_bytes,
+            ring_bytes: ring_bytes.unwrap_or(defaults.ring_bytes),
+            payload_bytes_per_cpu: payload_bytes_per_cpu.unwrap_or(defaults.payload_bytes_per_cpu),
+            queue_bytes: queue_bytes.unwrap_or(defaults.queue_bytes),
             reader_thread,
             trace_self,
-            ..Config::default()
+            ..defaults
         };
         let t = py.detach(|| crate::Tracer::new(cfg)).map_err(|e| to_py(py, e))?;
         let schema = Mutex::new(Schema::new(t.events()));
@@ -188,6 +192,20 @@ impl NativeTracer {
         for (k, v) in s.pairs() {
             d.set_item(k, v)?;
         }
+        Ok(d)
+    }
+
+    /// The buffer sizes in force and the kernel memory they hold.
+    fn memory<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let t = self.lock()?;
+        let kernel = t.kernel_memory().map_err(|e| to_py(py, e))?;
+        let c = t.config();
+        let d = PyDict::new(py);
+        d.set_item("kernel_bytes", kernel)?;
+        d.set_item("ring_bytes", c.ring_bytes)?;
+        d.set_item("payload_bytes_per_cpu", c.payload_chunks_per_cpu * crate::types::CHUNK_SIZE)?;
+        d.set_item("ncpus", t.ncpus())?;
+        d.set_item("queue_bytes", c.queue_bytes)?;
         Ok(d)
     }
 

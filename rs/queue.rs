@@ -14,6 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// Events the queue keeps room for once emptied; a burst may grow it far
+/// beyond (about 150 bytes an event), and that is given back.
+const KEEP_CAPACITY: usize = 16 << 10;
+
 /// Decoded events waiting for `poll`, with what each weighs.
 #[derive(Default)]
 pub(crate) struct EventQueue {
@@ -113,6 +117,11 @@ impl Shared {
                 out.extend(q.events.drain(..n));
                 let freed: usize = q.weights.drain(..n).map(|w| w as usize).sum();
                 q.bytes -= freed;
+                if q.events.is_empty() && q.events.capacity() > KEEP_CAPACITY {
+                    // A burst is over: give its bookkeeping memory back.
+                    q.events.shrink_to(KEEP_CAPACITY);
+                    q.weights.shrink_to(KEEP_CAPACITY);
+                }
                 drop(q);
                 self.room.notify_all();
                 return Ok(n);

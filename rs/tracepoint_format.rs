@@ -1,6 +1,7 @@
 //! Tracefs format files (`events/<category>/<name>/format`): how a generic
 //! tracepoint's raw record is laid out, and how to decode each field.
 
+use bytes::Bytes;
 use crate::decode::DecodeError;
 use crate::value::{Decode, FieldKind, FieldRef, FieldValue, Var};
 use std::path::Path;
@@ -281,7 +282,7 @@ impl GenericPayload {
                 FieldShape::Int { signed } => int_at(r, f.offset, f.size, *signed).ok_or_else(|| oob(f))?,
                 FieldShape::CharArray => {
                     let b = r.get(f.offset..f.offset.saturating_add(f.size)).ok_or_else(|| oob(f))?;
-                    GenericValue::Str(Var { data: cstr(b).to_vec(), flags: 0, size: 0 })
+                    GenericValue::Str(Var { data: Bytes::copy_from_slice(cstr(b)), flags: 0, size: 0 })
                 }
                 FieldShape::IntArray { elem, signed } => {
                     let b = r.get(f.offset..f.offset.saturating_add(f.size)).ok_or_else(|| oob(f))?;
@@ -295,7 +296,7 @@ impl GenericPayload {
                     let (off, len) = (loc & 0xffff, loc >> 16);
                     let b = r.get(off..off.saturating_add(len)).ok_or(DecodeError::VarOutOfBounds { offset: off, len, available: r.len() })?;
                     match &f.shape {
-                        FieldShape::DataLocStr => GenericValue::Str(Var { data: cstr(b).to_vec(), flags: 0, size: 0 }),
+                        FieldShape::DataLocStr => GenericValue::Str(Var { data: Bytes::copy_from_slice(cstr(b)), flags: 0, size: 0 }),
                         FieldShape::DataLocArray { elem, signed } => list(b, *elem, *signed),
                         _ => unreachable!("matched above"),
                     }
@@ -396,21 +397,21 @@ mod tests {
         raw[16..20].copy_from_slice(b"kwo\0");
         raw[32..34].copy_from_slice(&(-5i16).to_le_bytes());
         raw[34..36].copy_from_slice(&7i16.to_le_bytes());
-        let p = GenericPayload::decode(f, &Var { data: raw, flags: 0, size: 0 }, Default::default()).unwrap();
-        assert_eq!(p.values[0], GenericValue::Str(Var { data: b"vda".to_vec(), flags: 0, size: 0 }));
+        let p = GenericPayload::decode(f, &Var { data: raw.into(), flags: 0, size: 0 }, Default::default()).unwrap();
+        assert_eq!(p.values[0], GenericValue::Str(Var { data: Bytes::from_static(b"vda"), flags: 0, size: 0 }));
         assert_eq!(p.values[1], GenericValue::UList(vec![0x1000, 0xdead_beef]));
-        assert_eq!(p.values[2], GenericValue::Str(Var { data: b"kwo".to_vec(), flags: 0, size: 0 }));
+        assert_eq!(p.values[2], GenericValue::Str(Var { data: Bytes::from_static(b"kwo"), flags: 0, size: 0 }));
         assert_eq!(p.values[3], GenericValue::IList(vec![-5, 7]));
     }
 
     #[test]
     fn short_raw_record_is_an_error_not_a_panic() {
         let f = Arc::new(parse("syscalls/sys_enter_renameat2", RENAME).unwrap());
-        let r = GenericPayload::decode(f.clone(), &Var { data: vec![0; 20], flags: 0, size: 0 }, Default::default());
+        let r = GenericPayload::decode(f.clone(), &Var { data: vec![0u8; 20].into(), flags: 0, size: 0 }, Default::default());
         assert!(r.is_err());
         let f2 = Arc::new(parse("dma/dma_map_sg", DMA).unwrap());
         let mut raw = vec![0u8; 36];
         raw[8..12].copy_from_slice(&((400u32 << 16) | 30).to_le_bytes());
-        assert!(GenericPayload::decode(f2, &Var { data: raw, flags: 0, size: 0 }, Default::default()).is_err());
+        assert!(GenericPayload::decode(f2, &Var { data: raw.into(), flags: 0, size: 0 }, Default::default()).is_err());
     }
 }

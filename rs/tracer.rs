@@ -1,5 +1,6 @@
 //! Loading, attaching and consuming: the tracer itself.
 
+use crate::byte_blocks::BlockWriter;
 use crate::config::{Config, ResolvedConfig};
 use crate::decode::VarReader;
 use crate::decode::{read_array, DecodeError};
@@ -11,10 +12,11 @@ use crate::queue::{EventQueue, Shared};
 use crate::stats::{Stats, UserCounters};
 use crate::tracepoint_format::{Format, GenericPayload, MAX_USER_STRS};
 use crate::types::{rec, EventType, Payload, COMM_LEN, KERNEL_STATS, RECORD_SIZE};
+use bytes::Bytes;
 use libbpf_rs::{Link, MapCore, MapFlags, Object, RingBuffer, RingBufferBuilder};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,8 +33,8 @@ struct Inbox {
     pending_bytes: usize,
     /// Stop consuming once pending events weigh this much.
     budget: usize,
-    /// Reused buffer for one record's payload bytes.
-    scratch: Vec<u8>,
+    /// Where payload bytes are copied to (shared by the events).
+    blocks: BlockWriter,
     /// Epoch ns minus boot ns, to turn kernel timestamps into wall time.
     clock_offset: i64,
     next_event_id: u64,
@@ -59,6 +61,11 @@ const READER_FOLLOW_UP: Duration = Duration::from_millis(2);
 /// more than `wake_interval` after its CPU's last wake-up, so it wakes the
 /// thread; this is only a backstop.
 const READER_IDLE: Duration = Duration::from_millis(250);
+
+/// Free payload blocks kept for the next burst at most (see `byte_blocks`):
+/// enough for the reader to copy into touched memory at the start of a
+/// burst, little enough to be no burden when idle.
+const WARM_BLOCK_BYTES: usize = 24 << 20;
 
 /// The reader thread's nice value (see `run_reader`).
 const READER_NICE: libc::c_int = -10;
@@ -96,28 +103,26 @@ impl Inbox {
         let len = u32_at(rec::PAYLOAD_LEN)?;
         let seq = u64_at(rec::SEQ)?;
 
-        // Decode the payload (copying its bytes into the event's fields), then
-        // hand its space back to the producer, whatever became of it. Bytes
-        // lying in one chunk (nearly all) are decoded where they are: one
-        // copy; others are gathered into `scratch` first.
-        let decoded = match self.area.contiguous(cpu, pos, len) {
-            Ok(Some(bytes)) => {
-                let r = decode_payload(raw, bytes, &self.formats);
-                // Valid only if no writer reached these bytes meanwhile.
-                if self.area.intact(cpu, pos) {
-                    r
-                } else {
-                    Err(DecodeError::PayloadOverwritten)
-                }
-            }
-            Ok(None) => {
-                self.scratch.clear();
-                match self.area.read(cpu, pos, len, &mut self.scratch) {
-                    Ok(true) => decode_payload(raw, &self.scratch, &self.formats),
-                    Ok(false) => Err(DecodeError::PayloadOverwritten),
-                    Err(e) => Err(e),
-                }
-            }
+        // Copy the payload bytes once, into the reader's blocks (the events'
+        // fields are slices of that copy), then hand their space in the area
+        // back to the producer, whatever became of them.
+        let inline_len = u32_at(rec::INLINE_LEN)? as usize;
+        let inline = RECORD_SIZE
+            .checked_add(inline_len)
+            .and_then(|end| raw.get(RECORD_SIZE..end))
+            .ok_or(DecodeError::InlineTooLong { inline_len, got: raw.len() });
+        let area = &self.area;
+        let (bytes, copied) = if len as u64 > area.region_size() {
+            (Bytes::new(), Err(DecodeError::PayloadOutOfRange { cpu, pos, len }))
+        } else {
+            self.blocks.put(len as usize, |dst| area.read_into(cpu, pos, dst))
+        };
+        let decoded = match copied {
+            Ok(true) => inline.and_then(|inline| {
+                let (inline, _) = self.blocks.put(inline.len(), |dst| dst.copy_from_slice(inline));
+                decode_payload(raw, &bytes, &inline, &self.formats)
+            }),
+            Ok(false) => Err(DecodeError::PayloadOverwritten),
             Err(e) => Err(e),
         };
         if !matches!(decoded, Err(DecodeError::PayloadOutOfRange { .. })) {
@@ -149,25 +154,20 @@ impl Inbox {
             payload,
         };
         // Inline bytes count too: the queue bounds what the events hold.
-        let inline_len = u32_at(rec::INLINE_LEN)? as usize;
         Ok((event, len as usize + inline_len))
     }
 }
 
-/// The event kind and payload of ring sample `raw` (the record, then room
-/// for an inline field); its payload-area bytes are `bytes`.
-fn decode_payload(raw: &[u8], bytes: &[u8], formats: &HashMap<u32, Arc<Format>>) -> Result<(EventKind, Payload), DecodeError> {
+/// The event kind and payload of ring sample `raw`: its payload-area bytes
+/// are `bytes`, the bytes after the record in the sample (an inline field)
+/// `inline`; the event's fields are slices of them.
+fn decode_payload(raw: &[u8], bytes: &Bytes, inline: &Bytes, formats: &HashMap<u32, Arc<Format>>) -> Result<(EventKind, Payload), DecodeError> {
     let type_id = read_array::<4>(raw, rec::EVENT_TYPE).map(u32::from_le_bytes)?;
     let flags = read_array::<4>(raw, rec::FLAGS).map(u32::from_le_bytes)?;
-    let inline_len = read_array::<4>(raw, rec::INLINE_LEN).map(u32::from_le_bytes)? as usize;
     let fixed = raw.get(rec::FIXED..RECORD_SIZE).ok_or(DecodeError::RecordTooShort { need: RECORD_SIZE, got: raw.len() })?;
-    let inline = RECORD_SIZE
-        .checked_add(inline_len)
-        .and_then(|end| raw.get(RECORD_SIZE..end))
-        .ok_or(DecodeError::InlineTooLong { inline_len, got: raw.len() })?;
     if flags & REC_GENERIC != 0 {
         let format = formats.get(&type_id).ok_or(DecodeError::UnknownEventType(type_id))?.clone();
-        let mut vr = VarReader::split(bytes, inline);
+        let mut vr = VarReader::shared(bytes, inline);
         let raw_var = vr.take(fixed, 0)?;
         let strs: [_; MAX_USER_STRS] = [vr.take(fixed, 16)?, vr.take(fixed, 32)?, vr.take(fixed, 48)?];
         vr.finish()?;
@@ -175,7 +175,7 @@ fn decode_payload(raw: &[u8], bytes: &[u8], formats: &HashMap<u32, Arc<Format>>)
         Ok((EventKind::Generic(format), Payload::Generic(g)))
     } else {
         let event_type = EventType::from_id(type_id).ok_or(DecodeError::UnknownEventType(type_id))?;
-        Ok((EventKind::Typed(event_type), Payload::decode_split(event_type, fixed, bytes, inline)?))
+        Ok((EventKind::Typed(event_type), Payload::decode_shared(event_type, fixed, bytes, inline)?))
     }
 }
 
@@ -324,13 +324,15 @@ impl Tracer {
             let ctl = loader::map(&object, "cpu_ctl")?;
             PayloadArea::new(payload.as_fd(), ctl.as_fd(), ncpus, config.payload_chunks_per_cpu)?
         };
+        let mut blocks = BlockWriter::new((config.queue_bytes / 8).min(WARM_BLOCK_BYTES));
+        blocks.prefault();
         let inbox = Rc::new(RefCell::new(Inbox {
             area,
             pending: Vec::new(),
             weights: Vec::new(),
             pending_bytes: 0,
             budget: usize::MAX,
-            scratch: Vec::with_capacity(64 << 10),
+            blocks,
             clock_offset: clock_offset(),
             next_event_id: epoch_ns(),
             last_seq: vec![0; ncpus],
@@ -470,6 +472,22 @@ impl Tracer {
         Ok(Stats { kernel, user, queued, queued_bytes, queue_peak_bytes })
     }
 
+    /// Kernel memory held by this tracer's BPF maps (ring buffer, payload
+    /// area and the rest), as the kernel charges it (`memlock` in fdinfo).
+    pub fn kernel_memory(&self) -> Result<u64> {
+        self.check_open()?;
+        let guard = self.core.live();
+        let live = guard.as_ref().ok_or_else(|| Error::Config("the tracer is closed".into()))?;
+        let mut total = 0;
+        for m in live.object.maps() {
+            let fd = m.as_fd().as_raw_fd();
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+                .map_err(|e| Error::io(format!("reading /proc/self/fdinfo/{fd}"), e))?;
+            total += info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+        }
+        Ok(total)
+    }
+
     /// Replaces the pid filter (empty: no pid filter). With follow mode,
     /// children forked from now on are added automatically.
     pub fn set_pids(&mut self, pids: &[u32]) -> Result<()> {
@@ -538,25 +556,26 @@ struct SendLink(#[allow(dead_code)] Link);
 unsafe impl Send for SendLink {}
 
 /// Detaches links. Each tracepoint detach waits for an RCU grace period in
-/// the kernel (~50-80 ms); hundreds of them (`syscalls/*`) would take a minute
-/// one after another, so large sets are dropped from several threads, whose
-/// grace periods overlap.
+/// the kernel (50-80 ms here), one after another if done in turn: 0.7 s for
+/// the ten typed events, a minute for `syscalls/*`. Dropped from threads of
+/// their own (at most DETACH_THREADS, links dealt out evenly), the grace
+/// periods overlap and the whole takes about one.
 fn detach_all(links: Vec<Link>) {
-    const PER_THREAD: usize = 16;
-    if links.len() <= PER_THREAD {
+    const DETACH_THREADS: usize = 256;
+    if links.len() <= 1 {
         drop(links);
         return;
     }
-    let mut batches: Vec<Vec<SendLink>> = Vec::new();
+    let nthreads = links.len().min(DETACH_THREADS);
+    let mut batches: Vec<Vec<SendLink>> = (0..nthreads).map(|_| Vec::new()).collect();
     for (i, l) in links.into_iter().enumerate() {
-        if i % PER_THREAD == 0 {
-            batches.push(Vec::new());
-        }
-        batches.last_mut().expect("pushed above").push(SendLink(l));
+        batches[i % nthreads].push(SendLink(l));
     }
     std::thread::scope(|s| {
         for b in batches {
-            s.spawn(move || drop(b));
+            let spawned = std::thread::Builder::new().stack_size(64 << 10).spawn_scoped(s, move || drop(b));
+            // No thread to be had: the batch was dropped here, in turn.
+            drop(spawned);
         }
     });
 }

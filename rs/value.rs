@@ -80,7 +80,9 @@ pub mod var_flags {
 /// A variable-length field: its bytes and what happened to them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Var {
-    pub data: Vec<u8>,
+    /// Shared, cheaply cloned bytes (often a slice of the reader's blocks,
+    /// see `byte_blocks`).
+    pub data: bytes::Bytes,
     /// `var_flags::*`
     pub flags: u32,
     /// Original size in bytes when known (e.g. write's count), else 0.

@@ -561,7 +561,6 @@ fn payload_area_reads_any_location_safely() {
         let r = fx.area.read(cpu, pos, len, &mut out);
         if !in_area {
             prop_assert_eq!(r, Err(DecodeError::PayloadOutOfRange { cpu, pos, len }));
-            prop_assert_eq!(fx.area.contiguous(cpu, pos, len), Err(DecodeError::PayloadOutOfRange { cpu, pos, len }));
             prop_assert_eq!(&out[..], b"prefix", "nothing appended on error");
             return Ok(());
         }
@@ -574,15 +573,6 @@ fn payload_area_reads_any_location_safely() {
             prop_assert_eq!(intact, head <= limit, "head {} pos {}", head, pos);
         }
         prop_assert_eq!(fx.area.intact(cpu, pos), intact);
-        // In place: the same bytes when they lie in one chunk, else None.
-        let off = (pos % tracer_ebpf::types::CHUNK_SIZE as u64) as usize;
-        match fx.area.contiguous(cpu, pos, len).map_err(|e| TestCaseError::fail(format!("{e}")))? {
-            Some(bytes) => {
-                prop_assert!(off + len as usize <= tracer_ebpf::types::CHUNK_SIZE);
-                prop_assert!(bytes == &out[6..], "in-place bytes differ at cpu {} pos {} len {}", cpu, pos, len);
-            }
-            None => prop_assert!(off + len as usize > tracer_ebpf::types::CHUNK_SIZE),
-        }
         Ok(())
     });
     if let Err(e) = result {
@@ -694,7 +684,7 @@ mod generic {
     }
 
     pub fn decode_any(f: &Arc<Format>, raw: Vec<u8>, flags: u32, strs: [Var; MAX_USER_STRS]) {
-        let raw = Var { data: raw, flags, size: 0 };
+        let raw = Var { data: raw.into(), flags, size: 0 };
         if let Ok(p) = GenericPayload::decode(Arc::clone(f), &raw, strs) {
             let mut n = 0;
             p.for_each_field(|_, _| n += 1);

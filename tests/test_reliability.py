@@ -34,8 +34,8 @@ from conftest import PY, gated_process
 
 WRITE_EVENT = "syscalls/sys_enter_write"
 SIZE = 32 * 1024
-CHUNK = 256 * 1024  # one payload chunk: payload_bytes_per_cpu below
-TINY = dict(ring_bytes=65536, payload_bytes_per_cpu=CHUNK, reader_thread=False)
+CHUNK = 1 << 20  # one payload chunk (TB_CHUNK_SIZE): the smallest area, checked in overload()
+TINY = dict(ring_bytes=65536, payload_bytes_per_cpu=1, reader_thread=False)
 HDR = struct.Struct("<4sIII")  # magic, sequence number, thread, crc32 of the body
 
 
@@ -144,6 +144,7 @@ def overload(n: int, threads: int, consumer: str, timeout: float = 300):
     with gated_process(cmd, stdout=subprocess.DEVNULL) as (proc, go):
         tally = Tally(proc.pid, threads)
         with tracer_ebpf.Tracer(WRITE_EVENT, pids=[proc.pid], **TINY) as t:
+            assert t.memory()["payload_bytes_per_cpu"] == CHUNK, t.memory()
             go()
             deadline = time.monotonic() + timeout
             if consumer == "stalled":

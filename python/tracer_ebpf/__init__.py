@@ -19,6 +19,7 @@ from .errors import (
     TracerError,
     TracerPermissionError,
     UnknownEventError,
+    TracerMemoryError,
     VerifierError,
 )
 from .frame import to_dataframe
@@ -106,5 +107,6 @@ __all__ = [
     "UnknownEventError",
     "TracepointMissingError",
     "ConfigError",
+    "TracerMemoryError",
     "VerifierError",
 ]

@@ -95,15 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "flagged content_truncated (default and maximum: 1048576)")
     p.add_argument("--argv-max", type=_int_in(1, 1 << 20), default=_native.DEFAULT_ARGV_MAX,
                    metavar="BYTES", help="most argv bytes captured per exec (default: 131072)")
-    p.add_argument("--ring-bytes", type=_int_in(4096, 1 << 30), default=_native.DEFAULT_RING_BYTES,
-                   metavar="BYTES", help="ring buffer size for event records (default: 32 MiB)")
-    p.add_argument("--payload-bytes-per-cpu", type=_int_in(1, 1 << 30),
-                   default=_native.DEFAULT_PAYLOAD_BYTES_PER_CPU, metavar="BYTES",
-                   help="payload buffer per CPU for contents, paths and argv (default here: "
-                   f"{_native.DEFAULT_PAYLOAD_BYTES_PER_CPU >> 20} MiB, 1/16 of RAM over the CPUs)")
-    p.add_argument("--queue-bytes", type=_int_in(1 << 16, 1 << 40), default=_native.DEFAULT_QUEUE_BYTES,
+    p.add_argument("--ring-bytes", type=_int_in(4096, 1 << 30), default=None,
+                   metavar="BYTES", help="ring buffer size for event records (default: sized from memory, "
+                   f"{_native.DEFAULT_RING_BYTES >> 20} MiB here)")
+    p.add_argument("--payload-bytes-per-cpu", type=_int_in(1, 1 << 30), default=None, metavar="BYTES",
+                   help="payload buffer per CPU for contents, paths and argv (default: sized from the "
+                   "memory this process may use, RAM or its cgroup's limit: "
+                   f"{_native.DEFAULT_PAYLOAD_BYTES_PER_CPU / (1 << 20):.1f} MiB here)")
+    p.add_argument("--queue-bytes", type=_int_in(1 << 16, 1 << 40), default=None,
                    metavar="BYTES", help="most bytes of events held in this process while the "
-                   f"output catches up (default here: {_native.DEFAULT_QUEUE_BYTES >> 20} MiB, 1/8 of RAM)")
+                   f"output catches up (default: 1/8 of that memory, {_native.DEFAULT_QUEUE_BYTES >> 20} MiB here)")
     p.add_argument("--duration", type=_seconds, metavar="SECS",
                    help="stop tracing after SECS seconds (a command keeps running; its exit "
                    "status is still returned)")

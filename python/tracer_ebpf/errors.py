@@ -34,6 +34,11 @@ class ConfigError(TracerError, ValueError):
     """An invalid option value (sizes, pids, comm prefixes, ...)."""
 
 
+class TracerMemoryError(TracerError, MemoryError):
+    """The kernel could not allocate the tracer's buffers (the message says how
+    much was asked and which options lower it)."""
+
+
 class VerifierError(TracerError):
     """The kernel's verifier rejected the BPF program; the message has the log."""
 
@@ -46,5 +51,6 @@ __all__ = [
     "UnknownEventError",
     "TracepointMissingError",
     "ConfigError",
+    "TracerMemoryError",
     "VerifierError",
 ]

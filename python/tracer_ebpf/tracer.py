@@ -89,6 +89,10 @@ def _size(name: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
+def _opt_size(name: str, value: Any, lo: int, hi: int) -> Optional[int]:
+    return None if value is None else _size(name, value, lo, hi)
+
+
 def _bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
@@ -128,11 +132,14 @@ class Tracer:
             ``all_fds=True`` captures every fd.
         content_max: most content bytes per write (default and maximum 1 MiB).
         argv_max: most argv bytes per exec.
-        ring_bytes, payload_bytes_per_cpu: kernel buffer sizes (defaults: 32 MiB;
-            1/16 of RAM over the CPUs, 4 to 512 MiB per CPU).
+        ring_bytes, payload_bytes_per_cpu: kernel buffer sizes. Default
+            (None): sized from the memory this process may use, M = RAM or
+            its cgroup's memory limit if lower: M/384 of kernel memory in
+            all, 12 to 64 MiB (ring 1 to 8 MiB, the payload area the rest,
+            at least 2 MiB per CPU); see docs/protocol.md.
         queue_bytes: most bytes of events held in this process between the
             tracer's reader thread, which drains the kernel buffers, and your
-            loop (default: 1/8 of RAM, 64 MiB to 1 GiB). A loop slower than
+            loop (default: M/8, 16 MiB to 1 GiB). A loop slower than
             the events loses nothing until this is full; then the kernel
             buffers fill and count their losses (``stats()``).
         reader_thread: drain the kernel buffers from a background thread
@@ -155,9 +162,9 @@ class Tracer:
         all_fds: bool = False,
         content_max: int = _native.DEFAULT_CONTENT_MAX,
         argv_max: int = _native.DEFAULT_ARGV_MAX,
-        ring_bytes: int = _native.DEFAULT_RING_BYTES,
-        payload_bytes_per_cpu: int = _native.DEFAULT_PAYLOAD_BYTES_PER_CPU,
-        queue_bytes: int = _native.DEFAULT_QUEUE_BYTES,
+        ring_bytes: Optional[int] = None,
+        payload_bytes_per_cpu: Optional[int] = None,
+        queue_bytes: Optional[int] = None,
         reader_thread: bool = True,
         trace_self: bool = False,
     ) -> None:
@@ -172,9 +179,9 @@ class Tracer:
             all_fds=_bool("all_fds", all_fds),
             content_max=_size("content_max", content_max, 1, 1 << 20),
             argv_max=_size("argv_max", argv_max, 1, 1 << 20),
-            ring_bytes=_size("ring_bytes", ring_bytes, 4096, 1 << 30),
-            payload_bytes_per_cpu=_size("payload_bytes_per_cpu", payload_bytes_per_cpu, 1, 1 << 30),
-            queue_bytes=_size("queue_bytes", queue_bytes, 1 << 16, 1 << 40),
+            ring_bytes=_opt_size("ring_bytes", ring_bytes, 4096, 1 << 30),
+            payload_bytes_per_cpu=_opt_size("payload_bytes_per_cpu", payload_bytes_per_cpu, 1, 1 << 30),
+            queue_bytes=_opt_size("queue_bytes", queue_bytes, 1 << 16, 1 << 40),
             reader_thread=_bool("reader_thread", reader_thread),
             trace_self=_bool("trace_self", trace_self),
         )
@@ -321,6 +328,13 @@ class Tracer:
                 raise ValueError("I/O operation on a closed Tracer")
             return dict(self._final_stats)
         return dict(self._n().stats())
+
+    def memory(self) -> Dict[str, int]:
+        """The buffers in force: ``ring_bytes``, ``payload_bytes_per_cpu``
+        (over ``ncpus`` possible CPUs), ``queue_bytes``, and ``kernel_bytes``,
+        the kernel memory all of this tracer's BPF maps hold (as charged by
+        the kernel)."""
+        return dict(self._n().memory())
 
     @property
     def events(self) -> List[str]:

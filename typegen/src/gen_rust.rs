@@ -138,9 +138,16 @@ pub fn render(m: &Model) -> String {
          /// Like `decode`, the variable bytes split between the payload area\n    \
          /// (`var`) and the ring sample (`inline`, fields flagged TB_VAR_INLINE).\n    \
          pub fn decode_split(ty: EventType, fixed: &[u8], var: &[u8], inline: &[u8]) -> Result<Payload, DecodeError> {\n        \
+         Payload::decode_with(ty, fixed, VarReader::split(var, inline))\n    }\n\n    \
+         /// Like `decode_split`, the variable fields as slices of the bytes\n    \
+         /// given, not copies.\n    \
+         pub fn decode_shared(ty: EventType, fixed: &[u8], var: &bytes::Bytes, inline: &bytes::Bytes) -> Result<Payload, DecodeError> {\n        \
+         Payload::decode_with(ty, fixed, VarReader::shared(var, inline))\n    }\n\n    \
+         #[allow(unused_mut, unused_variables)]\n    \
+         fn decode_with(ty: EventType, fixed: &[u8], mut vr: VarReader<'_>) -> Result<Payload, DecodeError> {\n        \
          if fixed.len() < ty.fixed_size() {\n            \
          return Err(DecodeError::FixedTooShort { event: ty.name(), need: ty.fixed_size(), got: fixed.len() });\n        }\n        \
-         #[allow(unused_mut, unused_variables)]\n        let mut vr = VarReader::split(var, inline);\n        let p = match ty {\n",
+         let p = match ty {\n",
     );
     for e in &m.events {
         let _ = writeln!(w, "            EventType::{0} => Payload::{0}(payload::{0} {{", e.camel());
