@@ -86,7 +86,8 @@ def prog_stats(pid: int):
 
 
 def workload(n: int) -> None:
-    subprocess.run([str(TBWORK), "-n", str(n), "-s", "64", "-t", "1"], stdout=subprocess.DEVNULL, check=True)
+    subprocess.run([str(TBWORK), "-n", str(n), "-s", "64", "-t", "1"], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True)
 
 
 def ns_per_run(before, after) -> float:

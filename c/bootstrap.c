@@ -530,7 +530,7 @@ static uint64_t clamp_u64(uint64_t v, uint64_t lo, uint64_t hi)
 /* Default buffer sizes, the rule of the Rust core (rs/sizing.rs) from
  * physical memory M (the Rust core also lowers M to the cgroup's memory
  * limit; this library does not read cgroups): kernel budget K = M/384,
- * 12 to 64 MiB; the ring the power of two nearest K/16 (1 to 4 MiB); 1 MiB
+ * 12 to 64 MiB; the ring the power of two nearest K/8 (1 to 8 MiB); 1 MiB
  * for the other maps; the payload area the rest, over the possible CPUs, in
  * whole chunks, at least 2 MiB each. */
 static uint64_t kernel_budget(void)
@@ -542,10 +542,10 @@ static uint64_t kernel_budget(void)
 
 static size_t default_ring_bytes(void)
 {
-	uint64_t k = kernel_budget() / 16, below = 1;
+	uint64_t k = kernel_budget() / 8, below = 1;
 	while (below * 2 <= k)
 		below *= 2;
-	return (size_t)clamp_u64(k - below >= below / 2 ? below * 2 : below, 1ull << 20, 4ull << 20);
+	return (size_t)clamp_u64(k - below >= below / 2 ? below * 2 : below, 1ull << 20, 8ull << 20);
 }
 
 static size_t default_payload_bytes_per_cpu(void)

@@ -82,12 +82,12 @@ impl<'a> VarReader<'a> {
         VarReader { area: Source { data: area, shared: None, pos: 0 }, inline: Source { data: inline, shared: None, pos: 0 } }
     }
 
-    /// Like `split`, the fields handed out as slices of the bytes given
-    /// (no copy).
-    pub fn shared(area: &'a Bytes, inline: &'a Bytes) -> Self {
+    /// Like `split`, the payload-area fields handed out as slices of `area`
+    /// (no copy); inline fields (at most a few dozen bytes) are copied.
+    pub fn shared(area: &'a Bytes, inline: &'a [u8]) -> Self {
         VarReader {
             area: Source { data: area, shared: Some(area), pos: 0 },
-            inline: Source { data: inline, shared: Some(inline), pos: 0 },
+            inline: Source { data: inline, shared: None, pos: 0 },
         }
     }
 

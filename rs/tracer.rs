@@ -118,10 +118,7 @@ impl Inbox {
             self.blocks.put(len as usize, |dst| area.read_into(cpu, pos, dst))
         };
         let decoded = match copied {
-            Ok(true) => inline.and_then(|inline| {
-                let (inline, _) = self.blocks.put(inline.len(), |dst| dst.copy_from_slice(inline));
-                decode_payload(raw, &bytes, &inline, &self.formats)
-            }),
+            Ok(true) => inline.and_then(|inline| decode_payload(raw, &bytes, inline, &self.formats)),
             Ok(false) => Err(DecodeError::PayloadOverwritten),
             Err(e) => Err(e),
         };
@@ -161,7 +158,7 @@ impl Inbox {
 /// The event kind and payload of ring sample `raw`: its payload-area bytes
 /// are `bytes`, the bytes after the record in the sample (an inline field)
 /// `inline`; the event's fields are slices of them.
-fn decode_payload(raw: &[u8], bytes: &Bytes, inline: &Bytes, formats: &HashMap<u32, Arc<Format>>) -> Result<(EventKind, Payload), DecodeError> {
+fn decode_payload(raw: &[u8], bytes: &Bytes, inline: &[u8], formats: &HashMap<u32, Arc<Format>>) -> Result<(EventKind, Payload), DecodeError> {
     let type_id = read_array::<4>(raw, rec::EVENT_TYPE).map(u32::from_le_bytes)?;
     let flags = read_array::<4>(raw, rec::FLAGS).map(u32::from_le_bytes)?;
     let fixed = raw.get(rec::FIXED..RECORD_SIZE).ok_or(DecodeError::RecordTooShort { need: RECORD_SIZE, got: raw.len() })?;

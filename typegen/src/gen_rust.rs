@@ -139,9 +139,9 @@ pub fn render(m: &Model) -> String {
          /// (`var`) and the ring sample (`inline`, fields flagged TB_VAR_INLINE).\n    \
          pub fn decode_split(ty: EventType, fixed: &[u8], var: &[u8], inline: &[u8]) -> Result<Payload, DecodeError> {\n        \
          Payload::decode_with(ty, fixed, VarReader::split(var, inline))\n    }\n\n    \
-         /// Like `decode_split`, the variable fields as slices of the bytes\n    \
-         /// given, not copies.\n    \
-         pub fn decode_shared(ty: EventType, fixed: &[u8], var: &bytes::Bytes, inline: &bytes::Bytes) -> Result<Payload, DecodeError> {\n        \
+         /// Like `decode_split`, the payload-area fields as slices of `var`,\n    \
+         /// not copies.\n    \
+         pub fn decode_shared(ty: EventType, fixed: &[u8], var: &bytes::Bytes, inline: &[u8]) -> Result<Payload, DecodeError> {\n        \
          Payload::decode_with(ty, fixed, VarReader::shared(var, inline))\n    }\n\n    \
          #[allow(unused_mut, unused_variables)]\n    \
          fn decode_with(ty: EventType, fixed: &[u8], mut vr: VarReader<'_>) -> Result<Payload, DecodeError> {\n        \
