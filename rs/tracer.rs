@@ -553,26 +553,29 @@ struct SendLink(#[allow(dead_code)] Link);
 unsafe impl Send for SendLink {}
 
 /// Detaches links. Each tracepoint detach waits for an RCU grace period in
-/// the kernel (50-80 ms here), one after another if done in turn: 0.7 s for
-/// the ten typed events, a minute for `syscalls/*`. Dropped from threads of
-/// their own (at most DETACH_THREADS, links dealt out evenly), the grace
-/// periods overlap and the whole takes about one.
+/// the kernel (~50-80 ms); hundreds of them (`syscalls/*`) would take a minute
+/// one after another, so large sets are dropped from several threads, whose
+/// grace periods overlap. Small sets (the typed events) are dropped in turn:
+/// dropped concurrently, ten of them hung a Debian 6.1 PREEMPT_RT guest in
+/// tests/kernels for over 8 minutes, for 0.25 s gained on this host's kernel,
+/// which serializes them anyway (perf_trace_destroy holds event_mutex across
+/// the grace period).
 fn detach_all(links: Vec<Link>) {
-    const DETACH_THREADS: usize = 256;
-    if links.len() <= 1 {
+    const PER_THREAD: usize = 16;
+    if links.len() <= PER_THREAD {
         drop(links);
         return;
     }
-    let nthreads = links.len().min(DETACH_THREADS);
-    let mut batches: Vec<Vec<SendLink>> = (0..nthreads).map(|_| Vec::new()).collect();
+    let mut batches: Vec<Vec<SendLink>> = Vec::new();
     for (i, l) in links.into_iter().enumerate() {
-        batches[i % nthreads].push(SendLink(l));
+        if i % PER_THREAD == 0 {
+            batches.push(Vec::new());
+        }
+        batches.last_mut().expect("pushed above").push(SendLink(l));
     }
     std::thread::scope(|s| {
         for b in batches {
-            let spawned = std::thread::Builder::new().stack_size(64 << 10).spawn_scoped(s, move || drop(b));
-            // No thread to be had: the batch was dropped here, in turn.
-            drop(spawned);
+            s.spawn(move || drop(b));
         }
     });
 }
