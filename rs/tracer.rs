@@ -65,7 +65,7 @@ const READER_IDLE: Duration = Duration::from_millis(250);
 /// Free payload blocks kept for the next burst at most (see `byte_blocks`):
 /// enough for the reader to copy into touched memory at the start of a
 /// burst, little enough to be no burden when idle.
-const WARM_BLOCK_BYTES: usize = 24 << 20;
+const WARM_BLOCK_BYTES: usize = 16 << 20;
 
 /// The reader thread's nice value (see `run_reader`).
 const READER_NICE: libc::c_int = -10;
