@@ -59,10 +59,7 @@ fn main() {
 /// Warns (not fails: the build machine need not be the target) when this
 /// machine's kernel lacks a tracepoint the catalogue declares.
 fn warn_missing_tracepoints(model: &typegen::Model) {
-    let events = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
-        .iter()
-        .map(Path::new)
-        .find(|p| p.is_dir());
+    let events = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"].iter().map(Path::new).find(|p| p.is_dir());
     let Some(events) = events else { return };
     for e in &model.events {
         if !events.join(&e.category).join(&e.tracepoint).is_dir() {

@@ -107,7 +107,13 @@ fn one(args: &Args, size: usize, cfg: Config) -> Result<Run, String> {
     let wall = started.elapsed();
     if std::env::var_os("DRAIN_SHOW_THP").is_some() {
         let r = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
-        eprintln!("{}", r.lines().filter(|l| l.starts_with("AnonHuge") || l.starts_with("Rss") || l.starts_with("Anonymous")).collect::<Vec<_>>().join(" "));
+        eprintln!(
+            "{}",
+            r.lines()
+                .filter(|l| l.starts_with("AnonHuge") || l.starts_with("Rss") || l.starts_with("Anonymous"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
     }
     let cpu = thread_cpu_ns("tracer-reader").ok_or("no reader thread")? - before;
     let s = t.stats().map_err(|e| e.to_string())?;

@@ -29,11 +29,11 @@ pub enum DecodeError {
 
 /// Reads `N` bytes at `offset`, or fails.
 pub fn read_array<const N: usize>(buf: &[u8], offset: usize) -> Result<[u8; N], DecodeError> {
-    offset
-        .checked_add(N)
-        .and_then(|end| buf.get(offset..end))
-        .and_then(|s| s.try_into().ok())
-        .ok_or(DecodeError::OutOfBounds { offset, len: N, size: buf.len() })
+    offset.checked_add(N).and_then(|end| buf.get(offset..end)).and_then(|s| s.try_into().ok()).ok_or(DecodeError::OutOfBounds {
+        offset,
+        len: N,
+        size: buf.len(),
+    })
 }
 
 /// Variable bytes of one source, handed out in order: as slices of `shared`
@@ -46,9 +46,11 @@ struct Source<'a> {
 
 impl<'a> Source<'a> {
     fn take(&mut self, len: usize) -> Result<Bytes, DecodeError> {
-        let end = self.pos.checked_add(len).filter(|&e| e <= self.data.len()).ok_or(
-            DecodeError::VarOutOfBounds { offset: self.pos, len, available: self.data.len() },
-        )?;
+        let end = self.pos.checked_add(len).filter(|&e| e <= self.data.len()).ok_or(DecodeError::VarOutOfBounds {
+            offset: self.pos,
+            len,
+            available: self.data.len(),
+        })?;
         let bytes = match self.shared {
             Some(b) => b.slice(self.pos..end),
             None => Bytes::copy_from_slice(&self.data[self.pos..end]),
@@ -85,10 +87,7 @@ impl<'a> VarReader<'a> {
     /// Like `split`, the payload-area fields handed out as slices of `area`
     /// (no copy); inline fields (at most a few dozen bytes) are copied.
     pub fn shared(area: &'a Bytes, inline: &'a [u8]) -> Self {
-        VarReader {
-            area: Source { data: area, shared: Some(area), pos: 0 },
-            inline: Source { data: inline, shared: None, pos: 0 },
-        }
+        VarReader { area: Source { data: area, shared: Some(area), pos: 0 }, inline: Source { data: inline, shared: None, pos: 0 } }
     }
 
     /// Takes the variable field whose `struct tb_var` descriptor sits at

@@ -26,9 +26,7 @@ pub enum Error {
     #[error("unknown event {:?}{}", short(.name), suggest(.suggestions))]
     UnknownEvent { name: String, suggestions: Vec<String> },
 
-    #[error(
-        "tracepoint {name} does not exist on this kernel ({release}); {hint}"
-    )]
+    #[error("tracepoint {name} does not exist on this kernel ({release}); {hint}")]
     TracepointMissing { name: String, release: String, hint: String },
 
     #[error("invalid configuration: {0}")]

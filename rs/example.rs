@@ -50,9 +50,7 @@ fn parse_args() -> Result<(Config, Option<Duration>), String> {
             }
             // Buffer sizes; out-of-range values get Config's own error.
             "--ring-bytes" => cfg.ring_bytes = bytes(val("--ring-bytes")?, "--ring-bytes")?,
-            "--payload-bytes-per-cpu" => {
-                cfg.payload_bytes_per_cpu = bytes(val("--payload-bytes-per-cpu")?, "--payload-bytes-per-cpu")?
-            }
+            "--payload-bytes-per-cpu" => cfg.payload_bytes_per_cpu = bytes(val("--payload-bytes-per-cpu")?, "--payload-bytes-per-cpu")?,
             "--queue-bytes" => cfg.queue_bytes = bytes(val("--queue-bytes")?, "--queue-bytes")?,
             "--no-reader-thread" => cfg.reader_thread = false,
             "--duration" => {

@@ -333,7 +333,11 @@ mod tests {
                     x ^= x >> 7;
                     x ^= x << 17;
                     // Mostly ASCII with some high bytes, like real output.
-                    if x % 5 == 0 { (x >> 8) as u8 | 0x80 } else { (x >> 8) as u8 & 0x7f }
+                    if x % 5 == 0 {
+                        (x >> 8) as u8 | 0x80
+                    } else {
+                        (x >> 8) as u8 & 0x7f
+                    }
                 })
                 .collect();
             let mut s = String::new();
@@ -345,7 +349,9 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")]
+        {
             let mut s = String::new();
             base64(&mut s, i.as_bytes());
             assert_eq!(s, o);

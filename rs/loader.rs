@@ -2,13 +2,13 @@
 //! filter maps. Every failure becomes an `Error` that says what to do.
 
 use crate::bpf::types::{rodata, tb_config, tb_generic_desc};
-use crate::tracepoint_format::{FieldShape, Format};
-use std::sync::Arc;
 use crate::config::ResolvedConfig;
 use crate::error::{Error, Result};
+use crate::tracepoint_format::{FieldShape, Format};
 use crate::types::{EventType, COMM_LEN};
 use libbpf_rs::{Link, Map, MapCore, MapFlags, Object, ObjectBuilder, PrintLevel};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// The compiled BPF object (build.rs), embedded in the library.
@@ -36,7 +36,7 @@ pub fn check_environment() -> Result<()> {
     }
     if let Some(caps) = effective_caps() {
         let has = |c: u32| caps & (1u64 << c) != 0;
-        if !has(CAP_SYS_ADMIN) && !(has(CAP_BPF) && has(CAP_PERFMON)) {
+        if !has(CAP_SYS_ADMIN) && (!has(CAP_BPF) || !has(CAP_PERFMON)) {
             let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN")]
                 .iter()
                 .filter(|(c, _)| !has(*c))
@@ -94,8 +94,7 @@ pub fn open_and_load(cfg: &ResolvedConfig, ncpus: usize) -> Result<Object> {
     };
     let mut open = ObjectBuilder::default().open_memory(bpf_object()).map_err(bpf_err("opening the BPF object"))?;
 
-    let payload_entries = u32::try_from(ncpus * cfg.payload_chunks_per_cpu)
-        .map_err(|_| Error::Config("payload area too large".into()))?;
+    let payload_entries = u32::try_from(ncpus * cfg.payload_chunks_per_cpu).map_err(|_| Error::Config("payload area too large".into()))?;
     for mut m in open.maps_mut() {
         let name = m.name().to_string_lossy().into_owned();
         let r = match name.as_str() {
@@ -194,10 +193,7 @@ fn write_rodata(data: &mut [u8], cfg: &ResolvedConfig) -> Result<()> {
 
 /// A map of the loaded object by name.
 pub fn map<'o>(object: &'o Object, name: &str) -> Result<Map<'o>> {
-    object
-        .maps()
-        .find(|m| m.name() == name)
-        .ok_or_else(|| Error::Config(format!("BPF object has no map {name}")))
+    object.maps().find(|m| m.name() == name).ok_or_else(|| Error::Config(format!("BPF object has no map {name}")))
 }
 
 /// Writes the filter and capture settings into the `cfg`, `pids` and
@@ -245,9 +241,7 @@ pub fn write_filters(object: &Object, cfg: &ResolvedConfig) -> Result<()> {
         slot.len = n as u32;
     }
     // SAFETY: viewing a repr(C) struct without padding as its bytes.
-    let bytes = unsafe {
-        std::slice::from_raw_parts((&c as *const tb_config).cast::<u8>(), std::mem::size_of::<tb_config>())
-    };
+    let bytes = unsafe { std::slice::from_raw_parts((&c as *const tb_config).cast::<u8>(), std::mem::size_of::<tb_config>()) };
     map(object, "cfg")?.update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY).map_err(upd)
 }
 
@@ -276,19 +270,21 @@ pub fn write_generic_descs(object: &Object, formats: &[Arc<Format>]) -> Result<(
             }
         }
         // SAFETY: viewing a repr(C) struct of integers as bytes.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&d as *const tb_generic_desc).cast::<u8>(), std::mem::size_of::<tb_generic_desc>())
-        };
+        let bytes =
+            unsafe { std::slice::from_raw_parts((&d as *const tb_generic_desc).cast::<u8>(), std::mem::size_of::<tb_generic_desc>()) };
         m.update(&f.id.to_ne_bytes(), bytes, MapFlags::ANY)
             .map_err(|e| Error::Bpf { context: format!("describing {}", f.name), source: e })?;
     }
     Ok(())
 }
 
+/// Tracepoints that could not be attached, with why: (name, reason).
+pub type AttachFailures = Vec<(String, String)>;
+
 /// Attaches handle__generic to each generic tracepoint. A failure on a name
 /// the caller gave is an error; on a wildcard expansion it is reported in the
 /// returned list (name, reason) and tracing goes on.
-pub fn attach_generic(object: &Object, cfg: &ResolvedConfig, formats: &[Arc<Format>]) -> Result<(Vec<Link>, Vec<(String, String)>)> {
+pub fn attach_generic(object: &Object, cfg: &ResolvedConfig, formats: &[Arc<Format>]) -> Result<(Vec<Link>, AttachFailures)> {
     let mut links = Vec::new();
     let mut failures = Vec::new();
     if formats.is_empty() {
@@ -299,7 +295,7 @@ pub fn attach_generic(object: &Object, cfg: &ResolvedConfig, formats: &[Arc<Form
         .find(|p| p.name() == "handle__generic")
         .ok_or_else(|| Error::Config("BPF object has no program handle__generic".into()))?;
     for f in formats {
-        let (cat, name) = f.name.split_once('/').unwrap_or((&f.name, ""));
+        let (cat, name) = f.name.split_once('/').unwrap_or((f.name, ""));
         let opts = libbpf_rs::TracepointOpts { cookie: f.id as u64, ..Default::default() };
         match prog.attach_tracepoint_with_opts(libbpf_rs::TracepointCategory::Custom(cat.to_string()), name, opts) {
             Ok(l) => links.push(l),
@@ -327,10 +323,8 @@ pub fn attach(object: &Object, cfg: &ResolvedConfig) -> Result<Vec<Link>> {
         names.push("tb_follow_fork");
     }
     for name in names {
-        let prog = object
-            .progs_mut()
-            .find(|p| p.name() == name)
-            .ok_or_else(|| Error::Config(format!("BPF object has no program {name}")))?;
+        let prog =
+            object.progs_mut().find(|p| p.name() == name).ok_or_else(|| Error::Config(format!("BPF object has no program {name}")))?;
         let link = prog.attach().map_err(|e| match raw_errno(&e) {
             Some(libc::EPERM) | Some(libc::EACCES) => Error::Permission { what: format!("attaching {name} failed: {e}") },
             _ => Error::Bpf { context: format!("attaching {name}"), source: e },

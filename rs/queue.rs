@@ -164,4 +164,3 @@ impl Shared {
         self.ready.notify_all();
     }
 }
-

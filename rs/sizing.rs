@@ -186,10 +186,8 @@ mod tests {
     #[test]
     fn pure_v2_takes_the_lowest_limit_up_the_tree() {
         let own = "0::/user.slice/app.scope\n";
-        let files = reader(&[
-            ("/sys/fs/cgroup/user.slice/app.scope/memory.max", "max\n"),
-            ("/sys/fs/cgroup/user.slice/memory.max", "268435456\n"),
-        ]);
+        let files =
+            reader(&[("/sys/fs/cgroup/user.slice/app.scope/memory.max", "max\n"), ("/sys/fs/cgroup/user.slice/memory.max", "268435456\n")]);
         assert_eq!(cgroup_limit(own, V2, files), Some((256 << 20, "/sys/fs/cgroup/user.slice/memory.max".into())));
     }
 

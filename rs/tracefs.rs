@@ -14,9 +14,7 @@ pub fn ensure_mounted() -> Result<PathBuf> {
     }
     let target = Path::new(TRACEFS);
     if !target.is_dir() {
-        return Err(Error::TracefsMissing {
-            reason: format!("{TRACEFS} does not exist: is CONFIG_TRACING enabled?"),
-        });
+        return Err(Error::TracefsMissing { reason: format!("{TRACEFS} does not exist: is CONFIG_TRACING enabled?") });
     }
     let src = CString::new("nodev").expect("no NUL");
     let dst = CString::new(TRACEFS).expect("no NUL");
@@ -26,23 +24,16 @@ pub fn ensure_mounted() -> Result<PathBuf> {
     if rc != 0 {
         let err = std::io::Error::last_os_error();
         return Err(match err.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => Error::TracefsMissing {
-                reason: "mounting it needs CAP_SYS_ADMIN".to_string(),
-            },
+            Some(libc::EPERM) | Some(libc::EACCES) => Error::TracefsMissing { reason: "mounting it needs CAP_SYS_ADMIN".to_string() },
             _ => Error::TracefsMissing { reason: format!("mount failed: {err}") },
         });
     }
-    find().ok_or_else(|| Error::TracefsMissing {
-        reason: "mounted, but it has no events/ directory".to_string(),
-    })
+    find().ok_or_else(|| Error::TracefsMissing { reason: "mounted, but it has no events/ directory".to_string() })
 }
 
 /// The tracing directory if tracefs is already mounted.
 pub fn find() -> Option<PathBuf> {
-    [TRACEFS, DEBUGFS_TRACING]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("events").is_dir())
+    [TRACEFS, DEBUGFS_TRACING].iter().map(PathBuf::from).find(|p| p.join("events").is_dir())
 }
 
 /// Whether the running kernel has `category/name`.

@@ -1,9 +1,9 @@
 //! Tracefs format files (`events/<category>/<name>/format`): how a generic
 //! tracepoint's raw record is laid out, and how to decode each field.
 
-use bytes::Bytes;
 use crate::decode::DecodeError;
 use crate::value::{Decode, FieldKind, FieldRef, FieldValue, Var};
+use bytes::Bytes;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -87,14 +87,23 @@ fn type_is_signed(c_type: &str) -> Option<bool> {
         return Some(false);
     }
     let base = t.trim_start_matches("const ").trim();
-    if base.starts_with("unsigned") || base.starts_with('u') && base[1..].chars().all(|c| c.is_ascii_digit())
-        || base.starts_with("__u") || base.starts_with("size_t") || base == "bool" || base.starts_with("umode_t")
-        || base.starts_with("gfp_t") || base.starts_with("dev_t") || base.starts_with("uid_t") || base.starts_with("gid_t")
+    if base.starts_with("unsigned")
+        || base.starts_with('u') && base[1..].chars().all(|c| c.is_ascii_digit())
+        || base.starts_with("__u")
+        || base.starts_with("size_t")
+        || base == "bool"
+        || base.starts_with("umode_t")
+        || base.starts_with("gfp_t")
+        || base.starts_with("dev_t")
+        || base.starts_with("uid_t")
+        || base.starts_with("gid_t")
     {
         return Some(false);
     }
-    if matches!(base, "int" | "long" | "short" | "long long" | "signed char" | "pid_t" | "ssize_t" | "loff_t" | "off_t" | "time64_t" | "clockid_t")
-        || base.starts_with("s") && base[1..].chars().all(|c| c.is_ascii_digit()) && base.len() > 1
+    if matches!(
+        base,
+        "int" | "long" | "short" | "long long" | "signed char" | "pid_t" | "ssize_t" | "loff_t" | "off_t" | "time64_t" | "clockid_t"
+    ) || base.starts_with("s") && base[1..].chars().all(|c| c.is_ascii_digit()) && base.len() > 1
         || base.starts_with("__s")
     {
         return Some(true);
@@ -107,7 +116,8 @@ fn type_is_signed(c_type: &str) -> Option<bool> {
 fn type_width(c_type: &str) -> Option<usize> {
     let base = c_type.trim().trim_start_matches("const ").trim();
     Some(match base {
-        "int" | "unsigned int" | "pid_t" | "u32" | "s32" | "__u32" | "__s32" | "uid_t" | "gid_t" | "key_serial_t" | "clockid_t" | "mqd_t" | "timer_t" | "qid_t" | "rwf_t" => 4,
+        "int" | "unsigned int" | "pid_t" | "u32" | "s32" | "__u32" | "__s32" | "uid_t" | "gid_t" | "key_serial_t" | "clockid_t"
+        | "mqd_t" | "timer_t" | "qid_t" | "rwf_t" => 4,
         "short" | "unsigned short" | "u16" | "s16" | "umode_t" => 2,
         _ => return None,
     })
@@ -165,7 +175,7 @@ pub fn parse(name: &str, text: &str) -> Result<Format, String> {
             if c_type.ends_with("char") && !c_type.contains("unsigned") {
                 FieldShape::CharArray
             } else {
-                let elem = if n > 0 { size / n } else { 1 };
+                let elem = size.checked_div(n).unwrap_or(1);
                 FieldShape::IntArray { elem: elem.max(1), signed: signed_t }
             }
         } else if is_syscall && c_type.contains("char *") && c_type.starts_with("const") && fname != "buf" && strs < MAX_USER_STRS {
@@ -183,7 +193,9 @@ pub fn parse(name: &str, text: &str) -> Result<Format, String> {
         fields.push(FormatField { name: fname, c_type, offset, size, shape, decode });
     }
     let id = id.ok_or_else(|| format!("{name}: format has no ID"))?;
-    if fields.iter().filter(|f| f.shape == FieldShape::DataLocStr || matches!(f.shape, FieldShape::DataLocArray { .. })).count() > MAX_DATALOC {
+    if fields.iter().filter(|f| f.shape == FieldShape::DataLocStr || matches!(f.shape, FieldShape::DataLocArray { .. })).count()
+        > MAX_DATALOC
+    {
         return Err(format!("{name}: more than {MAX_DATALOC} __data_loc fields"));
     }
     Ok(Format { name: intern(name), id, fields, raw_size })
@@ -294,7 +306,8 @@ impl GenericPayload {
                         _ => return Err(oob(f)),
                     };
                     let (off, len) = (loc & 0xffff, loc >> 16);
-                    let b = r.get(off..off.saturating_add(len)).ok_or(DecodeError::VarOutOfBounds { offset: off, len, available: r.len() })?;
+                    let b =
+                        r.get(off..off.saturating_add(len)).ok_or(DecodeError::VarOutOfBounds { offset: off, len, available: r.len() })?;
                     match &f.shape {
                         FieldShape::DataLocStr => GenericValue::Str(Var { data: Bytes::copy_from_slice(cstr(b)), flags: 0, size: 0 }),
                         FieldShape::DataLocArray { elem, signed } => list(b, *elem, *signed),

@@ -158,7 +158,12 @@ impl Inbox {
 /// The event kind and payload of ring sample `raw`: its payload-area bytes
 /// are `bytes`, the bytes after the record in the sample (an inline field)
 /// `inline`; the event's fields are slices of them.
-fn decode_payload(raw: &[u8], bytes: &Bytes, inline: &[u8], formats: &HashMap<u32, Arc<Format>>) -> Result<(EventKind, Payload), DecodeError> {
+fn decode_payload(
+    raw: &[u8],
+    bytes: &Bytes,
+    inline: &[u8],
+    formats: &HashMap<u32, Arc<Format>>,
+) -> Result<(EventKind, Payload), DecodeError> {
     let type_id = read_array::<4>(raw, rec::EVENT_TYPE).map(u32::from_le_bytes)?;
     let flags = read_array::<4>(raw, rec::FLAGS).map(u32::from_le_bytes)?;
     let fixed = raw.get(rec::FIXED..RECORD_SIZE).ok_or(DecodeError::RecordTooShort { need: RECORD_SIZE, got: raw.len() })?;
@@ -303,8 +308,11 @@ impl Tracer {
         let config = config.resolve_with(&available)?;
         loader::check_tracepoints(&tracing, &config.events)?;
         let mut formats = Vec::new();
-        let mut attach_failures: Vec<(String, String)> =
-            config.unavailable.iter().map(|n| (n.clone(), format!("not available on this kernel ({})", loader::kernel_release()))).collect();
+        let mut attach_failures: Vec<(String, String)> = config
+            .unavailable
+            .iter()
+            .map(|n| (n.clone(), format!("not available on this kernel ({})", loader::kernel_release())))
+            .collect();
         for (name, wild) in &config.generic {
             match crate::tracepoint_format::load(&tracing, name) {
                 Ok(f) => formats.push(Arc::new(f)),
@@ -365,17 +373,7 @@ impl Tracer {
         } else {
             None
         };
-        Ok(Tracer {
-            core,
-            epoll_fd,
-            reader,
-            closed: false,
-            config,
-            ncpus,
-            attach_time: started.elapsed(),
-            generic,
-            attach_failures,
-        })
+        Ok(Tracer { core, epoll_fd, reader, closed: false, config, ncpus, attach_time: started.elapsed(), generic, attach_failures })
     }
 
     /// The typed events this tracer is attached to.
@@ -598,4 +596,3 @@ fn clock_offset() -> i64 {
     let boot2 = clock_ns(libc::CLOCK_BOOTTIME);
     real - (boot1 + (boot2 - boot1) / 2)
 }
-

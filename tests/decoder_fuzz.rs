@@ -26,8 +26,8 @@
 
 use proptest::prelude::*;
 use tracer_ebpf::decode::{read_array, DecodeError, VarReader};
-use tracer_ebpf::types::{rec, EventType, FieldKind, Payload, RECORD_SIZE};
 use tracer_ebpf::event::EventKind;
+use tracer_ebpf::types::{rec, EventType, FieldKind, Payload, RECORD_SIZE};
 use tracer_ebpf::{Comm, Event};
 
 /// Size of `struct tb_var` (len u32, flags u32, size u64).
@@ -40,11 +40,7 @@ fn any_event_type() -> impl Strategy<Value = EventType> {
 }
 
 fn var_fields(ty: EventType) -> Vec<usize> {
-    ty.fields()
-        .iter()
-        .filter(|f| matches!(f.kind, FieldKind::Str | FieldKind::StrList | FieldKind::Bytes))
-        .map(|f| f.offset)
-        .collect()
+    ty.fields().iter().filter(|f| matches!(f.kind, FieldKind::Str | FieldKind::StrList | FieldKind::Bytes)).map(|f| f.offset).collect()
 }
 
 /// A descriptor length: mostly small, sometimes at the edges of u32.
@@ -200,15 +196,11 @@ impl Json<'_> {
                     self.i += 1;
                     return Ok(());
                 }
-                Some(b'\\') => {
-                    match self.b.get(self.i + 1) {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 2,
-                        Some(b'u') if self.b.get(self.i + 2..self.i + 6).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => {
-                            self.i += 6
-                        }
-                        _ => return Err(format!("bad escape at {}", self.i)),
-                    }
-                }
+                Some(b'\\') => match self.b.get(self.i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 2,
+                    Some(b'u') if self.b.get(self.i + 2..self.i + 6).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => self.i += 6,
+                    _ => return Err(format!("bad escape at {}", self.i)),
+                },
                 Some(&c) if c < 0x20 => return Err(format!("raw control byte {c:#x} in string at {}", self.i)),
                 Some(_) => self.i += 1,
             }
@@ -551,7 +543,8 @@ fn location() -> impl Strategy<Value = (u32, u64, u32)> {
 fn payload_area_reads_any_location_safely() {
     let Some(fx) = area::fixture() else { return };
     let region = fx.area.region_size();
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() });
+    let mut runner =
+        proptest::test_runner::TestRunner::new(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() });
     let result = runner.run(&(location(), any::<u64>()), |((cpu, pos, len), head)| {
         let mut out = b"prefix".to_vec();
         let in_area = (cpu as usize) < area::NCPUS && len as u64 <= region;
@@ -648,9 +641,29 @@ mod generic {
 
     pub fn decl() -> impl Strategy<Value = String> {
         let ty = proptest::sample::select(vec![
-            "int", "unsigned int", "long", "unsigned long", "u8", "s16", "u64", "char", "unsigned char",
-            "const char *", "char *", "pid_t", "umode_t", "size_t", "void *", "__data_loc char[]",
-            "__data_loc u32[]", "__data_loc unsigned long[]", "bool", "struct foo", "", "*", "[",
+            "int",
+            "unsigned int",
+            "long",
+            "unsigned long",
+            "u8",
+            "s16",
+            "u64",
+            "char",
+            "unsigned char",
+            "const char *",
+            "char *",
+            "pid_t",
+            "umode_t",
+            "size_t",
+            "void *",
+            "__data_loc char[]",
+            "__data_loc u32[]",
+            "__data_loc unsigned long[]",
+            "bool",
+            "struct foo",
+            "",
+            "*",
+            "[",
         ]);
         let name = proptest::sample::select(vec!["a", "fd", "buf", "filename", "common_x", "comm", "x y", ""]);
         let array = prop_oneof![3 => Just(String::new()), 1 => (0usize..20).prop_map(|n| format!("[{n}]")),

@@ -107,11 +107,8 @@ pub fn render(m: &Model) -> String {
             h.name
         );
     }
-    let _ = writeln!(
-        w,
-        "TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, fixed) == {}, \"tb_record.fixed\");\n",
-        record::header_size()
-    );
+    let _ =
+        writeln!(w, "TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, fixed) == {}, \"tb_record.fixed\");\n", record::header_size());
 
     w.push_str("enum tb_event_type {\n");
     for e in &m.events {
@@ -130,11 +127,7 @@ pub fn render(m: &Model) -> String {
     );
     for (i, e) in m.events.iter().enumerate() {
         let sep = if i + 1 == m.events.len() { "" } else { " \\" };
-        let _ = writeln!(
-            w,
-            "\tX({}, {}, {}, {}, {}){sep}",
-            e.category, e.tracepoint, e.context, e.enum_const(), e.optional as u8
-        );
+        let _ = writeln!(w, "\tX({}, {}, {}, {}, {}){sep}", e.category, e.tracepoint, e.context, e.enum_const(), e.optional as u8);
     }
     w.push('\n');
 
@@ -166,15 +159,7 @@ pub fn render(m: &Model) -> String {
     for e in &m.events {
         let _ = writeln!(w, "static const struct tb_field_desc tb_fields_{}[] = {{", e.ident());
         for f in &e.fields {
-            let _ = writeln!(
-                w,
-                "\t{{ \"{}\", {}, {}, {}, {}ul }},",
-                f.name,
-                kind_const(f.ty),
-                f.offset,
-                decode_const(f.decode),
-                f.max
-            );
+            let _ = writeln!(w, "\t{{ \"{}\", {}, {}, {}, {}ul }},", f.name, kind_const(f.ty), f.offset, decode_const(f.decode), f.max);
         }
         if e.fields.is_empty() {
             w.push_str("\t{ 0 },\n");

@@ -18,7 +18,15 @@ pub fn render(m: &Model) -> String {
         let _ = writeln!(w, "| [`{}`](#{}) | {} | {}{opt} |", e.name(), e.ident().replace('_', "-"), e.id, e.comment);
     }
     for e in &m.events {
-        let _ = writeln!(w, "\n## {}\n<a id=\"{}\"></a>\n\nid {}, tracepoint context `struct {}`. {}\n", e.name(), e.ident().replace('_', "-"), e.id, e.context, e.comment);
+        let _ = writeln!(
+            w,
+            "\n## {}\n<a id=\"{}\"></a>\n\nid {}, tracepoint context `struct {}`. {}\n",
+            e.name(),
+            e.ident().replace('_', "-"),
+            e.id,
+            e.context,
+            e.comment
+        );
         if e.fields.is_empty() {
             w.push_str("No payload fields.\n");
             continue;

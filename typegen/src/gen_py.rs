@@ -41,7 +41,9 @@ pub fn render(m: &Model) -> String {
     for e in &m.events {
         let _ = writeln!(w, "    {}Payload,", e.camel());
     }
-    w.push_str("]\n\n#: name -> (id, comment, ((field, type), ...))\nCATALOGUE: Dict[str, Tuple[int, str, Tuple[Tuple[str, str], ...]]] = {\n");
+    w.push_str(
+        "]\n\n#: name -> (id, comment, ((field, type), ...))\nCATALOGUE: Dict[str, Tuple[int, str, Tuple[Tuple[str, str], ...]]] = {\n",
+    );
     for e in &m.events {
         let fields: Vec<String> = e.fields.iter().map(|f| format!("({:?}, {:?})", f.name, f.ty.toml_name())).collect();
         let trailing = if fields.len() == 1 { "," } else { "" };

@@ -54,7 +54,11 @@ pub fn render(m: &Model) -> String {
     let _ = writeln!(w, "/// Bytes of the task comm.\npub const COMM_LEN: usize = {COMM_LEN};\n");
     let _ = writeln!(w, "/// Data bytes per payload-area element.\npub const CHUNK_SIZE: usize = {};", record::CHUNK_SIZE);
     let _ = writeln!(w, "/// Bytes per copy helper call at most.\npub const PIECE_MAX: usize = {};", record::PIECE_MAX);
-    let _ = writeln!(w, "/// Payload-area element size (data plus verifier slack).\npub const CHUNK_ELEM_SIZE: usize = {};", record::CHUNK_ELEM_SIZE);
+    let _ = writeln!(
+        w,
+        "/// Payload-area element size (data plus verifier slack).\npub const CHUNK_ELEM_SIZE: usize = {};",
+        record::CHUNK_ELEM_SIZE
+    );
     let _ = writeln!(w, "/// Bytes of one CPU's control block.\npub const CPU_CTL_SIZE: usize = {};\n", record::CPU_CTL_SIZE);
     w.push_str("/// Names of the kernel counters, in `stats` map order.\npub const KERNEL_STATS: &[&str] = &[\n");
     for st in record::KERNEL_STATS {
@@ -85,7 +89,16 @@ pub fn render(m: &Model) -> String {
     }
     w.push_str("    ];\n\n    pub const fn id(self) -> u32 {\n        self as u32\n    }\n\n");
     arm(w, "from_id", "id: u32", "Option<Self>", m, |e| format!("{} => Some(EventType::{}),", e.id, e.camel()), Some("_ => None,"), "id");
-    arm(w, "from_name", "name: &str", "Option<Self>", m, |e| format!("{:?} => Some(EventType::{}),", e.name(), e.camel()), Some("_ => None,"), "name");
+    arm(
+        w,
+        "from_name",
+        "name: &str",
+        "Option<Self>",
+        m,
+        |e| format!("{:?} => Some(EventType::{}),", e.name(), e.camel()),
+        Some("_ => None,"),
+        "name",
+    );
     self_arm(w, "name", "&'static str", m, "\"category/tracepoint\"", |e| format!("{:?}", e.name()));
     self_arm(w, "category", "&'static str", m, "tracepoint category", |e| format!("{:?}", e.category));
     self_arm(w, "tracepoint", "&'static str", m, "tracepoint name", |e| format!("{:?}", e.tracepoint));
@@ -114,7 +127,13 @@ pub fn render(m: &Model) -> String {
 
     w.push_str("\n/// One struct per event, fields in events.toml order.\npub mod payload {\n    use super::Var;\n");
     for e in &m.events {
-        let _ = writeln!(w, "\n    /// `{}`: {}\n    #[derive(Clone, Debug, PartialEq, Eq)]\n    pub struct {} {{", e.name(), e.comment, e.camel());
+        let _ = writeln!(
+            w,
+            "\n    /// `{}`: {}\n    #[derive(Clone, Debug, PartialEq, Eq)]\n    pub struct {} {{",
+            e.name(),
+            e.comment,
+            e.camel()
+        );
         for f in &e.fields {
             let _ = writeln!(w, "        pub {}: {},", f.name, rust_type(f.ty));
         }
@@ -173,10 +192,14 @@ pub fn render(m: &Model) -> String {
         for (i, f) in e.fields.iter().enumerate() {
             let v = if f.ty.is_var() {
                 format!("FieldValue::Var(&p.{})", f.name)
-            } else if f.ty.is_signed() {
-                format!("FieldValue::Signed(p.{} as i64)", f.name)
             } else {
-                format!("FieldValue::Unsigned(p.{} as u64)", f.name)
+                // Widened losslessly; 64-bit fields as they are.
+                let (variant, wide) = if f.ty.is_signed() { ("Signed", "i64") } else { ("Unsigned", "u64") };
+                if rust_type(f.ty) == wide {
+                    format!("FieldValue::{variant}(p.{})", f.name)
+                } else {
+                    format!("FieldValue::{variant}({wide}::from(p.{}))", f.name)
+                }
             };
             let _ = writeln!(w, "                f(FieldRef::from(&fields[{i}]), {v});");
         }

@@ -38,9 +38,7 @@ pub enum FieldType {
     Bytes,
 }
 
-pub const TYPE_NAMES: &[&str] = &[
-    "u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "char[]", "char[][]", "u8[]",
-];
+pub const TYPE_NAMES: &[&str] = &["u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "char[]", "char[][]", "u8[]"];
 
 impl FieldType {
     pub fn parse(s: &str) -> Option<FieldType> {
@@ -230,13 +228,7 @@ struct Locator<'a> {
 impl Locator<'_> {
     fn err(&self, span: Span, key: &str, message: impl Into<String>) -> Error {
         let (line, column) = line_col(self.text, span.start);
-        Error {
-            file: self.file.to_string(),
-            line,
-            column,
-            key: key.to_string(),
-            message: message.into(),
-        }
+        Error { file: self.file.to_string(), line, column, key: key.to_string(), message: message.into() }
     }
 }
 
@@ -262,20 +254,117 @@ fn is_ident(s: &str) -> bool {
 /// since each field becomes a struct member or TypedDict key in those.
 const RESERVED: &[&str] = &[
     // C and C++
-    "auto", "bool", "break", "case", "catch", "char", "class", "const", "continue", "default",
-    "delete", "do", "double", "else", "enum", "explicit", "extern", "float", "for", "friend",
-    "goto", "if", "inline", "int", "long", "mutable", "namespace", "new", "nullptr", "operator",
-    "private", "protected", "public", "register", "restrict", "return", "short", "signed",
-    "sizeof", "static", "struct", "switch", "template", "this", "throw", "try", "typedef",
-    "typename", "union", "unsigned", "using", "virtual", "void", "volatile", "while",
+    "auto",
+    "bool",
+    "break",
+    "case",
+    "catch",
+    "char",
+    "class",
+    "const",
+    "continue",
+    "default",
+    "delete",
+    "do",
+    "double",
+    "else",
+    "enum",
+    "explicit",
+    "extern",
+    "float",
+    "for",
+    "friend",
+    "goto",
+    "if",
+    "inline",
+    "int",
+    "long",
+    "mutable",
+    "namespace",
+    "new",
+    "nullptr",
+    "operator",
+    "private",
+    "protected",
+    "public",
+    "register",
+    "restrict",
+    "return",
+    "short",
+    "signed",
+    "sizeof",
+    "static",
+    "struct",
+    "switch",
+    "template",
+    "this",
+    "throw",
+    "try",
+    "typedef",
+    "typename",
+    "union",
+    "unsigned",
+    "using",
+    "virtual",
+    "void",
+    "volatile",
+    "while",
     // Rust (strict and reserved)
-    "abstract", "as", "async", "await", "become", "box", "crate", "dyn", "false", "final", "fn",
-    "gen", "impl", "in", "let", "loop", "macro", "match", "mod", "move", "mut", "override",
-    "priv", "pub", "ref", "self", "super", "trait", "true", "type", "typeof", "unsafe",
-    "unsized", "use", "where", "yield",
+    "abstract",
+    "as",
+    "async",
+    "await",
+    "become",
+    "box",
+    "crate",
+    "dyn",
+    "false",
+    "final",
+    "fn",
+    "gen",
+    "impl",
+    "in",
+    "let",
+    "loop",
+    "macro",
+    "match",
+    "mod",
+    "move",
+    "mut",
+    "override",
+    "priv",
+    "pub",
+    "ref",
+    "self",
+    "super",
+    "trait",
+    "true",
+    "type",
+    "typeof",
+    "unsafe",
+    "unsized",
+    "use",
+    "where",
+    "yield",
     // Python
-    "and", "assert", "def", "del", "elif", "except", "finally", "from", "global", "import", "is",
-    "lambda", "nonlocal", "not", "or", "pass", "raise", "with",
+    "and",
+    "assert",
+    "def",
+    "del",
+    "elif",
+    "except",
+    "finally",
+    "from",
+    "global",
+    "import",
+    "is",
+    "lambda",
+    "nonlocal",
+    "not",
+    "or",
+    "pass",
+    "raise",
+    "with",
 ];
 
 /// "a string", "an integer": TOML type names with their article.
@@ -428,9 +517,10 @@ fn key_at(text: &str, offset: usize) -> String {
         Some(inner.split(']').next()?.trim().to_string())
     });
     let line = text[..line_end].lines().last().unwrap_or("");
-    let own = line.split_once('=').map(|(k, _)| k.trim()).filter(|k| {
-        !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-    });
+    let own = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)));
     match (header, own) {
         (Some(h), Some(k)) => format!("{h}.{k}"),
         (Some(h), None) => h,
@@ -452,11 +542,7 @@ fn parse_event(loc: &Locator<'_>, category: &str, tracepoint: &str, ev: &Table<'
     // The comment is copied into C comments, Python docstrings and a
     // Markdown table, where these would end or break the text.
     if comment.contains("*/") || comment.contains(['"', '\\', '|']) {
-        return Err(loc.err(
-            comment_span,
-            &ev.key("comment"),
-            "comment must not contain \", \\, | or */ (use ' for quotes)",
-        ));
+        return Err(loc.err(comment_span, &ev.key("comment"), "comment must not contain \", \\, | or */ (use ' for quotes)"));
     }
     let (context, context_span) = ev.required(loc, "context", ev.str(loc, "context")?)?;
     if !is_ident(context.trim()) {
@@ -468,16 +554,14 @@ fn parse_event(loc: &Locator<'_>, category: &str, tracepoint: &str, ev: &Table<'
     }
     let optional = match ev.get("optional") {
         None => false,
-        Some((item, span)) => item.as_bool().ok_or_else(|| {
-            loc.err(span, &ev.key("optional"), format!("optional must be true or false, found {}", a(item.type_name())))
-        })?,
+        Some((item, span)) => item
+            .as_bool()
+            .ok_or_else(|| loc.err(span, &ev.key("optional"), format!("optional must be true or false, found {}", a(item.type_name()))))?,
     };
     let (payload, payload_span) = ev.required(loc, "payload", ev.get("payload"))?;
     // payload = [ { ... }, ... ], or [[category.tracepoint.payload]] tables.
     let elems: Vec<(Option<&dyn TableLike>, Option<Span>)> = match payload {
-        Item::Value(toml_edit::Value::Array(a)) => {
-            a.iter().map(|v| (v.as_inline_table().map(|t| t as &dyn TableLike), v.span())).collect()
-        }
+        Item::Value(toml_edit::Value::Array(a)) => a.iter().map(|v| (v.as_inline_table().map(|t| t as &dyn TableLike), v.span())).collect(),
         Item::ArrayOfTables(a) => a.iter().map(|t| (Some(t as &dyn TableLike), t.span())).collect(),
         other => {
             return Err(loc.err(
@@ -514,15 +598,16 @@ fn parse_event(loc: &Locator<'_>, category: &str, tracepoint: &str, ev: &Table<'
             return Err(loc.err(name_span, &f.key("name"), format!("duplicate field name {name:?}")));
         }
         let (ty, ty_span) = f.required(loc, "type", f.str(loc, "type")?)?;
-        let ty = FieldType::parse(ty.trim()).ok_or_else(|| {
-            loc.err(ty_span, &f.key("type"), format!("unknown type {ty:?}; expected one of: {}", TYPE_NAMES.join(", ")))
-        })?;
+        let ty = FieldType::parse(ty.trim())
+            .ok_or_else(|| loc.err(ty_span, &f.key("type"), format!("unknown type {ty:?}; expected one of: {}", TYPE_NAMES.join(", "))))?;
         let max_range = 1..=VAR_MAX_CEILING as i64;
         let max = match (f.get("max"), ty.is_var()) {
             (Some((_, span)), false) => {
                 return Err(loc.err(span, &f.key("max"), format!("max applies only to variable-length types, not {}", ty.toml_name())))
             }
-            (Some(_), true) => f.int(loc, "max", max_range, &format!("an integer from 1 to {VAR_MAX_CEILING} (bytes)"))?.map_or(0, |m| m.0 as u64),
+            (Some(_), true) => {
+                f.int(loc, "max", max_range, &format!("an integer from 1 to {VAR_MAX_CEILING} (bytes)"))?.map_or(0, |m| m.0 as u64)
+            }
             (None, true) => VAR_MAX_DEFAULT,
             (None, false) => 0,
         };

@@ -57,12 +57,9 @@ payload = [
 /// Where `a` and `b` first differ, for readable failures.
 fn first_difference(a: &str, b: &str) -> String {
     match a.lines().zip(b.lines()).position(|(x, y)| x != y) {
-        Some(i) => format!(
-            "at line {}:\n  committed: {:?}\n  expected:  {:?}",
-            i + 1,
-            a.lines().nth(i).unwrap(),
-            b.lines().nth(i).unwrap()
-        ),
+        Some(i) => {
+            format!("at line {}:\n  committed: {:?}\n  expected:  {:?}", i + 1, a.lines().nth(i).unwrap(), b.lines().nth(i).unwrap())
+        }
         None => format!("in length ({} lines committed, {} expected)", a.lines().count(), b.lines().count()),
     }
 }
@@ -78,11 +75,7 @@ fn committed_outputs_are_fresh() {
             stale.push(format!("{} differs {}", o.rel_path, first_difference(&on_disk, &o.content)));
         }
     }
-    assert!(
-        stale.is_empty(),
-        "generated files are stale: run `cargo run -p typegen` to regenerate them\n{}",
-        stale.join("\n")
-    );
+    assert!(stale.is_empty(), "generated files are stale: run `cargo run -p typegen` to regenerate them\n{}", stale.join("\n"));
 }
 
 #[test]
@@ -149,10 +142,7 @@ fn second_run_rewrites_nothing() {
     fs::write(&docs, "edited by hand\n").unwrap();
     let stale = check();
     assert_eq!(stale.status.code(), Some(1));
-    assert_eq!(
-        String::from_utf8_lossy(&stale.stderr),
-        "stale generated files (run `cargo run -p typegen`): docs/events.md\n"
-    );
+    assert_eq!(String::from_utf8_lossy(&stale.stderr), "stale generated files (run `cargo run -p typegen`): docs/events.md\n");
     assert_eq!(fs::read_to_string(&docs).unwrap(), "edited by hand\n");
 }
 
@@ -167,10 +157,7 @@ fn check_structure(m: &Model) {
     // C: enum tb_event_type lists every id, ascending.
     let c = output(&outputs, "c/bootstrap.gen.h");
     let body = c.split("enum tb_event_type {\n").nth(1).unwrap().split("};").next().unwrap();
-    let ids: Vec<u32> = body
-        .lines()
-        .map(|l| l.split(" = ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap())
-        .collect();
+    let ids: Vec<u32> = body.lines().map(|l| l.split(" = ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids not ascending: {ids:?}");
     assert_eq!(ids, m.events.iter().map(|e| e.id).collect::<Vec<_>>());
 
@@ -178,10 +165,7 @@ fn check_structure(m: &Model) {
     let list = c.split("#define TB_TRACEPOINT_LIST(X)").nth(1).unwrap().split("\n\n").next().unwrap();
     assert_eq!(list.matches("\tX(").count(), m.events.len(), "{list}");
     for e in &m.events {
-        let entry = format!(
-            "\tX({}, {}, {}, {}, {})",
-            e.category, e.tracepoint, e.context, e.enum_const(), e.optional as u8
-        );
+        let entry = format!("\tX({}, {}, {}, {}, {})", e.category, e.tracepoint, e.context, e.enum_const(), e.optional as u8);
         assert!(list.contains(&entry), "no X-macro entry {entry:?} in:\n{list}");
         assert!(c.contains(&format!("struct tb_payload_{} {{", e.ident())));
     }
