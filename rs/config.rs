@@ -6,28 +6,6 @@ use crate::sizing::MemoryBudget;
 use crate::types::{EventType, CHUNK_SIZE, COMM_LEN};
 use std::time::Duration;
 
-/// Default ring-buffer bytes: 1/8 of the kernel memory budget, 1 to 8 MiB
-/// (see `sizing`).
-pub fn default_ring_bytes() -> usize {
-    MemoryBudget::detect().ring_bytes()
-}
-
-/// Default payload area per possible CPU: the kernel memory budget (1/384 of
-/// the usable memory, 12 to 64 MiB) less the ring and the other maps, split
-/// over the possible CPUs, at least 2 MiB each (see `sizing`). The reader
-/// thread drains the area while a burst runs, so it only has to hold what
-/// the reader cannot move out meanwhile.
-pub fn default_payload_bytes_per_cpu() -> usize {
-    let ncpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1);
-    MemoryBudget::detect().payload_bytes_per_cpu(ncpus)
-}
-
-/// Default userspace queue limit: 1/8 of the usable memory (RAM, or the
-/// cgroup's limit when lower), 16 MiB to 1 GiB.
-pub fn default_queue_bytes() -> usize {
-    MemoryBudget::detect().queue_bytes()
-}
-
 /// Tracer configuration. `Config::default()` traces every typed event the
 /// kernel has, from every process but the tracer itself, capturing write
 /// content of fds 1 and 2.
@@ -51,16 +29,18 @@ pub struct Config {
     /// Most argv bytes captured per exec (1 byte to 1 MiB).
     pub argv_max: u32,
     /// Ring-buffer size in bytes (rounded up to a power of two).
-    /// Default: `default_ring_bytes()`.
+    /// Default: `MemoryBudget::ring_bytes` (see `sizing`).
     pub ring_bytes: usize,
     /// Payload area per possible CPU, in bytes (rounded up to 256 KiB).
-    /// Default: `default_payload_bytes_per_cpu()`.
+    /// Default: `MemoryBudget::payload_bytes_per_cpu` (see `sizing`): the
+    /// reader thread drains the area while a burst runs, so it only has to
+    /// hold what the reader cannot move out meanwhile.
     pub payload_bytes_per_cpu: usize,
     /// Most bytes of decoded events held in userspace, waiting for `poll`.
     /// A reader thread drains the kernel buffers into this queue as fast as
     /// it can, so a slow consumer (JSON, Python) loses nothing until the
     /// queue is full; then the kernel buffers fill and their losses are
-    /// counted. Default: `default_queue_bytes()`.
+    /// counted. Default: `MemoryBudget::queue_bytes` (see `sizing`).
     pub queue_bytes: usize,
     /// Run the reader thread (default). Without it the kernel buffers are
     /// drained only inside `poll`, by the caller's thread: nothing moves

@@ -92,7 +92,7 @@ impl PayloadArea {
     /// to `out`. Returns false if the producer may have overwritten them while
     /// they were copied (never expected: the producer respects `tail`).
     pub fn read(&self, cpu: u32, pos: u64, len: u32, out: &mut Vec<u8>) -> Result<bool, DecodeError> {
-        if cpu as usize >= self.ncpus || len as u64 > self.region_size() {
+        if !self.in_range(cpu, len as u64) {
             return Err(DecodeError::PayloadOutOfRange { cpu, pos, len });
         }
         let start = out.len();
@@ -110,11 +110,13 @@ impl PayloadArea {
     /// copied (never expected: the producer respects `tail`).
     pub fn read_into(&self, cpu: u32, pos: u64, dst: &mut [u8]) -> Result<bool, DecodeError> {
         let cpu_us = cpu as usize;
-        let region = self.region_size();
         let len = dst.len() as u64;
         let out_of_range = DecodeError::PayloadOutOfRange { cpu, pos, len: len.min(u32::MAX as u64) as u32 };
-        if cpu_us >= self.ncpus || len > region {
+        if !self.in_range(cpu, len) {
             return Err(out_of_range);
+        }
+        if len == 0 {
+            return Ok(true); // no bytes that a writer could have reached (and no fence)
         }
         let mut done = 0u64;
         while done < len {
@@ -133,6 +135,11 @@ impl PayloadArea {
             done += n as u64;
         }
         Ok(self.intact(cpu, pos))
+    }
+
+    /// Whether `len` bytes of `cpu`'s region can exist at all.
+    fn in_range(&self, cpu: u32, len: u64) -> bool {
+        (cpu as usize) < self.ncpus && len <= self.region_size()
     }
 
     /// True unless the producer on `cpu` has reserved past `pos` + region,

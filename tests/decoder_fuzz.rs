@@ -561,11 +561,16 @@ fn payload_area_reads_any_location_safely() {
         prop_assert_eq!(&out[..6], b"prefix");
         prop_assert_eq!(out.len(), 6 + len as usize);
         prop_assert!(out[6..] == area::model(cpu as usize, pos, len)[..], "wrong bytes at cpu {} pos {} len {}", cpu, pos, len);
-        // Intact unless the producer is past pos + region (where it reuses these bytes).
-        if let Some(limit) = pos.checked_add(region) {
-            prop_assert_eq!(intact, head <= limit, "head {} pos {}", head, pos);
+        // Intact unless the producer is past pos + region (where it reuses these
+        // bytes); zero bytes cannot have been overwritten.
+        if len == 0 {
+            prop_assert!(intact, "zero bytes at cpu {} pos {} head {}", cpu, pos, head);
+        } else {
+            if let Some(limit) = pos.checked_add(region) {
+                prop_assert_eq!(intact, head <= limit, "head {} pos {}", head, pos);
+            }
+            prop_assert_eq!(fx.area.intact(cpu, pos), intact);
         }
-        prop_assert_eq!(fx.area.intact(cpu, pos), intact);
         Ok(())
     });
     if let Err(e) = result {
@@ -597,10 +602,13 @@ fn payload_area_edges() {
         assert_eq!(fx.area.read(cpu, 0, len, &mut out), Err(DecodeError::PayloadOutOfRange { cpu, pos: 0, len }));
         assert!(out.is_empty());
     }
-    // Zero bytes anywhere is fine.
+    // Zero bytes anywhere is fine, even with the producer far ahead.
     out.clear();
     assert_eq!(fx.area.read(1, 7, 0, &mut out), Ok(true));
     assert!(out.is_empty());
+    fx.set_head(1, 7 + 10 * region);
+    assert_eq!(fx.area.read(1, 7, 0, &mut out), Ok(true));
+    fx.set_head(1, 0);
     // The producer exactly one region ahead is still intact; one byte more is not.
     fx.set_head(1, 100 + region);
     assert_eq!(fx.area.read(1, 100, 10, &mut out), Ok(true));
