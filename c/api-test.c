@@ -83,6 +83,8 @@ static int on_event(const struct tb_event *ev, void *ctx)
 	if (ev->desc && ev->nfields == 3) {
 		const struct tb_field *f = ev->fields;
 		CHECK(!strcmp(f[0].desc->name, "fd") && !strcmp(f[2].desc->name, "content"), "field names");
+		CHECK(f[2].flags == 0, "content flags %u (len %zu, size %llu)", f[2].flags, (size_t)f[2].len,
+		      (unsigned long long)f[2].size);
 		if (f[2].len == sizeof MARK - 1 && !memcmp(f[2].data, MARK, f[2].len)) {
 			c->marks++;
 			CHECK(f[0].i == 1 && f[1].u == sizeof MARK - 1 && f[2].flags == 0 && f[2].size == sizeof MARK - 1,
@@ -93,16 +95,25 @@ static int on_event(const struct tb_event *ev, void *ctx)
 	return c->stop_after && c->n >= c->stop_after;
 }
 
-/* A child named `comm` that writes MARK `times` times to fd 1 (/dev/null). */
+/*
+ * A child named `comm` that writes MARK `times` times to fd 1 (/dev/null).
+ * It writes from a stack copy: the BPF program cannot fault pages in, and a
+ * forked child has no page-table entry yet for read-only file pages such as
+ * MARK's in .rodata, so on a filesystem without fault-around of cached pages
+ * the content would be lost as `fault` (tests/test_write_capture.py covers that
+ * case; this test is about the C API).
+ */
 static pid_t spawn_writer(const char *comm, int times)
 {
 	pid_t pid = fork();
 	if (pid == 0) {
+		char mark[sizeof MARK];
+		memcpy(mark, MARK, sizeof MARK);
 		int null = open("/dev/null", O_WRONLY);
 		dup2(null, 1);
 		prctl(PR_SET_NAME, comm, 0, 0, 0);
 		for (int i = 0; i < times; i++)
-			if (write(1, MARK, sizeof MARK - 1) < 0)
+			if (write(1, mark, sizeof MARK - 1) < 0)
 				_exit(2);
 		_exit(0);
 	}
