@@ -12,6 +12,11 @@
 
 #define TB_MAX_COMM_FILTERS 8
 
+struct tb_comm_prefix {
+	char prefix[TB_COMM_LEN];
+	__u32 len;
+};
+
 /* Changeable while tracing (userspace updates the single `cfg` entry). */
 struct tb_config {
 	__u32 self_tgid;     /* never trace this process (the tracer); 0 = trace it */
@@ -23,10 +28,10 @@ struct tb_config {
 	__u32 all_fds;       /* 1: capture content of every fd, ignore `content_fds` */
 	__u32 generic_max;   /* cap on the raw bytes of a generic tracepoint record */
 	__u64 fd_mask;       /* bit n: content of fd n (< 64) is captured; larger fds: `content_fds` */
-	struct {
-		char prefix[TB_COMM_LEN];
-		__u32 len;
-	} comm[TB_MAX_COMM_FILTERS];
+	struct tb_comm_prefix comm[TB_MAX_COMM_FILTERS];
+	__u32 exclude_pids;  /* 1: never processes in `excluded` */
+	__u32 nexclude_comm; /* number of active excluded comm prefixes */
+	struct tb_comm_prefix exclude_comm[TB_MAX_COMM_FILTERS]; /* never tasks whose comm starts so */
 };
 
 /* One CPU's control block, mmapped by userspace. The producer's fields and
@@ -43,7 +48,7 @@ struct tb_cpu_ctl {
 	__u8 pad2[56];
 };
 TB_STATIC_ASSERT(sizeof(struct tb_cpu_ctl) == TB_CPU_CTL_SIZE, "tb_cpu_ctl size");
-TB_STATIC_ASSERT(sizeof(struct tb_config) == 200, "tb_config size");
+TB_STATIC_ASSERT(sizeof(struct tb_config) == 368, "tb_config size");
 
 /*
  * Generic tracepoints: any tracepoint, recorded raw by handle__generic and

@@ -83,6 +83,16 @@ struct {
 	__type(value, __u8);  /* 1 = given by the caller, 2 = added by follow */
 } pids SEC(".maps");
 
+/* Processes never traced (cfg.exclude_pids): the readers of the tracer's
+ * own output and those the caller names. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, __u32);   /* tgid */
+	__type(value, __u8);
+} excluded SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
@@ -134,17 +144,17 @@ static __always_inline void tb_count(__u32 stat)
 		*v += 1; /* per-CPU: no atomics needed */
 }
 
-static __always_inline bool tb_comm_matches(struct tb_config *c, const char *comm)
+static __always_inline bool tb_comm_matches(const struct tb_comm_prefix *prefixes, __u32 n, const char *comm)
 {
 	for (int i = 0; i < TB_MAX_COMM_FILTERS; i++) {
-		if (i >= c->ncomm)
+		if (i >= n)
 			break;
-		__u32 len = c->comm[i].len;
+		__u32 len = prefixes[i].len;
 		bool ok = true;
 		for (int j = 0; j < TB_COMM_LEN; j++) {
 			if (j >= len)
 				break;
-			if (comm[j] != c->comm[i].prefix[j]) {
+			if (comm[j] != prefixes[i].prefix[j]) {
 				ok = false;
 				break;
 			}
@@ -182,9 +192,13 @@ static __always_inline bool tb_filter(struct tb_ctx *t)
 		return false;
 	if (t->cfg->pid_filter && !bpf_map_lookup_elem(&pids, &tgid))
 		return false;
+	if (t->cfg->exclude_pids && bpf_map_lookup_elem(&excluded, &tgid))
+		return false;
 	/* Two 8-byte loads; the kernel keeps comm NUL-terminated. */
 	__builtin_memcpy(t->comm, task->comm, TB_COMM_LEN);
-	if (t->cfg->ncomm && !tb_comm_matches(t->cfg, (const char *)t->comm))
+	if (t->cfg->ncomm && !tb_comm_matches(t->cfg->comm, t->cfg->ncomm, (const char *)t->comm))
+		return false;
+	if (t->cfg->nexclude_comm && tb_comm_matches(t->cfg->exclude_comm, t->cfg->nexclude_comm, (const char *)t->comm))
 		return false;
 
 	t->cpu = bpf_get_smp_processor_id();

@@ -20,6 +20,16 @@ pub struct Config {
     pub follow_children: bool,
     /// Only tasks whose comm starts with one of these (at most 8, 1..15 bytes).
     pub comm: Vec<String>,
+    /// Never these processes (tgids; at most 4096 with the output readers).
+    pub exclude_pids: Vec<u32>,
+    /// Never tasks whose comm starts with one of these (at most 8, 1..15 bytes).
+    pub exclude_comm: Vec<String>,
+    /// Never the processes that read this process's stdout or stderr (the
+    /// other end of its pipe or pty, and, in turn, the readers of theirs):
+    /// tracing them would trace the tracer's own output, without end
+    /// (`tracer-example | jq`). Found at start (see `output_readers`).
+    /// Default: on.
+    pub exclude_output_readers: bool,
     /// File descriptors whose write content is captured.
     pub content_fds: Vec<i32>,
     /// Capture write content for every fd (ignores `content_fds`).
@@ -64,6 +74,9 @@ impl Default for Config {
             pids: Vec::new(),
             follow_children: false,
             comm: Vec::new(),
+            exclude_pids: Vec::new(),
+            exclude_comm: Vec::new(),
+            exclude_output_readers: true,
             content_fds: vec![1, 2],
             all_fds: false,
             content_max: 1 << 20,
@@ -101,6 +114,9 @@ impl Config {
     setter!(pids: Vec<u32>);
     setter!(follow_children: bool);
     setter!(comm: Vec<String>);
+    setter!(exclude_pids: Vec<u32>);
+    setter!(exclude_comm: Vec<String>);
+    setter!(exclude_output_readers: bool);
     setter!(content_fds: Vec<i32>);
     setter!(all_fds: bool);
     setter!(content_max: u32);
@@ -145,11 +161,9 @@ impl Config {
         if let Some(fd) = self.content_fds.iter().find(|&&fd| fd < 0) {
             return Err(Error::Config(format!("content_fds must be non-negative, got {fd}")));
         }
-        if self.pids.len() > 65536 {
-            return Err(Error::Config(format!("at most 65536 pids, got {}", self.pids.len())));
-        }
-        if let Some(p) = self.pids.iter().find(|&&p| p == 0) {
-            return Err(Error::Config(format!("pid {p} is not a process id")));
+        validate_pids(&self.pids, self.trace_self)?;
+        if self.exclude_pids.len() > EXCLUDED_MAX {
+            return Err(Error::Config(format!("at most {EXCLUDED_MAX} exclude_pids, got {}", self.exclude_pids.len())));
         }
         let r = ResolvedConfig {
             events,
@@ -159,6 +173,9 @@ impl Config {
             pids: self.pids.clone(),
             follow_children: self.follow_children,
             comm: self.comm.clone(),
+            exclude_pids: self.exclude_pids.clone(),
+            exclude_comm: self.exclude_comm.clone(),
+            exclude_output_readers: self.exclude_output_readers,
             content_fds: self.content_fds.clone(),
             all_fds: self.all_fds,
             content_max: self.content_max,
@@ -189,6 +206,9 @@ pub struct ResolvedConfig {
     pub pids: Vec<u32>,
     pub follow_children: bool,
     pub comm: Vec<String>,
+    pub exclude_pids: Vec<u32>,
+    pub exclude_comm: Vec<String>,
+    pub exclude_output_readers: bool,
     pub content_fds: Vec<i32>,
     pub all_fds: bool,
     pub content_max: u32,
@@ -201,21 +221,58 @@ pub struct ResolvedConfig {
     pub trace_self: bool,
 }
 
+/// Most pids in the pid filter (the `pids` map's size).
+pub const PIDS_MAX: usize = 65536;
+/// Most excluded processes (the `excluded` map's size).
+pub const EXCLUDED_MAX: usize = 4096;
+
+/// Pids the caller gives to trace: real process ids of processes that exist
+/// now, and not this process unless it traces itself.
+pub(crate) fn validate_pids(pids: &[u32], trace_self: bool) -> Result<()> {
+    if pids.len() > PIDS_MAX {
+        return Err(Error::Config(format!("at most {PIDS_MAX} pids, got {}", pids.len())));
+    }
+    let me = std::process::id();
+    for &p in pids {
+        if p == 0 || p >= 1 << 22 {
+            return Err(Error::Config(format!("pid {p} is not a process id")));
+        }
+        if p == me && !trace_self {
+            return Err(Error::Config(format!(
+                "pid {p} is this process, the tracer itself, which is not traced (it would trace its own output); \
+                 set trace_self to trace it"
+            )));
+        }
+        if !std::path::Path::new(&format!("/proc/{p}")).exists() {
+            return Err(Error::Config(format!("no process with pid {p}")));
+        }
+    }
+    Ok(())
+}
+
+fn validate_prefixes(what: &str, prefixes: &[String]) -> Result<()> {
+    if prefixes.len() > 8 {
+        return Err(Error::Config(format!("at most 8 {what} prefixes, got {}", prefixes.len())));
+    }
+    for c in prefixes {
+        if c.is_empty() || c.len() >= COMM_LEN {
+            return Err(Error::Config(format!(
+                "{what} prefix {c:?} must be 1 to {} bytes (the kernel keeps {} bytes of comm)",
+                COMM_LEN - 1,
+                COMM_LEN - 1
+            )));
+        }
+        if c.contains('\0') {
+            return Err(Error::Config(format!("{what} prefix {c:?} contains a NUL byte, which no comm has")));
+        }
+    }
+    Ok(())
+}
+
 impl ResolvedConfig {
     pub(crate) fn validate_comm(&self) -> Result<()> {
-        if self.comm.len() > 8 {
-            return Err(Error::Config(format!("at most 8 comm prefixes, got {}", self.comm.len())));
-        }
-        for c in &self.comm {
-            if c.is_empty() || c.len() >= COMM_LEN {
-                return Err(Error::Config(format!(
-                    "comm prefix {c:?} must be 1 to {} bytes (the kernel keeps {} bytes of comm)",
-                    COMM_LEN - 1,
-                    COMM_LEN - 1
-                )));
-            }
-        }
-        Ok(())
+        validate_prefixes("comm", &self.comm)?;
+        validate_prefixes("exclude_comm", &self.exclude_comm)
     }
 }
 
@@ -359,6 +416,13 @@ mod tests {
         assert!(Config::new().comm(vec!["a-very-long-comm-name".into()]).resolve().is_err());
         assert!(Config::new().follow_children(true).resolve().is_err());
         assert!(Config::new().content_fds(vec![-1]).resolve().is_err());
+        assert!(Config::new().comm(vec!["ab\0".into()]).resolve().unwrap_err().to_string().contains("NUL"));
+        assert!(Config::new().exclude_comm(vec!["x".repeat(16)]).resolve().is_err());
+        let me = std::process::id();
+        assert!(Config::new().pids(vec![me]).resolve().unwrap_err().to_string().contains("the tracer itself"));
+        assert!(Config::new().pids(vec![me]).trace_self(true).resolve().is_ok());
+        assert!(Config::new().pids(vec![(1 << 22) - 1]).resolve().unwrap_err().to_string().contains("no process"));
+        assert!(Config::new().pids(vec![1 << 22]).resolve().unwrap_err().to_string().contains("not a process id"));
         let r = Config::new().payload_bytes_per_cpu(1).ring_bytes(5000).resolve().unwrap();
         assert_eq!(r.payload_chunks_per_cpu, 1);
         assert_eq!(r.ring_bytes, 8192);

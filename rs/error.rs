@@ -46,6 +46,12 @@ pub enum Error {
     #[error("the kernel rejected the BPF program {program}: {message}\n{log}")]
     Verifier { program: String, message: String, log: String },
 
+    #[error(
+        "this tracer belongs to process {owner}; in a forked child it is inert (it captures nothing and \
+         closing it there leaves the parent's tracer alone): create a new tracer in the child"
+    )]
+    Forked { owner: i32 },
+
     #[error("{context}: {source}")]
     Bpf {
         context: String,

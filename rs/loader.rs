@@ -201,17 +201,8 @@ pub fn map<'o>(object: &'o Object, name: &str) -> Result<Map<'o>> {
 pub fn write_filters(object: &Object, cfg: &ResolvedConfig) -> Result<()> {
     let upd = |e| Error::Bpf { context: "updating filter maps".into(), source: e };
     // pids and fds first, then the switch that makes the kernel use them.
-    let pids = map(object, "pids")?;
-    let existing: Vec<Vec<u8>> = pids.keys().collect();
-    for k in existing {
-        let pid = u32::from_ne_bytes(k.as_slice().try_into().unwrap_or([0; 4]));
-        if !cfg.pids.contains(&pid) {
-            let _ = pids.delete(&k);
-        }
-    }
-    for pid in &cfg.pids {
-        pids.update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY).map_err(upd)?;
-    }
+    sync_pid_set(&map(object, "pids")?, &cfg.pids)?;
+    sync_pid_set(&map(object, "excluded")?, &cfg.exclude_pids)?;
     let fds = map(object, "content_fds")?;
     let existing: Vec<Vec<u8>> = fds.keys().collect();
     for k in existing {
@@ -232,17 +223,38 @@ pub fn write_filters(object: &Object, cfg: &ResolvedConfig) -> Result<()> {
     c.all_fds = u32::from(cfg.all_fds);
     c.generic_max = cfg.generic_max;
     c.fd_mask = cfg.content_fds.iter().filter(|&&fd| (0..64).contains(&fd)).fold(0u64, |m, &fd| m | 1 << fd);
-    for (slot, prefix) in c.comm.iter_mut().zip(&cfg.comm) {
-        let b = prefix.as_bytes();
-        let n = b.len().min(COMM_LEN - 1);
-        for (d, s) in slot.prefix.iter_mut().zip(&b[..n]) {
-            *d = *s as i8;
+    c.exclude_pids = u32::from(!cfg.exclude_pids.is_empty());
+    c.nexclude_comm = cfg.exclude_comm.len() as u32;
+    for (slots, prefixes) in [(&mut c.comm, &cfg.comm), (&mut c.exclude_comm, &cfg.exclude_comm)] {
+        for (slot, prefix) in slots.iter_mut().zip(prefixes) {
+            let b = prefix.as_bytes();
+            let n = b.len().min(COMM_LEN - 1);
+            for (d, s) in slot.prefix.iter_mut().zip(&b[..n]) {
+                *d = *s as i8;
+            }
+            slot.len = n as u32;
         }
-        slot.len = n as u32;
     }
     // SAFETY: viewing a repr(C) struct without padding as its bytes.
     let bytes = unsafe { std::slice::from_raw_parts((&c as *const tb_config).cast::<u8>(), std::mem::size_of::<tb_config>()) };
     map(object, "cfg")?.update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY).map_err(upd)
+}
+
+/// Makes the pid set `m` hold exactly `pids` (value 1: given by the caller).
+fn sync_pid_set(m: &Map, pids: &[u32]) -> Result<()> {
+    let wanted: std::collections::HashSet<u32> = pids.iter().copied().collect();
+    let existing: Vec<Vec<u8>> = m.keys().collect();
+    for k in existing {
+        let pid = u32::from_ne_bytes(k.as_slice().try_into().unwrap_or([0; 4]));
+        if !wanted.contains(&pid) {
+            let _ = m.delete(&k);
+        }
+    }
+    for pid in pids {
+        m.update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY)
+            .map_err(|e| Error::Bpf { context: "updating filter maps".into(), source: e })?;
+    }
+    Ok(())
 }
 
 /// Tells handle__generic how to record each generic tracepoint (keyed by its

@@ -25,7 +25,7 @@ fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::Config(_) => "ConfigError",
         Error::OutOfMemory { .. } => "TracerMemoryError",
         Error::Verifier { .. } => "VerifierError",
-        Error::Bpf { .. } | Error::Io { .. } => "TracerError",
+        Error::Forked { .. } | Error::Bpf { .. } | Error::Io { .. } => "TracerError",
     };
     let msg = e.to_string();
     match py.import("tracer_ebpf.errors").and_then(|m| m.getattr(class)).and_then(|c| c.call1((msg.clone(),))) {
@@ -43,6 +43,11 @@ pub struct NativeTracer {
     schema: Mutex<Schema>,
     /// Reused between polls: no fresh (page-faulting) memory per batch.
     spare: Mutex<Vec<Event>>,
+    /// The process that created it: a forked child must not take the
+    /// mutexes (a thread of the parent may have held them at the fork).
+    owner: i32,
+    /// Closed in a forked child (which never touches `inner`).
+    closed_in_child: std::sync::atomic::AtomicBool,
 }
 
 /// Longest wait without looking for Python signals: bounds how long Ctrl-C
@@ -55,7 +60,20 @@ fn poisoned() -> PyErr {
 
 impl NativeTracer {
     fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, crate::Tracer>> {
+        self.check_owner()?;
         self.inner.lock().map_err(|_| poisoned())
+    }
+
+    fn forked(&self) -> bool {
+        crate::fork_guard::current_pid() != self.owner
+    }
+
+    fn check_owner(&self) -> PyResult<()> {
+        if self.forked() {
+            Python::attach(|py| Err(to_py(py, Error::Forked { owner: self.owner })))
+        } else {
+            Ok(())
+        }
     }
 
     /// Keeps an emptied `wait` buffer for the next call.
@@ -71,6 +89,7 @@ impl NativeTracer {
     /// signals are handled (so Ctrl-C raises KeyboardInterrupt promptly).
     /// The Vec comes from `spare`: hand it back with `recycle`.
     fn wait(&self, py: Python<'_>, max_events: usize, timeout: f64) -> PyResult<Vec<Event>> {
+        self.check_owner()?;
         let mut out = self.spare.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
         out.reserve(max_events.min(1 << 16));
         let timeout = Duration::from_secs_f64(if timeout.is_finite() { timeout.clamp(0.0, 1e9) } else { 0.0 });
@@ -86,7 +105,7 @@ impl NativeTracer {
                             if t.is_closed() && !first {
                                 Ok(None) // closed by another thread meanwhile
                             } else {
-                                t.poll_into(&mut out, max_events, slice).map(Some)
+                                t.poll_into(&mut out, max_events, slice).map(|n| Some((n, t.is_drained())))
                             }
                         })
                         .map_err(|_| ())
@@ -96,7 +115,7 @@ impl NativeTracer {
             first = false;
             match got {
                 None => return Ok(out),
-                Some(n) if n > 0 || Instant::now() >= deadline => return Ok(out),
+                Some((n, drained)) if n > 0 || drained || Instant::now() >= deadline => return Ok(out),
                 Some(_) => py.check_signals()?,
             }
         }
@@ -107,7 +126,8 @@ impl NativeTracer {
 impl NativeTracer {
     #[new]
     #[pyo3(signature = (*, events, pids, follow_children, comm, content_fds, all_fds, content_max, argv_max,
-                        ring_bytes, payload_bytes_per_cpu, queue_bytes, reader_thread, trace_self))]
+                        ring_bytes, payload_bytes_per_cpu, queue_bytes, reader_thread, trace_self,
+                        exclude_pids=Vec::new(), exclude_comm=Vec::new(), exclude_output_readers=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -124,6 +144,9 @@ impl NativeTracer {
         queue_bytes: Option<usize>,
         reader_thread: bool,
         trace_self: bool,
+        exclude_pids: Vec<u32>,
+        exclude_comm: Vec<String>,
+        exclude_output_readers: bool,
     ) -> PyResult<Self> {
         // Sizes not given are sized from the memory this process may use
         // (RAM or its cgroup's limit), now: see sizing.rs.
@@ -142,11 +165,20 @@ impl NativeTracer {
             queue_bytes: queue_bytes.unwrap_or(defaults.queue_bytes),
             reader_thread,
             trace_self,
+            exclude_pids,
+            exclude_comm,
+            exclude_output_readers,
             ..defaults
         };
         let t = py.detach(|| crate::Tracer::new(cfg)).map_err(|e| to_py(py, e))?;
         let schema = Mutex::new(Schema::new(t.events()));
-        Ok(NativeTracer { inner: Mutex::new(t), schema, spare: Mutex::default() })
+        Ok(NativeTracer {
+            inner: Mutex::new(t),
+            schema,
+            spare: Mutex::default(),
+            owner: crate::fork_guard::current_pid(),
+            closed_in_child: Default::default(),
+        })
     }
 
     /// Waits up to `timeout` seconds, returns up to `max_events` events.
@@ -223,6 +255,12 @@ impl NativeTracer {
         Ok(self.lock()?.event_names())
     }
 
+    /// Processes not traced because they read this process's output.
+    #[getter]
+    fn output_readers(&self) -> PyResult<Vec<u32>> {
+        Ok(self.lock()?.output_readers().to_vec())
+    }
+
     /// Tracepoints a wildcard named that could not be attached: [(name, reason)].
     fn attach_failures(&self) -> PyResult<Vec<(String, String)>> {
         Ok(self.lock()?.attach_failures().to_vec())
@@ -242,14 +280,43 @@ impl NativeTracer {
         Ok(self.lock()?.startup_time().as_secs_f64())
     }
 
-    /// Detaches and frees everything; idempotent. Waits for a concurrent
-    /// poll() to return (within SIGNAL_CHECK: it then returns no events).
+    /// Detaches: nothing new is captured; poll() hands out the rest, then
+    /// returns nothing at once (`drained` becomes true).
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_owner()?;
+        py.detach(|| self.inner.lock().map(|mut t| t.stop()).map_err(|_| ())).map_err(|_| poisoned())?.map_err(|e| to_py(py, e))
+    }
+
+    /// Whether stop() was called.
+    #[getter]
+    fn stopped(&self) -> PyResult<bool> {
+        Ok(self.lock()?.is_stopped())
+    }
+
+    /// Stopped, and everything captured has been handed out.
+    #[getter]
+    fn drained(&self) -> PyResult<bool> {
+        Ok(self.lock()?.is_drained())
+    }
+
+    /// Detaches and frees everything; idempotent. What was not handed out is
+    /// counted as `discarded`. Waits for a concurrent poll() to return
+    /// (within SIGNAL_CHECK: it then returns no events). In a forked child it
+    /// touches nothing: the tracer is the parent's.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
+        if self.forked() {
+            self.closed_in_child.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
         py.detach(|| self.inner.lock().map(|mut t| t.close()).map_err(|_| ())).map_err(|_| poisoned())
     }
 
+    /// Closed; in a forked child, closed there (it was never usable there).
     #[getter]
     fn closed(&self) -> PyResult<bool> {
+        if self.forked() {
+            return Ok(self.closed_in_child.load(std::sync::atomic::Ordering::Relaxed));
+        }
         Ok(self.lock()?.is_closed())
     }
 }

@@ -25,6 +25,8 @@ pub(crate) struct EventQueue {
     weights: VecDeque<u32>,
     bytes: usize,
     peak: usize,
+    /// Events handed out by `take` so far.
+    taken: u64,
     /// A reader-thread failure, reported by the next `take`.
     error: Option<Error>,
 }
@@ -86,10 +88,21 @@ impl Shared {
         self.limit.saturating_sub(self.lock().bytes)
     }
 
-    /// (events, bytes, peak bytes) now in the queue.
-    pub(crate) fn levels(&self) -> (u64, u64, u64) {
+    /// (events, bytes, peak bytes) now in the queue, and events taken so far.
+    pub(crate) fn levels(&self) -> (u64, u64, u64, u64) {
         let q = self.lock();
-        (q.events.len() as u64, q.bytes as u64, q.peak as u64)
+        (q.events.len() as u64, q.bytes as u64, q.peak as u64, q.taken)
+    }
+
+    /// Empties the queue (the tracer is closing); returns how many events
+    /// were in it.
+    pub(crate) fn discard(&self) -> u64 {
+        let mut q = self.lock();
+        let n = q.events.len() as u64;
+        q.events = VecDeque::new();
+        q.weights = VecDeque::new();
+        q.bytes = 0;
+        n
     }
 
     pub(crate) fn push(&self, events: impl Iterator<Item = Event>, weights: impl Iterator<Item = u32>) {
@@ -115,6 +128,7 @@ impl Shared {
             if !q.events.is_empty() {
                 let n = q.events.len().min(max);
                 out.extend(q.events.drain(..n));
+                q.taken += n as u64;
                 let freed: usize = q.weights.drain(..n).map(|w| w as usize).sum();
                 q.bytes -= freed;
                 if q.events.is_empty() && q.events.capacity() > KEEP_CAPACITY {

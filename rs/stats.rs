@@ -3,8 +3,11 @@
 /// Userspace-side counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserCounters {
-    /// Events decoded and handed to the caller's queue.
+    /// Events handed to the caller (returned by `poll`).
     pub delivered: u64,
+    /// Events captured but never handed out: still queued or unread in the
+    /// kernel buffers when the tracer was closed.
+    pub discarded: u64,
     /// Records that could not be decoded (malformed; never expected).
     pub decode_errors: u64,
     /// Records whose payload bytes were overwritten while read (never
@@ -35,6 +38,7 @@ impl Stats {
         let mut v = self.kernel.clone();
         v.extend([
             ("delivered", self.user.delivered),
+            ("discarded", self.user.discarded),
             ("decode_errors", self.user.decode_errors),
             ("overwritten", self.user.overwritten),
             ("seq_gaps", self.user.seq_gaps),
@@ -52,6 +56,9 @@ impl Stats {
 
     /// Events that were produced but will never be delivered.
     pub fn events_lost(&self) -> u64 {
-        ["ring_full", "busy"].iter().filter_map(|n| self.get(n)).sum::<u64>() + self.user.decode_errors + self.user.overwritten
+        ["ring_full", "busy"].iter().filter_map(|n| self.get(n)).sum::<u64>()
+            + self.user.decode_errors
+            + self.user.overwritten
+            + self.user.discarded
     }
 }

@@ -6,6 +6,7 @@ use crate::decode::VarReader;
 use crate::decode::{read_array, DecodeError};
 use crate::error::{Error, Result};
 use crate::event::{Comm, Event, EventKind};
+use crate::fork_guard::{self, ForkFds};
 use crate::loader;
 use crate::payload_area::PayloadArea;
 use crate::queue::{EventQueue, Shared};
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use libbpf_rs::{Link, MapCore, MapFlags, Object, RingBuffer, RingBufferBuilder};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -42,6 +44,8 @@ struct Inbox {
     counters: UserCounters,
     /// Generic tracepoints by tracefs ID.
     formats: HashMap<u32, Arc<Format>>,
+    /// Closing: records are counted as discarded, not decoded.
+    discarding: bool,
 }
 
 /// Record flag: a generic tracepoint (TB_REC_GENERIC).
@@ -72,9 +76,12 @@ const READER_NICE: libc::c_int = -10;
 
 impl Inbox {
     fn on_record(&mut self, raw: &[u8]) -> i32 {
+        if self.discarding {
+            self.counters.discarded += 1;
+            return 0;
+        }
         match self.decode(raw) {
             Ok((ev, payload_len)) => {
-                self.counters.delivered += 1;
                 let w = EventQueue::weight(payload_len);
                 self.pending.push(ev);
                 self.weights.push(w);
@@ -277,11 +284,24 @@ fn run_reader(core: Arc<Core>, epoll_fd: i32) {
 /// A reader thread moves records from the kernel into a bounded userspace
 /// queue (`Config::queue_bytes`); `poll` takes events from that queue.
 pub struct Tracer {
-    core: Arc<Core>,
+    /// Not dropped in a forked child (see `fork_guard`): its libbpf objects
+    /// would detach perf events the parent shares.
+    core: ManuallyDrop<Arc<Core>>,
     /// The ring buffer's epoll fd (owned by the ring buffer in `core`).
     epoll_fd: i32,
     reader: Option<JoinHandle<()>>,
     closed: bool,
+    /// Detached by `stop()`: what was captured is still being delivered.
+    stopped: bool,
+    /// Stopped, and everything captured has been handed out.
+    drained: bool,
+    /// The counters as they were when the tracer closed.
+    final_stats: Option<Stats>,
+    /// The process that created the tracer; in any other (a forked child)
+    /// the tracer is inert.
+    owner: i32,
+    /// Its descriptors, closed in forked children.
+    _fork_fds: ForkFds,
     config: ResolvedConfig,
     ncpus: usize,
     attach_time: Duration,
@@ -289,6 +309,8 @@ pub struct Tracer {
     generic: Vec<String>,
     /// Wildcard-expanded tracepoints that could not be attached, with why.
     attach_failures: Vec<(String, String)>,
+    /// Processes not traced because they read this process's output.
+    output_readers: Vec<u32>,
 }
 
 impl Tracer {
@@ -305,7 +327,17 @@ impl Tracer {
         loader::check_environment()?;
         let tracing = crate::tracefs::ensure_mounted()?;
         let available = if config.events.is_empty() { Vec::new() } else { crate::tracefs::available(&tracing) };
-        let config = config.resolve_with(&available)?;
+        let mut config = config.resolve_with(&available)?;
+        let output_readers = if config.exclude_output_readers {
+            crate::output_readers::output_readers().into_iter().filter(|p| !config.pids.contains(p)).collect()
+        } else {
+            Vec::new()
+        };
+        for p in &output_readers {
+            if !config.exclude_pids.contains(p) && config.exclude_pids.len() < crate::config::EXCLUDED_MAX {
+                config.exclude_pids.push(*p);
+            }
+        }
         loader::check_tracepoints(&tracing, &config.events)?;
         let mut formats = Vec::new();
         let mut attach_failures: Vec<(String, String)> = config
@@ -322,6 +354,8 @@ impl Tracer {
         }
 
         let ncpus = libbpf_rs::num_possible_cpus().map_err(|e| Error::Bpf { context: "counting possible CPUs".into(), source: e })?;
+        let fds_before = fork_guard::anon_fds();
+        let mappings_before = fork_guard::bpf_mappings();
         let object = loader::open_and_load(&config, ncpus)?;
 
         let area = {
@@ -343,6 +377,7 @@ impl Tracer {
             last_seq: vec![0; ncpus],
             counters: UserCounters::default(),
             formats: formats.iter().map(|f| (f.id, f.clone())).collect(),
+            discarding: false,
         }));
         let ring = {
             let cb_inbox = Rc::clone(&inbox);
@@ -363,6 +398,10 @@ impl Tracer {
         let epoll_fd = ring.epoll_fd();
         let live = Live { ring, links, inbox, object };
         let core = Arc::new(Core { live: Mutex::new(Some(live)), shared: Shared::new(config.queue_bytes)? });
+        fork_guard::keep_new_mappings_from_children(&mappings_before);
+        let mut fds = fork_guard::new_bpf_fds(&fds_before);
+        fds.extend([epoll_fd, core.shared.stop_fd()]);
+        let fork_fds = ForkFds::register(fds);
         let reader = if config.reader_thread {
             let core = Arc::clone(&core);
             let thread = std::thread::Builder::new()
@@ -373,7 +412,23 @@ impl Tracer {
         } else {
             None
         };
-        Ok(Tracer { core, epoll_fd, reader, closed: false, config, ncpus, attach_time: started.elapsed(), generic, attach_failures })
+        Ok(Tracer {
+            core: ManuallyDrop::new(core),
+            epoll_fd,
+            reader,
+            closed: false,
+            stopped: false,
+            drained: false,
+            final_stats: None,
+            owner: fork_guard::current_pid(),
+            _fork_fds: fork_fds,
+            config,
+            ncpus,
+            attach_time: started.elapsed(),
+            generic,
+            attach_failures,
+            output_readers,
+        })
     }
 
     /// The typed events this tracer is attached to.
@@ -391,17 +446,38 @@ impl Tracer {
         &self.attach_failures
     }
 
+    /// Processes not traced because they read this process's stdout or
+    /// stderr (see `Config::exclude_output_readers`), found at start.
+    pub fn output_readers(&self) -> &[u32] {
+        &self.output_readers
+    }
+
     /// Time from `new()` to attached (load, verify, attach).
     pub fn startup_time(&self) -> Duration {
         self.attach_time
     }
 
     fn check_open(&self) -> Result<()> {
+        self.check_owner()?;
         if self.closed {
             Err(Error::Config("the tracer is closed".into()))
         } else {
             Ok(())
         }
+    }
+
+    /// Fails in a forked child: the tracer belongs to its creator.
+    fn check_owner(&self) -> Result<()> {
+        if self.forked() {
+            Err(Error::Forked { owner: self.owner })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether this is a forked child of the process that created the tracer.
+    pub fn forked(&self) -> bool {
+        fork_guard::current_pid() != self.owner
     }
 
     /// Waits up to `timeout` for events, then returns up to `max` of them
@@ -417,6 +493,17 @@ impl Tracer {
         self.check_open()?;
         let max = max.max(1);
         let shared = &self.core.shared;
+        if self.stopped {
+            // Nothing new can come: deliver what is left, never wait.
+            let mut n = shared.take(out, max, Some(Instant::now()))?;
+            if n == 0 {
+                self.core.fill()?;
+                n = shared.take(out, max, Some(Instant::now()))?;
+                // The queue was empty, so that fill had room for the whole ring.
+                self.drained = n == 0;
+            }
+            return Ok(n);
+        }
         // Records already in the ring are delivered now, not a reader tick
         // later.
         if shared.is_empty() {
@@ -447,10 +534,18 @@ impl Tracer {
     }
 
     /// Every counter: kernel-side losses, userspace delivery, the queue.
+    /// After `close()`, their final values.
     pub fn stats(&self) -> Result<Stats> {
-        self.check_open()?;
+        self.check_owner()?;
+        if self.closed {
+            return self.final_stats.clone().ok_or_else(|| Error::Config("the tracer is closed".into()));
+        }
         let guard = self.core.live();
         let live = guard.as_ref().ok_or_else(|| Error::Config("the tracer is closed".into()))?;
+        Self::snapshot(live, &self.core.shared)
+    }
+
+    fn snapshot(live: &Live, shared: &Shared) -> Result<Stats> {
         let map = loader::map(&live.object, "stats")?;
         let mut kernel = Vec::with_capacity(KERNEL_STATS.len());
         for (i, name) in KERNEL_STATS.iter().enumerate() {
@@ -462,8 +557,9 @@ impl Tracer {
             let total: u64 = per_cpu.iter().filter_map(|v| read_array::<8>(v, 0).ok()).map(u64::from_ne_bytes).sum();
             kernel.push((*name, total));
         }
-        let user = live.inbox.borrow().counters.clone();
-        let (queued, queued_bytes, queue_peak_bytes) = self.core.shared.levels();
+        let mut user = live.inbox.borrow().counters.clone();
+        let (queued, queued_bytes, queue_peak_bytes, taken) = shared.levels();
+        user.delivered = taken;
         Ok(Stats { kernel, user, queued, queued_bytes, queue_peak_bytes })
     }
 
@@ -487,8 +583,10 @@ impl Tracer {
     /// children forked from now on are added automatically.
     pub fn set_pids(&mut self, pids: &[u32]) -> Result<()> {
         self.check_open()?;
-        self.config.pids = pids.to_vec();
-        self.apply_filters()
+        crate::config::validate_pids(pids, self.config.trace_self)?;
+        let mut c = self.config.clone();
+        c.pids = pids.to_vec();
+        self.apply_filters(c)
     }
 
     /// Replaces the comm prefix filter (empty: no comm filter).
@@ -497,30 +595,78 @@ impl Tracer {
         let mut c = self.config.clone();
         c.comm = prefixes.to_vec();
         c.validate_comm()?;
-        self.config = c;
-        self.apply_filters()
+        self.apply_filters(c)
     }
 
-    fn apply_filters(&self) -> Result<()> {
+    /// Writes the filters of `c`, validated, and keeps it as the
+    /// configuration in force.
+    fn apply_filters(&mut self, c: ResolvedConfig) -> Result<()> {
         let guard = self.core.live();
         let live = guard.as_ref().ok_or_else(|| Error::Config("the tracer is closed".into()))?;
-        loader::write_filters(&live.object, &self.config)
+        loader::write_filters(&live.object, &c)?;
+        drop(guard);
+        self.config = c;
+        Ok(())
     }
 
-    /// Stops the reader thread, detaches everything and frees kernel
-    /// resources. Idempotent. Events still queued are dropped.
+    /// Detaches every program: nothing new is captured, and `poll` hands out
+    /// what already was (the reader thread keeps draining the kernel
+    /// buffers), then returns nothing at once; `is_drained()` tells when all
+    /// of it was. Idempotent.
+    pub fn stop(&mut self) -> Result<()> {
+        self.check_open()?;
+        if self.stopped {
+            return Ok(());
+        }
+        let links = self.core.live().as_mut().map(|l| std::mem::take(&mut l.links)).unwrap_or_default();
+        detach_all(links);
+        self.stopped = true;
+        Ok(())
+    }
+
+    /// Whether `stop()` was called.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Stopped, and a `poll` found nothing left to hand out.
+    pub fn is_drained(&self) -> bool {
+        self.drained
+    }
+
+    /// Detaches everything and frees the kernel resources. Events not handed
+    /// out yet (queued, or unread in the kernel buffers) are counted as
+    /// `discarded`; `stats()` keeps the final counters. Idempotent. In a
+    /// forked child it only marks the tracer closed (see `fork_guard`).
     pub fn close(&mut self) {
         if self.closed {
             return;
         }
         self.closed = true;
+        if self.forked() {
+            if let Some(reader) = self.reader.take() {
+                std::mem::forget(reader); // the thread exists only in the parent
+            }
+            return;
+        }
         self.core.shared.stop();
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
         let live = self.core.live().take();
         if let Some(mut live) = live {
+            // No handler runs once the links are gone: what is in the
+            // buffers now is all there will be.
             detach_all(std::mem::take(&mut live.links));
+            let queued = self.core.shared.discard();
+            {
+                let mut inbox = live.inbox.borrow_mut();
+                inbox.discarding = true;
+                inbox.budget = usize::MAX;
+                inbox.counters.discarded += queued;
+            }
+            live.ring.consume_raw();
+            self.final_stats = Self::snapshot(&live, &self.core.shared).ok();
         }
     }
 
@@ -542,6 +688,10 @@ impl Tracer {
 impl Drop for Tracer {
     fn drop(&mut self) {
         self.close();
+        if !self.forked() {
+            // SAFETY: dropped once, here; never used after.
+            unsafe { ManuallyDrop::drop(&mut self.core) };
+        }
     }
 }
 

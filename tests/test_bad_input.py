@@ -68,7 +68,11 @@ API_CASES = [
     ("Tracer(W, pids=True)", "TypeError"),
     ("Tracer(W, pids=[None])", "TypeError"),
     ("Tracer(W, pids=list(range(1, 70001)))", "ValueError"),
-    ("Tracer(W, pids=[4194304]).close()", "ok"),  # a pid that does not exist: traces nothing
+    ("Tracer(W, pids=[4194303])", "ValueError"),  # no such process (issue 14: an error, not an empty trace)
+    ("Tracer(W, pids=[__import__('os').getpid()])", "ValueError"),  # the tracer itself, without trace_self
+    ("Tracer(W, comm='ab\\0')", "ValueError"),  # NUL: no comm has one
+    ("Tracer(W, exclude_comm='a' * 16)", "ValueError"),
+    ("Tracer(W, exclude_pids=[0])", "ValueError"),
     # follow_children, comm, trace_self
     ("Tracer(W, follow_children='yes')", "TypeError"),
     ("Tracer(W, follow_children=True)", "ValueError"),

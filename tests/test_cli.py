@@ -272,6 +272,15 @@ def test_status_line_on_a_terminal(tracer_example, tmp_path, to_file):
         os.close(master)
     text = seen.decode(errors="replace")
     assert p.returncode == 0, text
-    status = re.search(r"\r\x1b\[Ktracer-example: [\d,]+ events, [\d,]+/s, dropped \d+, payload lost \d+", text)
+    status = re.search(r"\r\x1b\[Ktracer-example: [\d,]+ events, [\d,]+/s, queued [\d,]+ \([\d.]+ MiB\)", text)
     assert bool(status) == to_file, text
     assert re.search(r"tracer-example: \d+ events in [0-9.]+ s; records=", text), text
+
+
+def test_status_line_shows_the_backlog_and_every_loss_counter_that_is_not_zero():
+    from tracer_ebpf.cli import _status_line
+
+    st = {"queued": 1234, "queued_bytes": 3 << 20, "ring_full": 0, "busy": 0, "payload_full": 7, "fault": 2,
+          "decode_errors": 0, "overwritten": 0, "discarded": 5}
+    assert _status_line(10000, 2500.4, st) == \
+        "10,000 events, 2,500/s, queued 1,234 (3.0 MiB), payload_full 7, fault 2, discarded 5"

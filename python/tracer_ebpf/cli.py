@@ -14,7 +14,7 @@ from typing import IO, Callable, Dict, List, NoReturn, Optional
 from . import _native
 from .errors import TracerError
 from .run import release, start_gated
-from .tracer import Tracer
+from .tracer import STOP_DRAIN_SECONDS, Tracer
 
 PROG = "tracer-example"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -63,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trace kernel events with eBPF and print each as one JSON line on stdout\n"
         "(the format of the Rust and C++ examples; see README.md). Diagnostics, a live\n"
         "status line (when stderr is a terminal that the JSON lines and the command do\n"
-        "not write to) and a summary of the counters go to stderr. Ctrl-C or SIGTERM\n"
-        "stops cleanly, detaching everything.",
+        "not write to) and a summary of the counters go to stderr. At --duration, Ctrl-C,\n"
+        "SIGTERM or the command's end the tracer detaches, then prints every event it\n"
+        "had captured (for at most --drain-seconds; a second Ctrl-C cuts it short); what\n"
+        "is left is counted as discarded in the summary.",
         epilog="examples:\n"
         "  tracer-example --duration 5                 # every typed event, 5 seconds\n"
         "  tracer-example -o out.jsonl -- make         # one command and its children\n"
@@ -108,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=_seconds, metavar="SECS",
                    help="stop tracing after SECS seconds (a command keeps running; its exit "
                    "status is still returned)")
+    p.add_argument("--drain-seconds", type=_seconds, default=STOP_DRAIN_SECONDS, metavar="SECS",
+                   help="on stopping, print what was captured for at most SECS seconds "
+                   f"(default: {STOP_DRAIN_SECONDS:g})")
     p.add_argument("--output", "-o", metavar="FILE",
                    help="write the JSON lines to FILE instead of stdout (truncated first)")
     p.add_argument("--quiet", "-q", action="store_true", help="no status line and no summary on stderr")
@@ -262,28 +267,28 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[st
                 elif not out_is_tty:
                     out.flush()
                 if status and now - last_status >= 0.5:
-                    st = native.stats()
                     rate = (n_events - last_n) / (now - last_status)
-                    sys.stderr.write(f"\r\x1b[K{PROG}: {n_events:,} events, {rate:,.0f}/s, "
-                                     f"dropped {st['ring_full'] + st['busy']}, payload lost {st['payload_full']}")
+                    sys.stderr.write(f"\r\x1b[K{PROG}: {_status_line(n_events, rate, native.stats())}")
                     sys.stderr.flush()
                     last_status, last_n = now, n_events
-            # Deliver what was captured before stopping, for at most half a
-            # second (events keep coming until the tracer is closed).
-            drain_end = time.monotonic() + 0.5
-            while time.monotonic() < drain_end:
-                data, n = native.poll_json(4096, 0.0)
-                if not n:
+            # Detach, then deliver what was captured before stopping.
+            native.stop()
+            signals_at_stop = len(sig.received)
+            drain_end = time.monotonic() + args.drain_seconds
+            while time.monotonic() < drain_end and len(sig.received) == signals_at_stop:
+                data, n = native.poll_json(65536, 0.0)
+                if n:
+                    out.write(data)
+                    n_events += n
+                elif native.drained:
                     break
-                out.write(data)
-                n_events += n
             out.flush()
         except BrokenPipeError:
             broken_pipe = True  # the reader went away (e.g. `| head`): not an error
         if status:
             sys.stderr.write("\r\x1b[K")
-        stats = tracer.stats()
         tracer.close()
+        stats = tracer.stats()
     except TracerError as e:
         _say(f"error: {e}")
         _abandon(proc, gate)
@@ -298,7 +303,21 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[st
     if not args.quiet:
         summary = " ".join(f"{k}={v}" for k, v in stats.items())
         _say(f"{n_events} events in {time.monotonic() - started:.1f} s; {summary}")
+        if stats.get("discarded") and not broken_pipe:
+            _say(f"{stats['discarded']} captured events were not printed (discarded at stop): "
+                 "the output was too slow for --drain-seconds")
     return _wait(proc, sig)
+
+
+_LOSS_COUNTERS = ("ring_full", "busy", "payload_full", "fault", "decode_errors", "overwritten", "discarded")
+
+
+def _status_line(n_events: int, rate: float, st: Dict[str, int]) -> str:
+    """Events so far, the rate, the backlog in this process, and every loss
+    counter that is not zero."""
+    parts = [f"{n_events:,} events", f"{rate:,.0f}/s", f"queued {st['queued']:,} ({st['queued_bytes'] / (1 << 20):.1f} MiB)"]
+    parts += [f"{k} {st[k]:,}" for k in _LOSS_COUNTERS if st.get(k)]
+    return ", ".join(parts)
 
 
 def _wait(proc: Optional["subprocess.Popen[bytes]"], sig: _Signals) -> int:

@@ -30,6 +30,9 @@ class TraceResult:
     pid: int
     #: the tracer's counters at the end (see ``Tracer.stats()``)
     stats: Dict[str, int] = field(default_factory=dict)
+    #: True if Ctrl-C ended the trace (the command was killed; the events are
+    #: those captured until then)
+    interrupted: bool = False
 
     def to_dataframe(self) -> "pandas.DataFrame":
         """The events as a pandas DataFrame (``pip install tracer-ebpf[pandas]``)."""
@@ -143,9 +146,10 @@ def trace(
     The tracer is attached before the command starts, and it keeps tracing
     ``settle`` seconds after the command exits (for children still
     writing). ``timeout``: kill the command after that many seconds and raise
-    ``subprocess.TimeoutExpired``. Raises ``FileNotFoundError`` if the
-    command does not exist; other Tracer arguments (``content_max``, ...)
-    are passed on.
+    ``subprocess.TimeoutExpired``. Ctrl-C kills the command and returns what
+    was captured until then, with ``interrupted`` set. Raises
+    ``FileNotFoundError`` if the command does not exist; other Tracer
+    arguments (``content_max``, ...) are passed on.
 
     >>> r = trace(["sh", "-c", "echo hi | tr a-z A-Z"])   # doctest: +SKIP
     >>> [e.payload["content"] for e in r.events if e.event_type == "syscalls/sys_enter_write"]
@@ -161,8 +165,10 @@ def trace(
         proc.wait()
         raise
     out: List[Event] = []
+    interrupted = False
     with tracer:
         release(gate)
+        native = tracer._n()
         deadline = None if limit is None else time.monotonic() + limit
         try:
             while proc.poll() is None:
@@ -170,17 +176,19 @@ def trace(
                     proc.kill()
                     proc.wait()
                     raise subprocess.TimeoutExpired(cmd, limit or 0)
-                out.extend(tracer.poll(0.05))
-        except BaseException:
+                out.extend(native.poll(65536, 0.05))
+            # Children may outlive the command a moment; events in flight
+            # land within a poll interval.
+            end = time.monotonic() + settle
+            while time.monotonic() < end:
+                out.extend(native.poll(65536, 0.05))
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            raise
-        # Children may outlive the command a moment; events in flight land
-        # within a poll interval.
-        end = time.monotonic() + settle
-        while time.monotonic() < end:
-            out.extend(tracer.poll(0.05))
-        out.extend(tracer.drain())
-        stats = tracer.stats()
-    return TraceResult(events=out, returncode=proc.returncode, pid=proc.pid, stats=stats)
+        # Everything captured is handed out (bounded in time; the rest is
+        # counted as discarded).
+        out.extend(tracer._finish())
+    return TraceResult(events=out, returncode=proc.returncode, pid=proc.pid, stats=tracer.stats(), interrupted=interrupted)

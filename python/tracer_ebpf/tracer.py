@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 EventSpec = Union[str, Iterable[str], None]
 
 _POLL_INTERVAL = 0.1  # seconds: how long the iterator waits per batch
+STOP_DRAIN_SECONDS = 5.0  # at most this long to hand out what was captured before a stop
 _BATCH = 65536  # events per native call
 _MAX_NAME = 256  # longer event names are rejected without looking for close ones
 _MAX_NAMES = 4096
@@ -144,11 +145,27 @@ class Tracer:
             buffers fill and count their losses (``stats()``).
         reader_thread: drain the kernel buffers from a background thread
             (default). False: only while you poll, in your thread.
-        trace_self: also trace this process (off by default).
+        trace_self: also trace this process (off by default). Without it,
+            a pid list naming this process is an error.
+        exclude_pids: never these processes.
+        exclude_comm: never tasks whose comm starts with one of these
+            prefixes (at most 8).
+        exclude_output_readers: never the processes that read this
+            process's stdout or stderr (the other end of its pipe or pty,
+            and the readers of theirs in turn, found at start): tracing them
+            would trace the tracer's own output without end (default on;
+            ``output_readers`` lists them).
 
-    Iterating yields events until ``close()``. Ctrl-C (KeyboardInterrupt)
-    while iterating or polling closes the tracer, so an interrupted notebook
-    cell leaves nothing attached.
+    Pids must be those of running processes (else ``ConfigError``).
+
+    Iterating yields events until ``stop()`` (then the events captured
+    before it, then the loop ends) or ``close()``. Ctrl-C
+    (KeyboardInterrupt) while iterating or polling closes the tracer, so an
+    interrupted notebook cell leaves nothing attached; ``collect()`` and
+    ``to_dataframe()`` then return what they captured until then.
+
+    Whatever was captured but never handed out (queued when ``close()``
+    ran) is counted in ``stats()["discarded"]``.
     """
 
     def __init__(
@@ -167,9 +184,11 @@ class Tracer:
         queue_bytes: Optional[int] = None,
         reader_thread: bool = True,
         trace_self: bool = False,
+        exclude_pids: Union[int, Iterable[int], None] = None,
+        exclude_comm: Union[str, Iterable[str], None] = None,
+        exclude_output_readers: bool = True,
     ) -> None:
         self._native: Optional[_native.NativeTracer] = None
-        self._final_stats: Dict[str, int] = {}
         self._native = _native.NativeTracer(
             events=_event_names(events),
             pids=_int_list("pids", pids, 1, 2**22),
@@ -184,6 +203,9 @@ class Tracer:
             queue_bytes=_opt_size("queue_bytes", queue_bytes, 1 << 16, 1 << 40),
             reader_thread=_bool("reader_thread", reader_thread),
             trace_self=_bool("trace_self", trace_self),
+            exclude_pids=_int_list("exclude_pids", exclude_pids, 1, 2**22 - 1),
+            exclude_comm=_str_list("exclude_comm", exclude_comm),
+            exclude_output_readers=_bool("exclude_output_readers", exclude_output_readers),
         )
 
     # -- lifecycle ---------------------------------------------------------
@@ -200,14 +222,47 @@ class Tracer:
             pass
 
     def close(self) -> None:
-        """Detaches everything and frees the buffers; idempotent. ``stats()``
-        keeps the final counters."""
+        """Detaches everything and frees the buffers; idempotent. Events not
+        handed out yet are counted as ``discarded``; ``stats()`` keeps the
+        final counters. To get them instead, ``stop()`` first and read on.
+        In a child process made by ``os.fork()`` it does nothing to the
+        parent's tracer (which the child cannot use)."""
         native = self._native
         if native is not None and not native.closed:
-            try:
-                self._final_stats = dict(native.stats())
-            finally:
-                native.close()
+            native.close()
+
+    def stop(self) -> None:
+        """Detaches the programs: nothing new is captured, and reading hands
+        out what already was, then ends (iteration stops; ``poll()`` returns
+        ``[]`` at once and ``drained`` becomes True). ``close()`` still frees
+        the buffers. Idempotent."""
+        self._n().stop()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether ``stop()`` (or ``close()``) was called."""
+        return self.closed or bool(self._n().stopped)
+
+    @property
+    def drained(self) -> bool:
+        """Stopped, and everything captured was handed out."""
+        return not self.closed and bool(self._n().drained)
+
+    def _finish(self, budget: float = STOP_DRAIN_SECONDS) -> List[Event]:
+        """Stops, then returns what was captured, for at most ``budget``
+        seconds (what is left then is counted as discarded by ``close()``)."""
+        out: List[Event] = []
+        if self.closed:
+            return out
+        native = self._n()
+        native.stop()
+        end = time.monotonic() + budget
+        while time.monotonic() < end:
+            batch = native.poll(_BATCH, 0.0)
+            if not batch and native.drained:
+                break
+            out.extend(batch)
+        return out
 
     @property
     def closed(self) -> bool:
@@ -267,35 +322,48 @@ class Tracer:
                 return
             try:
                 batch = native.poll(_BATCH, _POLL_INTERVAL)
+                if not batch and native.drained:
+                    return  # stopped, and all of it handed out
             except KeyboardInterrupt:
                 self.close()
                 raise
-            except TracerError:
+            except (TracerError, ValueError):
                 if native.closed:  # closed by another thread
                     return
                 raise
             yield from batch
 
     def collect(self, duration: float) -> List[Event]:
-        """Every event of the next ``duration`` seconds."""
+        """Every event of the next ``duration`` seconds (the tracer keeps
+        running). Ctrl-C ends it early: the events captured until then are
+        returned and the tracer is closed."""
         out: List[Event] = []
         end = time.monotonic() + _duration("duration", duration)
-        while True:
-            left = end - time.monotonic()
-            if left <= 0:
-                break
-            out.extend(self.poll(min(left, _POLL_INTERVAL)))
+        native = self._n()
+        try:
+            while True:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                out.extend(native.poll(_BATCH, min(left, _POLL_INTERVAL)))
+        except KeyboardInterrupt:
+            out.extend(self._finish())
+            self.close()
+            return out
         out.extend(self.drain())
         return out
 
     def drain(self) -> List[Event]:
-        """Everything already captured, without waiting."""
+        """Everything already captured, without waiting (for at most
+        5 seconds while events keep coming)."""
         out: List[Event] = []
-        while True:
+        end = time.monotonic() + STOP_DRAIN_SECONDS
+        while time.monotonic() < end:
             batch = self.poll(0.0)
             if not batch:
-                return out
+                break
             out.extend(batch)
+        return out
 
     def to_dataframe(self, duration: float, max_events: Optional[int] = None) -> "pandas.DataFrame":
         """The events of the next ``duration`` seconds (stopping early at
@@ -307,27 +375,44 @@ class Tracer:
         end = time.monotonic() + _duration("duration", duration)
         batches: List[Columns] = []
         got = 0
-        while True:
-            left = end - time.monotonic()
-            want = _BATCH if limit is None else min(_BATCH, limit - got)
-            batch = self.poll_columns(want, max(0.0, min(left, _POLL_INTERVAL)))
-            batches.append(batch)
-            got += len(batch["event_id"])
-            if left <= 0 or (limit is not None and got >= limit):
-                break
+        native = self._n()
+        try:
+            while True:
+                left = end - time.monotonic()
+                want = _BATCH if limit is None else min(_BATCH, limit - got)
+                batch = Columns(native.poll_columns(want, max(0.0, min(left, _POLL_INTERVAL))), native.event_columns)
+                batches.append(batch)
+                got += len(batch["event_id"])
+                if left <= 0 or (limit is not None and got >= limit):
+                    break
+        except KeyboardInterrupt:
+            # Ctrl-C: what was captured until now, then closed.
+            native.stop()
+            stop_end = time.monotonic() + STOP_DRAIN_SECONDS
+            while time.monotonic() < stop_end and (limit is None or got < limit):
+                batch = Columns(native.poll_columns(_BATCH if limit is None else min(_BATCH, limit - got), 0.0),
+                                native.event_columns)
+                if not batch["event_id"] and native.drained:
+                    break
+                batches.append(batch)
+                got += len(batch["event_id"])
+            self.close()
         return columns_to_dataframe(batches)
 
     # -- state -------------------------------------------------------------
     def stats(self) -> Dict[str, int]:
         """Every counter, by name: kernel side ``records``, ``ring_full``,
         ``payload_full``, ``fault``, ``truncated``, ``busy``, ``followed``;
-        user side ``delivered``, ``decode_errors``, ``overwritten``,
-        ``seq_gaps``, ``queued``. After ``close()``: the final values."""
-        if self.closed:
-            if not self._final_stats:
-                raise ValueError("I/O operation on a closed Tracer")
-            return dict(self._final_stats)
-        return dict(self._n().stats())
+        user side ``delivered`` (events handed to you), ``discarded``
+        (captured but never handed out: left when ``close()`` ran),
+        ``decode_errors``, ``overwritten``, ``seq_gaps``, ``queued`` (waiting
+        to be read). ``records == delivered + queued + discarded`` once the
+        kernel buffers are read, less the records lost to
+        ``decode_errors``/``overwritten``. After ``close()``: the final
+        values."""
+        if self._native is None:
+            raise ValueError("I/O operation on a closed Tracer")
+        return dict(self._native.stats())
 
     def memory(self) -> Dict[str, int]:
         """The buffers in force: ``ring_bytes``, ``payload_bytes_per_cpu``
@@ -346,6 +431,12 @@ class Tracer:
         """Tracepoints matched by a wildcard that could not be attached (the
         others are traced): ``[(name, reason)]``."""
         return list(self._n().attach_failures())
+
+    @property
+    def output_readers(self) -> List[int]:
+        """Pids not traced because they read this process's output (see
+        ``exclude_output_readers``)."""
+        return list(self._n().output_readers)
 
     @property
     def startup_seconds(self) -> float:
