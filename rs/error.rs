@@ -12,10 +12,10 @@ pub enum Error {
     Permission { what: String },
 
     #[error(
-        "kernel BTF not found at {path}: tracer-ebpf needs a kernel built with CONFIG_DEBUG_INFO_BTF=y \
+        "kernel BTF at {path} {problem}: tracer-ebpf needs a kernel built with CONFIG_DEBUG_INFO_BTF=y \
          (most distribution kernels since 2020 have it)"
     )]
-    BtfMissing { path: PathBuf },
+    BtfMissing { path: PathBuf, problem: String },
 
     #[error(
         "tracefs is not mounted and could not be mounted ({reason}). Mount it as root: \
@@ -31,6 +31,9 @@ pub enum Error {
 
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    #[error("I/O operation on a closed tracer")]
+    Closed,
 
     #[error(
         "the kernel could not allocate the tracer's buffers ({asked}){limit}: lower them with \

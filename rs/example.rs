@@ -12,6 +12,9 @@ use tracer_ebpf::{Config, Tracer};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Longest time spent printing what was captured before a stop.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
@@ -128,16 +131,29 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
-    // Drain what is already captured, then report.
-    while let Ok(rest) = tracer.try_poll(4096) {
-        if rest.is_empty() {
+    // Detach, then print everything captured (for at most DRAIN_TIME); the
+    // rest is counted as discarded by close().
+    if let Err(e) = tracer.stop() {
+        eprintln!("example: {e}");
+        return ExitCode::from(1);
+    }
+    let drain_end = Instant::now() + DRAIN_TIME;
+    while !tracer.is_drained() && Instant::now() < drain_end {
+        batch.clear();
+        if tracer.poll_into(&mut batch, 65536, Duration::ZERO).is_err() {
             break;
         }
-        for ev in &rest {
-            let _ = writeln!(out, "{}", ev.to_json());
+        for ev in &batch {
+            line.clear();
+            tracer_ebpf::json::write_event(&mut line, ev);
+            line.push('\n');
+            if out.write_all(line.as_bytes()).is_err() {
+                return ExitCode::SUCCESS;
+            }
         }
     }
     let _ = out.flush();
+    tracer.close();
     match tracer.stats() {
         Ok(s) => {
             let pairs: Vec<String> = s.pairs().iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -28,11 +28,49 @@ fn effective_caps() -> Option<u64> {
     u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
 }
 
+/// Whether `path` holds usable BTF: present, and a header whose sections fit
+/// in the file (an empty or damaged file would otherwise fail deep inside
+/// libbpf with a bare errno).
+pub(crate) fn check_btf(path: &Path) -> std::result::Result<(), String> {
+    use std::io::Read;
+    const MAGIC: u16 = 0xeb9f;
+    let mut f = std::fs::File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            "not found".to_string()
+        } else {
+            format!("cannot be read: {e}")
+        }
+    })?;
+    let mut hdr = [0u8; 24];
+    let mut got = 0;
+    while got < hdr.len() {
+        match f.read(&mut hdr[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(format!("cannot be read: {e}")),
+        }
+    }
+    if got == 0 {
+        return Err("is empty".into());
+    }
+    let u32_at = |o: usize| u32::from_le_bytes([hdr[o], hdr[o + 1], hdr[o + 2], hdr[o + 3]]);
+    if got < hdr.len() || u16::from_le_bytes([hdr[0], hdr[1]]) != MAGIC || hdr[2] != 1 {
+        return Err("is not BTF (no BTF header)".into());
+    }
+    // Sections: type_off, type_len, str_off, str_len after the header.
+    let (hdr_len, type_end, str_end) = (u32_at(4) as u64, u32_at(8) as u64 + u32_at(12) as u64, u32_at(16) as u64 + u32_at(20) as u64);
+    let size = f.metadata().map_err(|e| format!("cannot be read: {e}"))?.len();
+    if size < hdr_len + type_end.max(str_end) || u32_at(12) == 0 {
+        return Err(format!("is damaged (its header describes more than its {size} bytes)"));
+    }
+    Ok(())
+}
+
 /// BTF and privileges, checked before anything is loaded so the error says
 /// exactly what is missing.
 pub fn check_environment() -> Result<()> {
-    if !Path::new(BTF_PATH).exists() {
-        return Err(Error::BtfMissing { path: BTF_PATH.into() });
+    if let Err(problem) = check_btf(Path::new(BTF_PATH)) {
+        return Err(Error::BtfMissing { path: BTF_PATH.into(), problem });
     }
     if let Some(caps) = effective_caps() {
         let has = |c: u32| caps & (1u64 << c) != 0;

@@ -23,6 +23,7 @@ fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::UnknownEvent { .. } => "UnknownEventError",
         Error::TracepointMissing { .. } => "TracepointMissingError",
         Error::Config(_) => "ConfigError",
+        Error::Closed => "TracerClosedError",
         Error::OutOfMemory { .. } => "TracerMemoryError",
         Error::Verifier { .. } => "VerifierError",
         Error::Forked { .. } | Error::Bpf { .. } | Error::Io { .. } => "TracerError",

@@ -460,7 +460,7 @@ impl Tracer {
     fn check_open(&self) -> Result<()> {
         self.check_owner()?;
         if self.closed {
-            Err(Error::Config("the tracer is closed".into()))
+            Err(Error::Closed)
         } else {
             Ok(())
         }
@@ -538,10 +538,10 @@ impl Tracer {
     pub fn stats(&self) -> Result<Stats> {
         self.check_owner()?;
         if self.closed {
-            return self.final_stats.clone().ok_or_else(|| Error::Config("the tracer is closed".into()));
+            return self.final_stats.clone().ok_or_else(|| Error::Closed);
         }
         let guard = self.core.live();
-        let live = guard.as_ref().ok_or_else(|| Error::Config("the tracer is closed".into()))?;
+        let live = guard.as_ref().ok_or_else(|| Error::Closed)?;
         Self::snapshot(live, &self.core.shared)
     }
 
@@ -568,7 +568,7 @@ impl Tracer {
     pub fn kernel_memory(&self) -> Result<u64> {
         self.check_open()?;
         let guard = self.core.live();
-        let live = guard.as_ref().ok_or_else(|| Error::Config("the tracer is closed".into()))?;
+        let live = guard.as_ref().ok_or_else(|| Error::Closed)?;
         let mut total = 0;
         for m in live.object.maps() {
             let fd = m.as_fd().as_raw_fd();
@@ -602,7 +602,7 @@ impl Tracer {
     /// configuration in force.
     fn apply_filters(&mut self, c: ResolvedConfig) -> Result<()> {
         let guard = self.core.live();
-        let live = guard.as_ref().ok_or_else(|| Error::Config("the tracer is closed".into()))?;
+        let live = guard.as_ref().ok_or_else(|| Error::Closed)?;
         loader::write_filters(&live.object, &c)?;
         drop(guard);
         self.config = c;

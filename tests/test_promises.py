@@ -428,3 +428,60 @@ def test_a_comm_prefix_with_a_nul_byte_is_an_error():
     with te.Tracer(W, comm="tbnul") as t:
         with pytest.raises(te.ConfigError, match="NUL"):
             t.set_comm(["a\0b"])
+
+
+# -- errors ----------------------------------------------------------------------
+
+def test_closing_from_another_thread_makes_every_reading_call_raise_one_error_type():
+    import threading
+    seen = set()
+    for call in ("poll", "poll_columns", "stats", "set_comm"):
+        for delay in (0.0, 0.05, 0.2):
+            t = te.Tracer(W, comm=comm_for("thr"))
+            threading.Timer(delay, t.close).start()
+            end = time.monotonic() + 10
+            while time.monotonic() < end:
+                try:
+                    if call == "poll":
+                        t.poll(0.01)
+                    elif call == "poll_columns":
+                        t.poll_columns(10, 0.01)
+                    elif call == "stats":
+                        t.stats()
+                        if t.closed:
+                            break  # the final counters stay readable
+                    else:
+                        t.set_comm("x")
+                except Exception as e:  # noqa: BLE001 - the type is what is checked
+                    seen.add(type(e).__name__)
+                    assert "closed" in str(e)
+                    break
+            t.close()
+    assert seen == {"TracerClosedError"}
+    assert issubclass(te.TracerClosedError, ValueError) and issubclass(te.TracerClosedError, te.TracerError)
+
+
+BTF_CHECK = """
+import tracer_ebpf as te
+try:
+    te.Tracer("syscalls/sys_enter_write")
+    print("no error")
+except te.BtfMissingError as e:
+    print("BtfMissingError:", e)
+except Exception as e:
+    print(type(e).__name__ + ":", e)
+"""
+
+
+@pytest.mark.parametrize("content,problem", [(b"", "is empty"), (b"\x9f\xeb\x01\x00" + b"\x18\0\0\0" + b"\xff" * 32,
+                                                                   "is damaged"),
+                                             (os.urandom(4096), "is not BTF")])
+def test_an_empty_or_damaged_kernel_btf_is_a_btf_error(tmp_path, content, problem):
+    """The file bind-mounted over /sys/kernel/btf/vmlinux in a private mount
+    namespace."""
+    fake = tmp_path / "vmlinux"
+    fake.write_bytes(content)
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        f"mount --bind {fake} /sys/kernel/btf/vmlinux && exec {PY} -c '{BTF_CHECK}'"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.startswith("BtfMissingError: kernel BTF at /sys/kernel/btf/vmlinux " + problem), r.stdout + r.stderr

@@ -14,6 +14,7 @@ from ._native import BytesColumn, Event
 from .errors import (
     BtfMissingError,
     ConfigError,
+    TracerClosedError,
     TracefsError,
     TracepointMissingError,
     TracerError,
@@ -107,6 +108,7 @@ __all__ = [
     "UnknownEventError",
     "TracepointMissingError",
     "ConfigError",
+    "TracerClosedError",
     "TracerMemoryError",
     "VerifierError",
 ]

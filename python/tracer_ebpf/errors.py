@@ -34,6 +34,11 @@ class ConfigError(TracerError, ValueError):
     """An invalid option value (sizes, pids, comm prefixes, ...)."""
 
 
+class TracerClosedError(TracerError, ValueError):
+    """The tracer is closed (by ``close()``, perhaps from another thread):
+    reading from it or changing it is an error, as for a closed file."""
+
+
 class TracerMemoryError(TracerError, MemoryError):
     """The kernel could not allocate the tracer's buffers (the message says how
     much was asked and which options lower it)."""
@@ -51,6 +56,7 @@ __all__ = [
     "UnknownEventError",
     "TracepointMissingError",
     "ConfigError",
+    "TracerClosedError",
     "TracerMemoryError",
     "VerifierError",
 ]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 
 from . import _native
 from ._native import Event
-from .errors import ConfigError, TracerError, UnknownEventError
+from .errors import ConfigError, TracerClosedError, TracerError, UnknownEventError
 
 if TYPE_CHECKING:
     import pandas
@@ -275,7 +275,7 @@ class Tracer:
 
     def _n(self) -> _native.NativeTracer:
         if self._native is None or self._native.closed:
-            raise ValueError("I/O operation on a closed Tracer")
+            raise TracerClosedError("I/O operation on a closed tracer")
         return self._native
 
     def _interruptible(self, call: Callable[[], T]) -> T:
@@ -411,7 +411,7 @@ class Tracer:
         ``decode_errors``/``overwritten``. After ``close()``: the final
         values."""
         if self._native is None:
-            raise ValueError("I/O operation on a closed Tracer")
+            raise TracerClosedError("I/O operation on a closed tracer")
         return dict(self._native.stats())
 
     def memory(self) -> Dict[str, int]:
