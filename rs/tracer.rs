@@ -538,10 +538,10 @@ impl Tracer {
     pub fn stats(&self) -> Result<Stats> {
         self.check_owner()?;
         if self.closed {
-            return self.final_stats.clone().ok_or_else(|| Error::Closed);
+            return self.final_stats.clone().ok_or(Error::Closed);
         }
         let guard = self.core.live();
-        let live = guard.as_ref().ok_or_else(|| Error::Closed)?;
+        let live = guard.as_ref().ok_or(Error::Closed)?;
         Self::snapshot(live, &self.core.shared)
     }
 
@@ -568,7 +568,7 @@ impl Tracer {
     pub fn kernel_memory(&self) -> Result<u64> {
         self.check_open()?;
         let guard = self.core.live();
-        let live = guard.as_ref().ok_or_else(|| Error::Closed)?;
+        let live = guard.as_ref().ok_or(Error::Closed)?;
         let mut total = 0;
         for m in live.object.maps() {
             let fd = m.as_fd().as_raw_fd();
@@ -602,7 +602,7 @@ impl Tracer {
     /// configuration in force.
     fn apply_filters(&mut self, c: ResolvedConfig) -> Result<()> {
         let guard = self.core.live();
-        let live = guard.as_ref().ok_or_else(|| Error::Closed)?;
+        let live = guard.as_ref().ok_or(Error::Closed)?;
         loader::write_filters(&live.object, &c)?;
         drop(guard);
         self.config = c;
