@@ -233,7 +233,7 @@ fill_oom__mark_victim(struct trace_event_raw_mark_victim *ctx, struct tb_ctx *t,
 		unsigned int off = BPF_CORE_READ(ctx, __data_loc_comm) & 0xFFFF;
 		tb_copy_str(t, &p->victim_comm, (const char *)ctx + off, TB_MAX_OOM__MARK_VICTIM__VICTIM_COMM, false);
 	} else {
-		tb_skip(&p->victim_comm, 0); /* older kernels: pid only */
+		tb_none(&p->victim_comm, TB_VAR_UNAVAILABLE); /* older kernels: pid only */
 	}
 }
 

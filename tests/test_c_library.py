@@ -289,7 +289,7 @@ def check_outputs(results: Dict[str, "Running"], workload_pid: int, comm: bytes)
 def test_same_json_as_rust_with_comm_filter(tracers):
     """Comm filter; tracers stopped with SIGINT."""
     prefix = _unique_prefix()
-    comm = prefix.encode() + b'"\\\x01\xff'
+    comm = prefix.encode() + b'"\\\x01\xff\xc2\x9b'  # C1 CSI: escaped by every writer
     child: Dict[str, subprocess.Popen] = {}
 
     def start():
