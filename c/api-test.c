@@ -419,7 +419,7 @@ static void test_json_synthetic(void)
 	f[5].i = 9;
 	f[5].u = 9;
 	expect_json(f, "x\x01\xff\"", 4,
-		    HEAD "\"x\\u0001\xef\xbf\xbd\\\"\",\"payload\":{"
+		    HEAD "\"x\\u0001\xef\xbf\xbd\\\"\",\"comm_base64\":\"eAH/Ig==\",\"payload\":{"
 			 "\"s\":\"a\\\"b\\\\c\\n\\r\\t\\u0000\\u001b\\u007f\","
 			 "\"b\":\"\xe2\x82\xac\xf0\x9f\x98\x80\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\","
 			 "\"b_base64\":\"4oKs8J+YgP/D4oLtoIA=\","
@@ -458,9 +458,23 @@ static void test_json_synthetic(void)
 	f[5].u = (uint64_t)-1;
 	expect_json(f, "0123456789abcdef", 16,
 		    HEAD "\"0123456789abcdef\",\"payload\":{"
-			 "\"s\":null,"
+			 "\"s\":null,\"s_lost\":\"not_selected\","
 			 "\"b\":null,\"b_lost\":\"overwritten\","
 			 "\"l\":[\"\",\"\"],"
+			 "\"e\":-9223372036854775808,"
+			 "\"f\":0,\"f_name\":\"O_RDONLY\","
+			 "\"g\":-1}}");
+
+	/* C1 controls escaped (U+00A0 is not one); strings and string lists that
+	 * are not valid UTF-8 carry their exact bytes, a list one per string. */
+	var(&f[0], "\xc2\x9b" "1m\xff", 5, 0, 5);
+	var(&f[1], "\xc2\x80\xc2\x9f\xc2\xa0", 6, 0, 6);
+	var(&f[2], "ok\0\xfe\0", 5, 0, 5);
+	expect_json(f, "t\xc2\x85", 3,
+		    HEAD "\"t\\u0085\",\"payload\":{"
+			 "\"s\":\"\\u009b1m\xef\xbf\xbd\",\"s_base64\":\"wpsxbf8=\","
+			 "\"b\":\"\\u0080\\u009f\xc2\xa0\","
+			 "\"l\":[\"ok\",\"\xef\xbf\xbd\"],\"l_base64\":[\"b2s=\",\"/g==\"],"
 			 "\"e\":-9223372036854775808,"
 			 "\"f\":0,\"f_name\":\"O_RDONLY\","
 			 "\"g\":-1}}");

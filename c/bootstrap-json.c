@@ -2,11 +2,14 @@
 /*
  * The JSON line of an event, byte for byte the format of rs/json.rs (its
  * module doc has the rules; every branch below mirrors one there):
- *  - strings: `"` and `\` escaped; \n \r \t as such; other bytes below 0x20
- *    and 0x7f as \u00xx (lower-case hex); valid UTF-8 passes through; each
- *    byte that does not start a valid UTF-8 sequence becomes U+FFFD;
- *  - u8[] fields that are not valid UTF-8 also get "<name>_base64";
- *  - variable fields not captured are null; "<name>_lost" says why;
+ *  - strings: `"` and `\` escaped; \n \r \t as such; other controls (C0
+ *    below 0x20, DEL, C1 U+0080-U+009F) as \u00xx (lower-case hex); other
+ *    valid UTF-8 passes through; each byte that does not start a valid UTF-8
+ *    sequence becomes U+FFFD;
+ *  - every string that is not valid UTF-8 also gets "<name>_base64" (comm
+ *    too; for char[][] a list, one per string);
+ *  - variable fields not captured are null; "<name>_lost" says why (every
+ *    such field has one);
  *    "<name>_truncated":true and "<name>_size" mark a cut;
  *  - integer fields with a decode hint get "<name>_name".
  */
@@ -137,6 +140,11 @@ static void put_json_str(struct sink *s, const uint8_t *b, size_t n)
 				size_t k = utf8_len(b + i, n - i);
 				if (!k) {
 					put(s, "\xef\xbf\xbd", 3); /* U+FFFD */
+				} else if (k == 2 && c == 0xc2 && b[i + 1] < 0xa0) { /* C1 control */
+					char e[6] = { '\\', 'u', '0', '0', hex[b[i + 1] >> 4], hex[b[i + 1] & 15] };
+					put(s, e, 6);
+					i += 2;
+					continue;
 				} else {
 					put(s, b + i, k);
 					i += k;
@@ -214,34 +222,52 @@ static void put_decoded(struct sink *s, const char *name, enum tb_decode d, int6
 	}
 }
 
+/* A char[][] field as a JSON list: of its strings, or with `b64` of their
+ * base64. NUL-separated; one trailing NUL is a terminator; empty ones kept.
+ * No bytes is no strings; a lone NUL is one empty string. */
+static void put_str_list(struct sink *s, const struct tb_field *f, int b64)
+{
+	size_t n = f->len;
+	if (n && f->data[n - 1] == 0)
+		n--;
+	put_c(s, '[');
+	if (f->len) {
+		size_t start = 0;
+		for (size_t i = 0; i <= n; i++) {
+			if (i == n || f->data[i] == 0) {
+				if (start)
+					put_c(s, ',');
+				if (b64) {
+					put_c(s, '"');
+					put_base64(s, f->data + start, i - start);
+					put_c(s, '"');
+				} else {
+					put_json_str(s, f->data + start, i - start);
+				}
+				start = i + 1;
+			}
+		}
+	}
+	put_c(s, ']');
+}
+
 static void put_var(struct sink *s, const struct tb_field *f)
 {
 	const char *name = f->desc->name;
 	uint32_t fl = f->flags;
-	if (fl & (TB_VAR_NOT_CAPTURED | TB_VAR_NO_SPACE | TB_VAR_OVERWRITTEN)) {
+	if (fl & (TB_VAR_NOT_CAPTURED | TB_VAR_NO_SPACE | TB_VAR_OVERWRITTEN | TB_VAR_NULL_POINTER | TB_VAR_UNAVAILABLE)) {
 		put_z(s, "null");
 	} else if (f->desc->kind == TB_FK_STRLIST) {
-		/* NUL-separated strings; one trailing NUL is a terminator; empty ones
-		 * kept. No bytes is no strings; a lone NUL is one empty string. */
-		size_t n = f->len;
-		if (n && f->data[n - 1] == 0)
-			n--;
-		put_c(s, '[');
-		if (f->len) {
-			size_t start = 0;
-			for (size_t i = 0; i <= n; i++) {
-				if (i == n || f->data[i] == 0) {
-					if (start)
-						put_c(s, ',');
-					put_json_str(s, f->data + start, i - start);
-					start = i + 1;
-				}
-			}
+		put_str_list(s, f, 0);
+		if (!utf8_valid(f->data, f->len)) {
+			put_z(s, ",\"");
+			put_z(s, name);
+			put_z(s, "_base64\":");
+			put_str_list(s, f, 1);
 		}
-		put_c(s, ']');
 	} else {
 		put_json_str(s, f->data, f->len);
-		if (f->desc->kind == TB_FK_BYTES && !utf8_valid(f->data, f->len)) {
+		if (!utf8_valid(f->data, f->len)) {
 			put_z(s, ",\"");
 			put_z(s, name);
 			put_z(s, "_base64\":\"");
@@ -252,6 +278,9 @@ static void put_var(struct sink *s, const struct tb_field *f)
 	const char *why = fl & TB_VAR_NO_SPACE ? "payload_full"
 			  : fl & TB_VAR_OVERWRITTEN ? "overwritten"
 			  : fl & TB_VAR_FAULT ? "fault"
+			  : fl & TB_VAR_NOT_CAPTURED ? "not_selected"
+			  : fl & TB_VAR_NULL_POINTER ? "null_pointer"
+			  : fl & TB_VAR_UNAVAILABLE ? "unavailable"
 			  : NULL;
 	if (why) {
 		put_z(s, ",\"");
@@ -296,6 +325,11 @@ size_t tb_event_to_json(const struct tb_event *e, char *buf, size_t size)
 	put_u64(&s, e->uppid);
 	put_z(&s, ",\"comm\":");
 	put_json_str(&s, (const uint8_t *)e->comm, e->comm_len);
+	if (!utf8_valid((const uint8_t *)e->comm, e->comm_len)) {
+		put_z(&s, ",\"comm_base64\":\"");
+		put_base64(&s, (const uint8_t *)e->comm, e->comm_len);
+		put_c(&s, '"');
+	}
 	put_z(&s, ",\"payload\":{");
 	for (uint32_t k = 0; k < e->nfields; k++) {
 		const struct tb_field *f = &e->fields[k];

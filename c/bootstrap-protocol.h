@@ -57,6 +57,11 @@ TB_STATIC_ASSERT(sizeof(struct tb_config) == 368, "tb_config size");
  */
 #define TB_GENERIC_MAX_DATALOC 8
 #define TB_GENERIC_MAX_STRS 3
+/* A `char *const *` argument (argv, envp: a NULL-terminated array of user
+ * strings) keeps at most this many strings and bytes (NULs included); more
+ * is flagged truncated and counted. */
+#define TB_GENERIC_LIST_STRS 128
+#define TB_GENERIC_LIST_BYTES 4096
 
 struct tb_generic_desc {
 	__u32 raw_size;                          /* bytes of the fixed record */
@@ -64,7 +69,7 @@ struct tb_generic_desc {
 	__u16 dataloc_off[TB_GENERIC_MAX_DATALOC]; /* their offsets */
 	__u32 nstr;                              /* user-string pointer fields */
 	__u16 str_off[TB_GENERIC_MAX_STRS];      /* their offsets */
-	__u16 pad;
+	__u16 str_list;                          /* bit i: field i is a `char *const *` (argv, envp) */
 };
 
 /* Fixed part of a generic record (TB_REC_GENERIC; event_type = tracefs ID):

@@ -8,7 +8,6 @@
  */
 #include "bootstrap.bpf.h"
 
-#define TB_MAX_IOV 16 /* writev iovecs captured; more are flagged truncated */
 
 /* write(2): content of the selected fds, binary safe. */
 static __always_inline void
@@ -37,61 +36,111 @@ fill_syscalls__sys_enter_pwrite64(struct syscall_trace_enter *ctx, struct tb_ctx
 		tb_skip(&p->content, p->count);
 }
 
-/* writev(2): all iovecs, concatenated, as one content. One flat loop over
- * pieces (not a loop of loops), its position kept in the per-CPU scratch, so
- * verification stays linear in the number of pieces. */
+/* Sums the lengths of the first `n` (at most TB_IOV_MAX) iovecs at `iov`
+ * (one small read each: cheap next to the copy) into `total`, and those of
+ * the first TB_IOV_COPY into `head`. Returns false if the iovec array could
+ * not be read. */
+static __always_inline bool tb_iov_total(const struct iovec *iov, __u32 n, __u64 *total, __u64 *head)
+{
+	struct iovec v;
+	__u64 sum = 0;
+
+	*head = 0;
+	for (__u32 i = 0; i < TB_IOV_MAX; i++) {
+		if (i == TB_IOV_COPY)
+			*head = sum;
+		if (i >= n)
+			break;
+		if (bpf_probe_read_user(&v, sizeof(v), &iov[i]))
+			return false;
+		sum += v.iov_len;
+	}
+	*total = sum;
+	if (n <= TB_IOV_COPY)
+		*head = sum;
+	return true;
+}
+
+/* writev(2): count is the sum of the lengths of all iovecs (up to IOV_MAX,
+ * the most the kernel accepts); content is the bytes of the first
+ * TB_IOV_COPY, concatenated (a cut beyond them is flagged and counted like
+ * one at content_max, with the size of all). One flat loop over pieces and
+ * iovecs (not a loop of loops), its position kept in the per-CPU scratch, so
+ * verification stays linear in their number. */
 static __always_inline void
 fill_syscalls__sys_enter_writev(struct syscall_trace_enter *ctx, struct tb_ctx *t,
 				struct tb_payload_syscalls__sys_enter_writev *p)
 {
 	const struct iovec *iov = (const struct iovec *)ctx->args[1];
 	__s32 iovcnt = (__s32)ctx->args[2];
+	__u32 n = iovcnt < 0 ? 0 : iovcnt > TB_IOV_MAX ? TB_IOV_MAX : (__u32)iovcnt;
 	struct iovec v;
-	__u64 total = 0;
+	__u64 total = 0, head = 0;
 	__u32 zero = 0;
 
 	p->fd = (__s32)ctx->args[0];
 	p->iovcnt = iovcnt;
-	for (int i = 0; i < TB_MAX_IOV; i++) {
-		if (i >= iovcnt || bpf_probe_read_user(&v, sizeof(v), &iov[i]))
-			break;
-		total += v.iov_len;
+	struct tb_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return;
+	if (!tb_iov_total(iov, n, &total, &head)) {
+		/* The iovec array itself is unreadable: no total, no content. */
+		p->content.flags |= TB_VAR_FAULT;
+		t->rec->flags |= TB_REC_PAYLOAD_LOST;
+		tb_count(TB_STAT_FAULT);
+		return;
 	}
-	p->count = total; /* of the first TB_MAX_IOV iovecs */
+	p->count = total;
 	if (!tb_content_fd(t, p->fd)) {
 		tb_skip(&p->content, total);
 		return;
 	}
-	struct tb_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-	if (!s)
-		return;
 	__u64 want = tb_var_start(t, &p->content, total, t->cfg->content_max);
+	if (want > head) { /* only with more than TB_IOV_COPY iovecs */
+		want = head;
+		if (!(p->content.flags & TB_VAR_TRUNCATED)) {
+			p->content.flags |= TB_VAR_TRUNCATED;
+			tb_count(TB_STAT_TRUNCATED);
+		}
+	}
+	if (n > TB_IOV_COPY)
+		n = TB_IOV_COPY;
 	s->iov_idx = 0;
 	s->iov_off = 0;
-	for (__u32 i = 0; i < TB_MAX_PIECES + TB_MAX_IOV; i++) {
+	/* Each iteration copies a piece or steps over an empty iovec; a piece
+	 * that ends its iovec steps to the next one itself. */
+	for (__u32 i = 0; i < TB_MAX_PIECES + TB_IOV_COPY; i++) {
 		__u64 done = *(volatile __u32 *)&p->content.len;
 		__u64 idx = *(volatile __u64 *)&s->iov_idx;
 		__u64 off = *(volatile __u64 *)&s->iov_off;
-		if (done >= want || idx >= TB_MAX_IOV || idx >= (__u64)iovcnt)
+		if (done >= want || idx >= n)
 			break;
-		if (bpf_probe_read_user(&v, sizeof(v), &iov[idx & (TB_MAX_IOV - 1)]))
-			break;
+		if (bpf_probe_read_user(&v, sizeof(v), &iov[idx & (TB_IOV_MAX - 1)]))
+			break; /* flagged below */
 		if (off >= v.iov_len) {
 			s->iov_idx = idx + 1;
 			s->iov_off = 0;
 			continue;
 		}
-		__u64 n = v.iov_len - off;
-		if (n > want - done)
-			n = want - done;
-		__u64 k = tb_piece(t, &p->content, v.iov_base + off, n, true);
+		__u64 len = v.iov_len - off;
+		if (len > want - done)
+			len = want - done;
+		__u64 k = tb_piece(t, &p->content, v.iov_base + off, len, true);
 		if (!k)
 			break;
-		s->iov_off = off + k;
+		if (off + k >= v.iov_len) {
+			s->iov_idx = idx + 1;
+			s->iov_off = 0;
+		} else {
+			s->iov_off = off + k;
+		}
 	}
-	if (iovcnt > TB_MAX_IOV) {
-		p->content.flags |= TB_VAR_TRUNCATED;
-		p->content.size = 0; /* total of all iovecs not known */
+	/* Short of what was granted without a piece faulting: the iovec array
+	 * became unreadable, or another thread shrank it, since it was summed. */
+	if (p->content.len < want && !(p->content.flags & TB_VAR_FAULT)) {
+		p->content.flags |= TB_VAR_FAULT;
+		t->rec->flags |= TB_REC_PAYLOAD_LOST;
+		tb_count(TB_STAT_FAULT);
 	}
 }
 
@@ -184,7 +233,7 @@ fill_oom__mark_victim(struct trace_event_raw_mark_victim *ctx, struct tb_ctx *t,
 		unsigned int off = BPF_CORE_READ(ctx, __data_loc_comm) & 0xFFFF;
 		tb_copy_str(t, &p->victim_comm, (const char *)ctx + off, TB_MAX_OOM__MARK_VICTIM__VICTIM_COMM, false);
 	} else {
-		tb_skip(&p->victim_comm, 0); /* older kernels: pid only */
+		tb_none(&p->victim_comm, TB_VAR_UNAVAILABLE); /* older kernels: pid only */
 	}
 }
 

@@ -107,12 +107,21 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+#define TB_IOV_MAX 1024  /* IOV_MAX: the kernel refuses a writev with more (EINVAL) */
+/* Iovecs whose bytes writev content is copied from: the copy loop takes an
+ * iteration per piece and per iovec, and the verifier walks every one (with
+ * 1024 it gives up: "sequence of 8193 jumps is too complex"; each 64 more
+ * cost about 0.05 s of start-up here). Content beyond them is cut, flagged
+ * and counted like a cut at content_max. */
+#define TB_IOV_COPY 64
+
 struct tb_scratch {
 	char buf[TB_SCRATCH_SIZE];
 	/* Loop state kept in memory, not registers, so the verifier sees one
 	 * state per loop iteration (see tb_append). */
 	__u64 iov_idx;
 	__u64 iov_off;
+	__u64 list_len;
 };
 
 struct {
@@ -481,11 +490,88 @@ static __always_inline void tb_copy_user_str(struct tb_ctx *t, struct tb_var *v,
 	tb_copy_str(t, v, src, max, true);
 }
 
-/* Marks variable field `v` as deliberately not captured. */
+#define TB_LIST_CUT (1ull << 32)
+#define TB_LIST_FAULT (1ull << 33)
+
+/*
+ * Gathers the NULL-terminated array of user strings at `src` (argv, envp) in
+ * the per-CPU scratch, each string followed by its NUL, at most
+ * TB_GENERIC_LIST_STRS strings and TB_GENERIC_LIST_BYTES bytes (a string
+ * crossing the limit is cut there). Returns the bytes gathered, | TB_LIST_CUT
+ * if some were left out, | TB_LIST_FAULT if reading user memory failed. A
+ * global function: the verifier walks its loop once, not once per call site.
+ */
+__noinline __u64 tb_gather_str_list(__u64 src)
+{
+	__u32 zero = 0;
+	__u64 cut = 0;
+	struct tb_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return TB_LIST_FAULT;
+	s->list_len = 0;
+	for (__u32 i = 0; i <= TB_GENERIC_LIST_STRS; i++) {
+		/* Progress in memory, not a register (see tb_append). */
+		__u64 off = *(volatile __u64 *)&s->list_len;
+		const char *str = NULL;
+		if (bpf_probe_read_user(&str, sizeof(str), (const void *)(src + i * sizeof(str))))
+			return off | TB_LIST_FAULT;
+		if (!str)
+			break;
+		if (i == TB_GENERIC_LIST_STRS || off >= TB_GENERIC_LIST_BYTES)
+			return off | TB_LIST_CUT;
+		off &= TB_GENERIC_LIST_BYTES - 1;
+		__u64 room = TB_GENERIC_LIST_BYTES - off;
+		/* room + 2: tells a string of exactly `room` bytes (kept whole,
+		 * without its NUL) from a longer one (cut). */
+		long n = bpf_probe_read_user_str(&s->buf[off], room + 2, str);
+		if (n < 0)
+			return off | TB_LIST_FAULT;
+		if ((__u64)n > room + 1)
+			return (off + room) | TB_LIST_CUT;
+		s->list_len = off + ((__u64)n > room ? room : (__u64)n);
+	}
+	return *(volatile __u64 *)&s->list_len;
+}
+
+/* The array of user strings at `src` into variable field `v` (see
+ * tb_gather_str_list). */
+static __always_inline void tb_copy_user_str_list(struct tb_ctx *t, struct tb_var *v, __u64 src)
+{
+	__u32 zero = 0;
+	__u64 r = tb_gather_str_list(src);
+	__u64 len = r & 0xffffffff;
+	struct tb_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return;
+	if (len > TB_GENERIC_LIST_BYTES)
+		len = TB_GENERIC_LIST_BYTES;
+	if (tb_var_start(t, v, len, TB_GENERIC_LIST_BYTES))
+		tb_put(t, v, s->buf, len & (TB_SCRATCH_SIZE - 1), false);
+	if (r & TB_LIST_CUT) {
+		v->flags |= TB_VAR_TRUNCATED;
+		v->size = 0; /* the whole array's size is not known */
+		tb_count(TB_STAT_TRUNCATED);
+	}
+	if (r & TB_LIST_FAULT) {
+		v->flags |= TB_VAR_FAULT;
+		t->rec->flags |= TB_REC_PAYLOAD_LOST;
+		tb_count(TB_STAT_FAULT);
+	}
+}
+
+/* Marks variable field `v` as not selected for capture (`size` bytes). */
 static __always_inline void tb_skip(struct tb_var *v, __u64 size)
 {
 	v->flags |= TB_VAR_NOT_CAPTURED;
 	v->size = size;
+}
+
+/* Marks variable field `v` as having no bytes, for reason `why`
+ * (TB_VAR_NULL_POINTER, TB_VAR_UNAVAILABLE). */
+static __always_inline void tb_none(struct tb_var *v, __u32 why)
+{
+	v->flags |= why;
+	v->size = 0;
 }
 
 /* Is write content captured for this fd? */
@@ -595,10 +681,12 @@ int handle__generic(void *ctx)
 			break;
 		__u64 ptr = 0;
 		bpf_probe_read_kernel(&ptr, sizeof(ptr), ctx + (d->str_off[i] & 0x7ff));
-		if (ptr)
+		if (ptr && (d->str_list >> i & 1))
+			tb_copy_user_str_list(&t, &p->str[i], ptr);
+		else if (ptr)
 			tb_copy_user_str(&t, &p->str[i], (const char *)ptr, 4096);
 		else
-			tb_skip(&p->str[i], 0);
+			tb_none(&p->str[i], TB_VAR_NULL_POINTER);
 	}
 	tb_end(&t);
 	return 0;

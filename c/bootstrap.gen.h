@@ -38,8 +38,10 @@ enum tb_stat {
 #define TB_VAR_TRUNCATED    0x1u /* cut at the configured or declared maximum */
 #define TB_VAR_FAULT        0x2u /* reading user memory failed: only the bytes before it */
 #define TB_VAR_NO_SPACE     0x4u /* payload area full: the bytes were not delivered */
-#define TB_VAR_NOT_CAPTURED 0x8u /* not selected for capture (e.g. fd not in content_fds) */
+#define TB_VAR_NOT_CAPTURED 0x8u /* not selected for capture (e.g. fd not in content_fds): JSON "not_selected" */
 #define TB_VAR_INLINE       0x10u /* transport: the bytes follow the record in its ring sample, not in the payload area */
+#define TB_VAR_NULL_POINTER 0x20u /* the user pointer was NULL: nothing to read */
+#define TB_VAR_UNAVAILABLE  0x40u /* this kernel does not provide the field */
 
 /* Flags of a record (struct tb_record.flags). */
 #define TB_REC_PAYLOAD_LOST 0x1u /* some variable bytes were not delivered (see fields) */
@@ -99,7 +101,7 @@ enum tb_event_type {
 	TB_EVENT_SYSCALLS__SYS_EXIT_OPENAT = 1025, /* openat(2) exit: the new fd, or -errno */
 	TB_EVENT_SYSCALLS__SYS_ENTER_READ = 1026, /* read(2) entry: fd and requested byte count */
 	TB_EVENT_SYSCALLS__SYS_ENTER_WRITE = 1028, /* write(2) entry; content captured for the selected fds (default 1 and 2) */
-	TB_EVENT_SYSCALLS__SYS_ENTER_WRITEV = 1029, /* writev(2) entry; content (all iovecs, concatenated) captured for the selected fds */
+	TB_EVENT_SYSCALLS__SYS_ENTER_WRITEV = 1029, /* writev(2) entry: count sums all iovecs; content (the first 64 iovecs, concatenated) captured for the selected fds */
 	TB_EVENT_SYSCALLS__SYS_ENTER_PWRITE64 = 1030, /* pwrite64(2) entry; content captured for the selected fds */
 };
 
@@ -206,7 +208,7 @@ TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_write,
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_write, content) == 16, "tb_payload_syscalls__sys_enter_write.content");
 #define TB_MAX_SYSCALLS__SYS_ENTER_WRITE__CONTENT 1048576u
 
-/* syscalls/sys_enter_writev: writev(2) entry; content (all iovecs, concatenated) captured for the selected fds */
+/* syscalls/sys_enter_writev: writev(2) entry: count sums all iovecs; content (the first 64 iovecs, concatenated) captured for the selected fds */
 struct tb_payload_syscalls__sys_enter_writev {
 	__s32 fd;
 	__s32 iovcnt;
@@ -561,7 +563,7 @@ static const struct tb_event_desc tb_events[TB_EVENT_COUNT] = {
 	{ 1025, "syscalls/sys_exit_openat", "openat(2) exit: the new fd, or -errno", 8, 1, tb_fields_syscalls__sys_exit_openat },
 	{ 1026, "syscalls/sys_enter_read", "read(2) entry: fd and requested byte count", 16, 2, tb_fields_syscalls__sys_enter_read },
 	{ 1028, "syscalls/sys_enter_write", "write(2) entry; content captured for the selected fds (default 1 and 2)", 32, 3, tb_fields_syscalls__sys_enter_write },
-	{ 1029, "syscalls/sys_enter_writev", "writev(2) entry; content (all iovecs, concatenated) captured for the selected fds", 32, 4, tb_fields_syscalls__sys_enter_writev },
+	{ 1029, "syscalls/sys_enter_writev", "writev(2) entry: count sums all iovecs; content (the first 64 iovecs, concatenated) captured for the selected fds", 32, 4, tb_fields_syscalls__sys_enter_writev },
 	{ 1030, "syscalls/sys_enter_pwrite64", "pwrite64(2) entry; content captured for the selected fds", 40, 4, tb_fields_syscalls__sys_enter_pwrite64 },
 };
 

@@ -1,12 +1,17 @@
 //! The JSON line format shared by every front end (Rust example, Python,
 //! C library). Byte-for-byte rules, so the C side can match them:
-//! - strings: `"` `\` escaped; \n \r \t as such; other bytes below 0x20 and
-//!   0x7f as \u00xx; valid UTF-8 passes through; each byte that does not
-//!   start a valid UTF-8 sequence becomes U+FFFD;
-//! - `u8[]` fields that are not valid UTF-8 also get `<name>_base64` with
-//!   the exact bytes;
+//! - strings: `"` `\` escaped; \n \r \t as such; other controls (C0 below
+//!   0x20, DEL 0x7f, and C1 U+0080-U+009F, which terminals obey too) as
+//!   \u00xx; other valid UTF-8 passes through; each byte that does not start
+//!   a valid UTF-8 sequence becomes U+FFFD;
+//! - every string that is not valid UTF-8 also gets `<name>_base64` with the
+//!   exact bytes: `comm_base64` beside `comm`, `<field>_base64` beside a
+//!   `u8[]` or `char[]` field, and for a `char[][]` field a list with the
+//!   base64 of each of its strings;
 //! - variable fields not captured are `null`; `<name>_lost` says why
-//!   ("payload_full", "fault", "overwritten"); `<name>_truncated: true` and
+//!   ("payload_full", "overwritten", "not_selected", "null_pointer",
+//!   "unavailable"; "fault" also when the bytes before a fault are kept);
+//!   `<name>_truncated: true` and
 //!   `<name>_size` (original size, when known) mark a cut;
 //! - integer fields with a decode hint get `<name>_name`.
 
@@ -27,7 +32,11 @@ pub fn write_event(s: &mut String, e: &Event) {
         e.upid,
         e.uppid
     );
-    write_str(s, e.comm.as_bytes());
+    if !write_str(s, e.comm.as_bytes()) {
+        s.push_str(",\"comm_base64\":\"");
+        base64(s, e.comm.as_bytes());
+        s.push('"');
+    }
     s.push_str(",\"payload\":{");
     let mut first = true;
     e.payload.for_each_field(|info, v| {
@@ -61,21 +70,28 @@ fn write_var(s: &mut String, name: &str, kind: FieldKind, v: &Var) {
     if !v.captured() {
         s.push_str("null");
     } else if kind == FieldKind::StrList {
+        let mut valid = true;
         s.push('[');
         for (i, part) in v.strings().enumerate() {
             if i > 0 {
                 s.push(',');
             }
-            write_str(s, part);
+            valid &= write_str(s, part);
         }
         s.push(']');
-    } else {
-        let valid = write_str(s, &v.data);
-        if kind == FieldKind::Bytes && !valid {
-            let _ = write!(s, ",\"{name}_base64\":\"");
-            base64(s, &v.data);
-            s.push('"');
+        if !valid {
+            let _ = write!(s, ",\"{name}_base64\":[");
+            for (i, part) in v.strings().enumerate() {
+                s.push_str(if i > 0 { ",\"" } else { "\"" });
+                base64(s, part);
+                s.push('"');
+            }
+            s.push(']');
         }
+    } else if !write_str(s, &v.data) {
+        let _ = write!(s, ",\"{name}_base64\":\"");
+        base64(s, &v.data);
+        s.push('"');
     }
     if let Some(why) = v.lost() {
         let _ = write!(s, ",\"{name}_lost\":\"{why}\"");
@@ -155,8 +171,9 @@ fn utf8_len(b: &[u8]) -> usize {
 /// and become U+FFFD directly.
 const LEAD: u8 = 0xff;
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 const ENCODE: [[u8; 8]; 256] = {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut t = [[0u8; 8]; 256];
     let mut i = 0;
     while i < 256 {
@@ -231,10 +248,16 @@ pub fn write_str(s: &mut String, b: &[u8]) -> bool {
                 i += 1;
                 continue;
             }
+            let c1;
             let (src, len, step) = match utf8_len(&b[i..]) {
                 0 => {
                     valid = false;
                     ("\u{fffd}".as_bytes(), 3, 1)
+                }
+                // U+0080-U+009F (C1 controls, e.g. CSI): escaped as \u0080-\u009f.
+                2 if b[i] == 0xc2 && b[i + 1] < 0xa0 => {
+                    c1 = [b'\\', b'u', b'0', b'0', HEX[(b[i + 1] >> 4) as usize], HEX[(b[i + 1] & 15) as usize]];
+                    (&c1[..], 6, 2)
                 }
                 k => (&b[i..i + k], k, k),
             };
@@ -292,6 +315,13 @@ mod tests {
         assert_eq!(js(b"\xed\xa0\x80"), "\"\u{fffd}\u{fffd}\u{fffd}\""); // surrogate
     }
 
+    #[test]
+    fn c1_controls_are_escaped_and_the_rest_of_latin1_is_not() {
+        assert_eq!(js("a\u{80}\u{9b}[31m\u{9f}\u{a0}\u{ff}".as_bytes()), "\"a\\u0080\\u009b[31m\\u009f\u{a0}\u{ff}\"");
+        assert_eq!(js(b"\xc2\x9b"), "\"\\u009b\"");
+        assert_eq!(js(b"\xc2"), "\"\u{fffd}\"");
+    }
+
     /// The escaping rules, byte by byte, as the module doc states them: the
     /// reference the table-driven `write_str` must agree with.
     fn reference(b: &[u8]) -> (String, bool) {
@@ -307,6 +337,11 @@ mod tests {
                 b'\r' => s.push_str("\\r"),
                 b'\t' => s.push_str("\\t"),
                 c @ (0x00..=0x1f | 0x7f) => s.push_str(&format!("\\u{:04x}", c)),
+                0xc2 if n == 2 && b[i + 1] < 0xa0 => {
+                    s.push_str(&format!("\\u{:04x}", b[i + 1]));
+                    i += 2;
+                    continue;
+                }
                 _ if n == 0 => {
                     s.push('\u{fffd}');
                     valid = false;

@@ -312,9 +312,12 @@ pub fn write_generic_descs(object: &Object, formats: &[Arc<Format>]) -> Result<(
                     d.dataloc_off[d.ndataloc as usize] = field.offset as u16;
                     d.ndataloc += 1;
                 }
-                FieldShape::UserStr { slot } => {
+                FieldShape::UserStr { slot } | FieldShape::UserStrList { slot } => {
                     d.str_off[slot] = field.offset as u16;
                     d.nstr = d.nstr.max(slot as u32 + 1);
+                    if matches!(field.shape, FieldShape::UserStrList { .. }) {
+                        d.str_list |= 1 << slot;
+                    }
                 }
                 _ => {}
             }

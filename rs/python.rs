@@ -721,6 +721,32 @@ impl PyEvent {
             None => Ok(d),
         }
     }
+    /// The exact bytes of each variable field (the strings of `payload` are
+    /// lossy where they are not valid UTF-8): bytes, a list of bytes for
+    /// char[][], None where not captured.
+    #[getter]
+    fn payload_raw<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let mut err = None;
+        self.ev.payload.for_each_field(|info, v| {
+            if let FieldValue::Var(var) = v {
+                let raw = if !var.captured() {
+                    Ok(py.None().into_bound(py))
+                } else if info.kind == FieldKind::StrList {
+                    PyList::new(py, var.strings().map(|s| PyBytes::new(py, s)).collect::<Vec<_>>()).map(Bound::into_any)
+                } else {
+                    Ok(PyBytes::new(py, &var.data).into_any())
+                };
+                if let Err(e) = raw.and_then(|o| d.set_item(info.name, o)) {
+                    err.get_or_insert(e);
+                }
+            }
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(d),
+        }
+    }
     /// Per variable field: {"truncated": bool, "lost": str|None, "size": int, "len": int}.
     #[getter]
     fn payload_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -23,6 +23,11 @@ pub enum FieldShape {
     /// A pointer to a user-space string (syscall arguments such as
     /// `filename`): the kernel program copies the string, index `slot`.
     UserStr { slot: usize },
+    /// A `const char *const *` syscall argument (argv, envp of execve): the
+    /// kernel program copies the NULL-terminated array of strings it points
+    /// to (at most TB_GENERIC_LIST_STRS strings, TB_GENERIC_LIST_BYTES
+    /// bytes), NUL-separated, into user-string `slot`.
+    UserStrList { slot: usize },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +47,7 @@ impl FormatField {
             FieldShape::Int { signed: true } => FieldKind::I64,
             FieldShape::Int { signed: false } => FieldKind::U64,
             FieldShape::CharArray | FieldShape::DataLocStr | FieldShape::UserStr { .. } => FieldKind::Str,
+            FieldShape::UserStrList { .. } => FieldKind::StrList,
             FieldShape::IntArray { .. } | FieldShape::DataLocArray { .. } => FieldKind::IntList,
         }
     }
@@ -178,6 +184,9 @@ pub fn parse(name: &str, text: &str) -> Result<Format, String> {
                 let elem = size.checked_div(n).unwrap_or(1);
                 FieldShape::IntArray { elem: elem.max(1), signed: signed_t }
             }
+        } else if is_syscall && is_user_str_list(&c_type) && strs < MAX_USER_STRS {
+            strs += 1;
+            FieldShape::UserStrList { slot: strs - 1 }
         } else if is_syscall && c_type.contains("char *") && c_type.starts_with("const") && fname != "buf" && strs < MAX_USER_STRS {
             strs += 1;
             FieldShape::UserStr { slot: strs - 1 }
@@ -199,6 +208,12 @@ pub fn parse(name: &str, text: &str) -> Result<Format, String> {
         return Err(format!("{name}: more than {MAX_DATALOC} __data_loc fields"));
     }
     Ok(Format { name: intern(name), id, fields, raw_size })
+}
+
+/// `const char *const *` or `const char **`: an array of user strings.
+fn is_user_str_list(c_type: &str) -> bool {
+    let t: String = c_type.chars().filter(|c| !c.is_whitespace()).collect();
+    matches!(t.as_str(), "constchar*const*" | "constchar**" | "char*const*" | "char**")
 }
 
 fn int_size(t: &str) -> Option<usize> {
@@ -314,7 +329,7 @@ impl GenericPayload {
                         _ => unreachable!("matched above"),
                     }
                 }
-                FieldShape::UserStr { .. } => GenericValue::Str(strs.next().unwrap_or_default()),
+                FieldShape::UserStr { .. } | FieldShape::UserStrList { .. } => GenericValue::Str(strs.next().unwrap_or_default()),
             };
             values.push(v);
         }
@@ -395,6 +410,29 @@ mod tests {
         assert_eq!(f.fields[4].shape, FieldShape::UserStr { slot: 1 });
         assert_eq!(f.fields[5].shape, FieldShape::Int { signed: false });
         assert_eq!(f.raw_size, 56);
+    }
+
+    const EXECVE: &str = "name: sys_enter_execve\nID: 862\nformat:\n\
+        \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+        \tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\
+        \tfield:const char * filename;\toffset:16;\tsize:8;\tsigned:0;\n\
+        \tfield:const char *const * argv;\toffset:24;\tsize:8;\tsigned:0;\n\
+        \tfield:const char *const * envp;\toffset:32;\tsize:8;\tsigned:0;\n";
+
+    #[test]
+    fn string_array_arguments_are_string_lists() {
+        let f = parse("syscalls/sys_enter_execve", EXECVE).unwrap();
+        let shapes: Vec<&FieldShape> = f.fields.iter().map(|f| &f.shape).collect();
+        assert_eq!(
+            shapes,
+            [
+                &FieldShape::Int { signed: true },
+                &FieldShape::UserStr { slot: 0 },
+                &FieldShape::UserStrList { slot: 1 },
+                &FieldShape::UserStrList { slot: 2 }
+            ]
+        );
+        assert_eq!(f.fields[2].kind(), FieldKind::StrList);
     }
 
     #[test]

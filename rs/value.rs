@@ -72,6 +72,10 @@ pub mod var_flags {
     pub const NO_SPACE: u32 = 0x4;
     /// Not selected for capture (e.g. the fd is not in `content_fds`).
     pub const NOT_CAPTURED: u32 = 0x8;
+    /// The user pointer was NULL: there was nothing to read.
+    pub const NULL_POINTER: u32 = 0x20;
+    /// This kernel does not provide the field.
+    pub const UNAVAILABLE: u32 = 0x40;
     /// Set by userspace: the bytes were overwritten while being read (never
     /// expected under the flow control; counted as `overwritten`).
     pub const OVERWRITTEN: u32 = 0x100;
@@ -92,22 +96,26 @@ pub struct Var {
 impl Var {
     /// True if the bytes were captured (possibly truncated).
     pub fn captured(&self) -> bool {
-        self.flags & (var_flags::NOT_CAPTURED | var_flags::NO_SPACE | var_flags::OVERWRITTEN) == 0
+        const NONE: u32 =
+            var_flags::NOT_CAPTURED | var_flags::NO_SPACE | var_flags::OVERWRITTEN | var_flags::NULL_POINTER | var_flags::UNAVAILABLE;
+        self.flags & NONE == 0
     }
     pub fn truncated(&self) -> bool {
         self.flags & var_flags::TRUNCATED != 0
     }
-    /// Why bytes are missing, if they are: "payload_full", "fault", "overwritten".
+    /// Why bytes are missing, if they are: lost on the way ("payload_full",
+    /// "overwritten", "fault") or never asked for ("not_selected",
+    /// "null_pointer", "unavailable"). Every field that is not captured has one.
     pub fn lost(&self) -> Option<&'static str> {
-        if self.flags & var_flags::NO_SPACE != 0 {
-            Some("payload_full")
-        } else if self.flags & var_flags::OVERWRITTEN != 0 {
-            Some("overwritten")
-        } else if self.flags & var_flags::FAULT != 0 {
-            Some("fault")
-        } else {
-            None
-        }
+        const WHY: [(u32, &str); 6] = [
+            (var_flags::NO_SPACE, "payload_full"),
+            (var_flags::OVERWRITTEN, "overwritten"),
+            (var_flags::FAULT, "fault"),
+            (var_flags::NOT_CAPTURED, "not_selected"),
+            (var_flags::NULL_POINTER, "null_pointer"),
+            (var_flags::UNAVAILABLE, "unavailable"),
+        ];
+        WHY.iter().find(|(bit, _)| self.flags & bit != 0).map(|(_, why)| *why)
     }
     /// The strings of a `char[][]` field (argv): NUL-separated, empty ones kept.
     /// No bytes is no strings; a single NUL is one empty string.

@@ -12,6 +12,7 @@ To compare another front end, add one Tracer(...) line to tracers().
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -159,6 +160,7 @@ os.waitpid(pid, 0)
 os.execv(b"/bin/sh", [b"sh", b"-c", b"echo from sh; exit 5", b"a\x01b", "\u00e9\u20ac".encode(), b"",
                       b"\xff\xfe", b'q"uote\\'])
 '''
+RICH_ARGV = [b"sh", b"-c", b"echo from sh; exit 5", b"a\x01b", "\u00e9\u20ac".encode(), b"", b"\xff\xfe", b'q"uote\\']
 
 
 def _unique_prefix() -> str:
@@ -264,7 +266,7 @@ def check_outputs(results: Dict[str, "Running"], workload_pid: int, comm: bytes)
     assert "content_base64" in p[1] and "content_base64" not in p[2]
     assert p[19] == {"fd": 2, "count": 0, "content": ""}
     assert p[20]["content_lost"] == "fault" and p[20]["content"] == ""
-    assert p[21] == {"fd": 9, "count": 24, "content": None}
+    assert p[21] == {"fd": 9, "count": 24, "content": None, "content_lost": "not_selected"}
     assert p[22]["content_truncated"] is True and p[22]["content_size"] == 307200
     assert p[23]["content"] == "0123456789abcdef" * 9375
     assert p[-1]["content"] == "END\n"
@@ -289,7 +291,7 @@ def check_outputs(results: Dict[str, "Running"], workload_pid: int, comm: bytes)
 def test_same_json_as_rust_with_comm_filter(tracers):
     """Comm filter; tracers stopped with SIGINT."""
     prefix = _unique_prefix()
-    comm = prefix.encode() + b'"\\\x01\xff'
+    comm = prefix.encode() + b'"\\\x01\xff\xc2\x9b'  # C1 CSI: escaped by every writer
     child: Dict[str, subprocess.Popen] = {}
 
     def start():
@@ -332,7 +334,8 @@ def test_same_json_as_rust_every_event_pid_follow_until_duration(tracers):
         by_type.setdefault(e["event_type"], []).append(e)
     execs = [e["payload"] for e in by_type["sched/sched_process_exec"]]
     assert {"old_pid": child.pid, "argc": 8, "filename": "/bin/sh",
-            "argv": ["sh", "-c", "echo from sh; exit 5", "a\x01b", "\u00e9\u20ac", "", "\ufffd\ufffd", 'q"uote\\']} in execs, execs
+            "argv": ["sh", "-c", "echo from sh; exit 5", "a\x01b", "\u00e9\u20ac", "", "\ufffd\ufffd", 'q"uote\\'],
+            "argv_base64": [base64.b64encode(a).decode() for a in RICH_ARGV]} in execs, execs
     exits = [e["payload"] for e in by_type["sched/sched_process_exit"]]
     assert any(x["signal"] == 9 and x.get("signal_name") == "SIGKILL" for x in exits), exits
     assert any(x["group_leader"] == 0 for x in exits), exits  # the thread

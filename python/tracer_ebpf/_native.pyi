@@ -1,7 +1,7 @@
 """Type stubs of the native extension (rs/python.rs)."""
 
 from array import array
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, final
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union, final
 
 __all__ = [
     "BytesColumn",
@@ -50,6 +50,8 @@ class Event:
     def payload_lost(self) -> bool: ...
     @property
     def payload(self) -> Dict[str, Any]: ...
+    @property
+    def payload_raw(self) -> Dict[str, Union[bytes, List[bytes], None]]: ...
     @property
     def payload_info(self) -> Dict[str, Dict[str, Any]]: ...
     def to_dict(self) -> Dict[str, Any]: ...
