@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import time
 from types import FrameType
-from typing import IO, Callable, Dict, List, NoReturn, Optional
+from typing import IO, Callable, Dict, List, NoReturn, Optional, Tuple
 
 from . import _native
 from .errors import TracerError
@@ -18,6 +22,9 @@ from .tracer import STOP_DRAIN_SECONDS, Tracer
 
 PROG = "tracer-example"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_MAX_PIDS = 65536  # the core's limit (Config::validate), checked before /proc is read
+_WATCH_INTERVAL = 0.5  # seconds between checks that --pid targets still live
+_STOP_GRACE = 3.0  # seconds a command gets after SIGTERM before SIGKILL (write errors)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,6 +44,39 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
         return v
 
     return parse
+
+
+_SIZE = re.compile(r"([0-9]+)\s*([kmg](?:ib)?)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _size_in(lo: int, hi: int) -> Callable[[str], int]:
+    """A size in bytes: an integer with an optional K, M or G suffix (binary
+    multiples, as the defaults in --help are; KiB/MiB/GiB also accepted)."""
+
+    def parse(text: str) -> int:
+        m = _SIZE.fullmatch(text.strip())
+        if m is None:
+            try:
+                v = int(text, 0)  # plain integers as before, 0x1000 included
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"not a size: {text[:40]!r} (a number of bytes, optionally with a K, M or G "
+                    "suffix: K=1024, e.g. 64K, 16M, 1G)") from None
+        else:
+            v = int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "")[:1].lower()]
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {_human(lo)} to {_human(hi)}: {text[:40]!r}")
+        return v
+
+    return parse
+
+
+def _human(n: int) -> str:
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
 
 
 def _fds(text: str) -> List[int]:
@@ -73,8 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         "  tracer-example --comm python --events 'syscalls/sys_enter_write*'\n"
         "  tracer-example --pid 1234 --follow --content-fds 1,2,5\n"
         "\n"
+        "sizes (BYTES) take a K, M or G suffix, powers of 1024: 64K, 16M, 1G.\n"
+        "\n"
         "exit status: with a command, the command's (128+N if signal N killed it);\n"
-        "otherwise 0, 1 on a tracing error, 2 on bad arguments.\n"
+        "otherwise 0, 1 on a tracing error or when the JSON lines cannot be written\n"
+        "(e.g. a full disk: the command is then stopped, SIGTERM then SIGKILL), 2 on\n"
+        "bad arguments (nothing is traced, run or written then).\n"
         "Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -83,28 +127,42 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: every typed event the kernel has; see --list)")
     p.add_argument("--list", action="store_true", help="list the known events with their fields and exit")
     p.add_argument("--pid", type=_int_in(1, 2**22), action="append", default=[], metavar="PID",
-                   help="only this process (repeatable)")
+                   help="only this process (repeatable, at most 65536). It must exist and not be "
+                   "tracer-example itself (which is never traced); without a command, tracing ends "
+                   "when every --pid process has exited")
     p.add_argument("--follow", action="store_true",
-                   help="also trace the children the --pid processes fork from now on")
+                   help="also trace the children the --pid processes fork from now on; tracing then "
+                   "ends when the --pid processes and those children have exited (children are "
+                   f"found by scanning /proc every {_WATCH_INTERVAL} s: one whose parent exited "
+                   "before a scan saw it is not waited for)")
     p.add_argument("--comm", action="append", default=[], metavar="PREFIX",
                    help="only tasks whose name (comm) starts with PREFIX (repeatable, at most 8, "
                    "1 to 15 bytes each)")
+    p.add_argument("--exclude-pid", type=_int_in(1, 2**22 - 1), action="append", default=[], metavar="PID",
+                   help="never this process (repeatable)")
+    p.add_argument("--exclude-comm", action="append", default=[], metavar="PREFIX",
+                   help="never tasks whose name (comm) starts with PREFIX (repeatable, at most 8)")
+    p.add_argument("--trace-output-readers", action="store_true",
+                   help="also trace the processes that read tracer-example's output (by default the "
+                   "other end of its stdout/stderr pipe or terminal, e.g. `| jq`, `| less`, the terminal "
+                   "or sshd, and the readers of theirs, are not traced: their writes of the JSON lines "
+                   "would become events without end)")
     p.add_argument("--content-fds", type=_fds, default=[1, 2], metavar="FDS",
                    help="comma-separated fds whose write content is captured (default: 1,2)")
     p.add_argument("--all-fds", action="store_true", help="capture the write content of every fd")
-    p.add_argument("--content-max", type=_int_in(1, 1 << 20), default=_native.DEFAULT_CONTENT_MAX,
+    p.add_argument("--content-max", type=_size_in(1, 1 << 20), default=_native.DEFAULT_CONTENT_MAX,
                    metavar="BYTES", help="most content bytes captured per write; longer ones are "
                    "flagged content_truncated (default and maximum: 1048576)")
-    p.add_argument("--argv-max", type=_int_in(1, 1 << 20), default=_native.DEFAULT_ARGV_MAX,
+    p.add_argument("--argv-max", type=_size_in(1, 1 << 20), default=_native.DEFAULT_ARGV_MAX,
                    metavar="BYTES", help="most argv bytes captured per exec (default: 131072)")
-    p.add_argument("--ring-bytes", type=_int_in(4096, 1 << 30), default=None,
+    p.add_argument("--ring-bytes", type=_size_in(4096, 1 << 30), default=None,
                    metavar="BYTES", help="ring buffer size for event records (default: sized from memory, "
                    f"{_native.DEFAULT_RING_BYTES >> 20} MiB here)")
-    p.add_argument("--payload-bytes-per-cpu", type=_int_in(1, 1 << 30), default=None, metavar="BYTES",
+    p.add_argument("--payload-bytes-per-cpu", type=_size_in(1, 1 << 30), default=None, metavar="BYTES",
                    help="payload buffer per CPU for contents, paths and argv (default: sized from the "
                    "memory this process may use, RAM or its cgroup's limit: "
                    f"{_native.DEFAULT_PAYLOAD_BYTES_PER_CPU / (1 << 20):.1f} MiB here)")
-    p.add_argument("--queue-bytes", type=_int_in(1 << 16, 1 << 40), default=None,
+    p.add_argument("--queue-bytes", type=_size_in(1 << 16, 1 << 40), default=None,
                    metavar="BYTES", help="most bytes of events held in this process while the "
                    f"output catches up (default: 1/8 of that memory, {_native.DEFAULT_QUEUE_BYTES >> 20} MiB here)")
     p.add_argument("--duration", type=_seconds, metavar="SECS",
@@ -114,16 +172,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on stopping, print what was captured for at most SECS seconds "
                    f"(default: {STOP_DRAIN_SECONDS:g})")
     p.add_argument("--output", "-o", metavar="FILE",
-                   help="write the JSON lines to FILE instead of stdout (truncated first)")
+                   help="write the JSON lines to FILE instead of stdout. FILE is created with mode "
+                   "0600 and must not exist: an existing file or a symbolic link is refused, and so "
+                   "is a file or FIFO of another user (a device such as /dev/null is written to)")
+    p.add_argument("--append", action="store_true",
+                   help="with --output: add to FILE if it is a regular file of yours (created 0600 "
+                   "if missing; symbolic links and other users' files are still refused)")
     p.add_argument("--quiet", "-q", action="store_true", help="no status line and no summary on stderr")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
                    help="run CMD with ARGS and trace it and its children until it exits; "
-                   "its output goes where tracer-example's does (use --output to keep them apart)")
+                   "its output goes where tracer-example's does (use --output to keep them apart: "
+                   "a warning says so when both go to stdout). CMD is killed if tracer-example "
+                   "dies, so it never runs untraced")
     return p
 
 
 def _say(msg: str) -> None:
-    print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+    if sys.stderr is None:  # started with stderr closed: nowhere to say it
+        return
+    try:
+        print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass  # a broken stderr must not turn a message into a traceback
 
 
 def _list_events() -> int:
@@ -185,27 +255,318 @@ class _Signals:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, sys.argv[1:] if argv is None else list(argv))
     if args.list:
         return _list_events()
+    if args.cmd == ["--"]:
+        parser.error("-- must be followed by a command (without one, leave -- out)")
     cmd: List[str] = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if args.follow and not args.pid and not cmd:
         parser.error("--follow needs --pid (or a command after --)")
+    if args.append and not args.output:
+        parser.error("--append needs --output FILE")
+    args.pid = _check_pids(parser, args.pid)
     with _Signals() as sig:
         return _run(parser, args, cmd, sig)
 
 
-def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[str], sig: _Signals) -> int:
+# -- parsing many --pid flags in linear time -------------------------------------------
+
+_NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")  # argparse's test for a value, not an option
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespace:
+    """parser.parse_args(argv), in linear time for any number of --pid flags.
+
+    argparse scans the list of remaining option positions once per option
+    (quadratic: 70,000 --pid flags took minutes), so the plain `--pid N` and
+    `--pid=N` flags before the command are taken out first and only the rest
+    goes through argparse. The prefix is read exactly as argparse reads it;
+    at anything less plain (an abbreviation, bundled short flags, a value
+    that looks like an option) this stops and leaves the rest to argparse."""
+    pid_type = _int_in(1, 2**22)
+    takes_value = {opt: a.nargs is None for a in parser._actions for opt in a.option_strings}
+    rest: List[str] = []
+    pids: List[int] = []
+    i = 0
+
+    def pid(text: str) -> None:
+        try:
+            pids.append(pid_type(text))
+        except argparse.ArgumentTypeError as e:
+            parser.error(f"argument --pid: {e}")
+
+    while i < len(argv):
+        a = argv[i]
+        if a == "--" or not a.startswith("-") or a == "-" or _NEGATIVE.match(a):
+            break  # the command (or argparse's business) starts here
+        if a.startswith("--pid="):
+            pid(a[len("--pid="):])
+            i += 1
+            continue
+        if a not in takes_value:
+            break
+        value_next = i + 1 < len(argv) and (not argv[i + 1].startswith("-") or bool(_NEGATIVE.match(argv[i + 1])))
+        if not takes_value[a]:
+            rest.append(a)
+            i += 1
+        elif not value_next:
+            break  # a missing value: argparse says so
+        elif a == "--pid":
+            pid(argv[i + 1])
+            i += 2
+        else:
+            rest += argv[i:i + 2]
+            i += 2
+    args = parser.parse_args(rest + argv[i:])
+    args.pid = pids + args.pid
+    return args
+
+
+# -- --pid targets: they must exist; the run ends when they are gone ---------------------
+
+def _proc_stat(pid: int) -> Optional[Tuple[str, int, int]]:
+    """(state, ppid, start time in clock ticks) of a process or thread, or
+    None if there is none. The start time tells a reused pid apart."""
     try:
-        out: IO[bytes] = open(args.output, "wb") if args.output else sys.stdout.buffer
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()  # comm may hold spaces and parentheses
+    try:
+        return fields[0].decode(), int(fields[1]), int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _tgid(pid: int) -> Optional[int]:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_pids(parser: argparse.ArgumentParser, pids: List[int]) -> List[int]:
+    """The --pid values without repeats; an error (exit 2, nothing started)
+    for too many, tracer-example's own pid, a thread id or a process that
+    does not exist (the kernel filter would match nothing: silence, not a
+    trace)."""
+    pids = list(dict.fromkeys(pids))
+    if len(pids) > _MAX_PIDS:
+        parser.error(f"at most {_MAX_PIDS} --pid values, got {len(pids)}")
+    if not pids:
+        return pids
+    me = os.getpid()
+    if me in pids:
+        parser.error(f"--pid {me} is tracer-example itself: the tracer never traces itself "
+                     "(its own writes of events would be new events without end)")
+    processes = {int(n) for n in os.listdir("/proc") if n.isdigit()}  # threads are not listed
+    for pid in pids:
+        st = _proc_stat(pid)
+        if st is None or st[0] in "ZX":
+            parser.error(f"--pid {pid}: no such process" + (" (it has exited)" if st else ""))
+        if pid not in processes:
+            owner = _tgid(pid)
+            parser.error(f"--pid {pid} is a thread of process {owner}: give the process id"
+                         if owner else f"--pid {pid}: no such process")
+    return pids
+
+
+class _Targets:
+    """Tells when every --pid target is gone (checked every _WATCH_INTERVAL s).
+
+    Gone means: no target is alive (a zombie counts as exited) and, with
+    --follow, neither is any process that descends from a target through
+    parent links seen by a scan of /proc, that a scan first saw after the run
+    began (processes that existed before are not followed by the kernel
+    either). A child whose parent exits before a scan saw it (a daemon's
+    double fork within 0.5 s) is reparented away and not waited for. Every
+    process is known by (pid, start time), so a reused pid is not mistaken
+    for a target."""
+
+    def __init__(self, pids: List[int], follow: bool) -> None:
+        self._follow = follow
+        self._live: Dict[int, int] = {}  # pid -> start time, of what is waited for
+        for pid in pids:
+            st = _proc_stat(pid)
+            if st is not None:
+                self._live[pid] = st[2]
+        # What existed before tracing: never a followed child.
+        self._before = set(self._scan().items()) if follow else set()
+        self._next = time.monotonic() + _WATCH_INTERVAL
+
+    @staticmethod
+    def _scan() -> Dict[int, int]:
+        out = {}
+        for n in os.listdir("/proc"):
+            if n.isdigit():
+                st = _proc_stat(int(n))
+                if st is not None and st[0] not in "ZX":
+                    out[int(n)] = st[2]
+        return out
+
+    def gone(self, now: float) -> bool:
+        if now < self._next:
+            return False
+        self._next = now + _WATCH_INTERVAL
+        if not self._follow:
+            for pid, start in list(self._live.items()):
+                st = _proc_stat(pid)
+                if st is None or st[0] in "ZX" or st[2] != start:
+                    del self._live[pid]
+            return not self._live
+        children: Dict[int, List[Tuple[int, int]]] = {}
+        alive: Dict[int, int] = {}
+        for n in os.listdir("/proc"):
+            if not n.isdigit():
+                continue
+            st = _proc_stat(int(n))
+            if st is None or st[0] in "ZX":
+                continue
+            alive[int(n)] = st[2]
+            children.setdefault(st[1], []).append((int(n), st[2]))
+        todo = [p for p, start in self._live.items() if alive.get(p) == start]
+        live = {p: self._live[p] for p in todo}
+        while todo:
+            for child, start in children.get(todo.pop(), ()):
+                if child not in live and (child, start) not in self._before:
+                    live[child] = start
+                    todo.append(child)
+        self._live = live
+        return not live
+
+
+def _stdout_problem() -> Optional[str]:
+    """Why the JSON lines cannot go to stdout, if they cannot: found before
+    anything starts rather than as a failed write."""
+    try:
+        flags = fcntl.fcntl(1, fcntl.F_GETFL)
+    except OSError:
+        return "stdout is closed"
+    if flags & os.O_ACCMODE == os.O_RDONLY:
+        return "stdout is open read-only"
+    if sys.stdout is None:
+        return "stdout is closed"
+    return None
+
+
+# -- the output file ------------------------------------------------------------------------
+
+def _open_output(path: str, append: bool) -> Tuple[IO[bytes], bool]:
+    """Opens --output FILE safely; returns (file, created). Raises _Refused
+    or OSError.
+
+    Traces hold whatever the traced processes wrote (passwords included), so
+    a new file is created 0600 with O_CREAT|O_EXCL|O_NOFOLLOW: never through a
+    symbolic link, never into a file someone else created beforehand (in
+    /tmp, say) and now reads, never over an existing file. --append adds to
+    a regular file of the caller's. An existing device (/dev/null, a
+    terminal) or a FIFO of the caller's is written to as it is. Checked on
+    the open fd (fstat), so nothing can be swapped in between."""
+    base = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+    try:
+        fd = os.open(path, base | os.O_CREAT | os.O_EXCL, 0o600)
+        return os.fdopen(fd, "wb"), True
+    except FileExistsError:
+        pass  # checked below: what exists, and whose it is
+    try:
+        # O_NONBLOCK: a FIFO with no reader fails at once (ENXIO) instead of
+        # blocking where Ctrl-C cannot end it.
+        fd = os.open(path, base | os.O_NONBLOCK | (os.O_APPEND if append else 0))
     except OSError as e:
-        parser.error(f"cannot open --output {args.output!r}: {e.strerror or e}")
+        if e.errno == errno.ELOOP:
+            raise _Refused("is a symbolic link (refused: the JSON lines could land anywhere)") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            if not append:
+                raise _Refused("exists (refused, nothing is overwritten: remove it, choose another "
+                               "name, or --append to add to it)")
+            if st.st_uid != os.geteuid():
+                raise _Refused(f"belongs to another user (uid {st.st_uid}): refused, they could read the trace")
+        elif stat.S_ISFIFO(st.st_mode):
+            if st.st_uid != os.geteuid():
+                raise _Refused(f"is a FIFO of another user (uid {st.st_uid}): refused, they could read the trace")
+        elif not stat.S_ISCHR(st.st_mode):
+            raise _Refused("is not a regular file, a FIFO or a character device")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "wb"), False
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _Refused(Exception):
+    """An --output FILE that is not written to (the message says why)."""
+
+
+def _discard_output(path: str, ident: os.stat_result) -> None:
+    """Removes the file this run created when tracing never started (bad
+    arguments change nothing), if it is still that file and still empty."""
+    try:
+        here = os.lstat(path)
+        if here.st_size == 0 and (ident.st_dev, ident.st_ino) == (here.st_dev, here.st_ino):
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def _stop_command(proc: Optional["subprocess.Popen[bytes]"]) -> None:
+    """Ends a command whose trace can no longer be written: SIGTERM, then
+    SIGKILL if it is still there after _STOP_GRACE seconds; waited for."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(_STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[str], sig: _Signals) -> int:
+    created = False
+    if args.output:
+        try:
+            out, created = _open_output(args.output, args.append)
+        except _Refused as e:
+            parser.error(f"--output {args.output!r} {e}")
+        except OSError as e:
+            parser.error(f"cannot open --output {args.output!r}: {e.strerror or e}")
+    else:
+        problem = _stdout_problem()
+        if problem:
+            _say(f"error: cannot write the JSON lines: {problem} (use -o FILE)")
+            return 1
+        out = sys.stdout.buffer
+    ident = os.fstat(out.fileno()) if created else None
+    args.traced = False
+    try:
+        return _run_to(out, parser, args, cmd, sig)
+    finally:
+        if ident is not None and not args.traced:
+            _discard_output(args.output, ident)
+
+
+def _run_to(out: IO[bytes], parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[str],
+            sig: _Signals) -> int:
     proc: Optional["subprocess.Popen[bytes]"] = None
     gate = -1
     pids = list(args.pid)
+    # Before the tracer attaches: what existed then is not a followed child.
+    targets = _Targets(pids, args.follow) if pids and not cmd else None
     if cmd:
         try:
-            proc, gate = start_gated(cmd)
+            # die_with_parent: a SIGKILLed tracer-example must not leave the
+            # command running untraced.
+            proc, gate = start_gated(cmd, die_with_parent=True)
         except OSError as e:
             _say(f"error: cannot run {cmd[0]!r}: {e.strerror or e}")
             return 127 if isinstance(e, FileNotFoundError) else 126
@@ -214,6 +575,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[st
     tracer: Optional[Tracer] = None
     n_events = 0
     broken_pipe = False
+    write_error: Optional[OSError] = None
     started = time.monotonic()
     try:
         try:
@@ -222,6 +584,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[st
                 pids=pids or None,
                 follow_children=args.follow or bool(cmd),
                 comm=args.comm or None,
+                exclude_pids=args.exclude_pid or None,
+                exclude_comm=args.exclude_comm or None,
+                exclude_output_readers=not args.trace_output_readers,
                 content_fds=args.content_fds,
                 all_fds=args.all_fds,
                 content_max=args.content_max,
@@ -238,9 +603,17 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[st
             _say(f"error: {e}")
             return 1
         native = tracer._n()
+        args.traced = True
         if not args.quiet:
             _say(f"tracing {len(tracer.events)} event(s) (attached in {tracer.startup_seconds * 1000:.0f} ms); "
                  "Ctrl-C to stop")
+            if tracer.output_readers:
+                _say(f"not tracing the readers of this output: {_describe(tracer.output_readers)} "
+                     "(--trace-output-readers to trace them)")
+            if cmd and not args.output:
+                # `tracer-example -- CMD | jq`: CMD writes to that pipe too.
+                _say("warning: the command writes to stdout too, between the JSON lines; "
+                     "use -o FILE to keep them apart")
         if proc is not None:
             release(gate)
             gate = -1
@@ -257,6 +630,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[st
                 if end is not None and now >= end:
                     break
                 if proc is not None and proc.poll() is not None:
+                    break
+                if targets is not None and targets.gone(now):
+                    if not args.quiet:
+                        _say("every --pid process has exited" + (" (and its children)" if args.follow else ""))
                     break
                 data, n = native.poll_json(65536, 0.1 if end is None else max(0.0, min(0.1, end - now)))
                 if n:
@@ -285,6 +662,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[st
             out.flush()
         except BrokenPipeError:
             broken_pipe = True  # the reader went away (e.g. `| head`): not an error
+        except TracerError:
+            raise
+        except OSError as e:  # ENOSPC, EIO, EBADF...: the trace cannot be kept
+            write_error = e
         if status:
             sys.stderr.write("\r\x1b[K")
         tracer.close()
@@ -297,16 +678,42 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[st
         if tracer is not None:
             tracer.close()
         if args.output:
-            out.close()
-        elif broken_pipe:
+            try:
+                out.close()
+            except OSError as e:  # the last buffered lines could not be written either
+                write_error = write_error or e
+        elif broken_pipe or write_error:
             _silence_stdout()
     if not args.quiet:
         summary = " ".join(f"{k}={v}" for k, v in stats.items())
         _say(f"{n_events} events in {time.monotonic() - started:.1f} s; {summary}")
-        if stats.get("discarded") and not broken_pipe:
+        if stats.get("discarded") and not (broken_pipe or write_error):
             _say(f"{stats['discarded']} captured events were not printed (discarded at stop): "
                  "the output was too slow for --drain-seconds")
+    if write_error is not None:
+        return _write_failed(write_error, args.output, proc)
     return _wait(proc, sig)
+
+
+def _describe(pids: List[int]) -> str:
+    """`jq (1234), less (1235)`, from /proc (a process gone meanwhile: its pid)."""
+    def one(pid: int) -> str:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                return f"{f.read().strip()} ({pid})"
+        except OSError:
+            return str(pid)
+    shown = ", ".join(one(p) for p in pids[:8])
+    return shown + (f" and {len(pids) - 8} more" if len(pids) > 8 else "")
+
+
+def _write_failed(e: OSError, output: Optional[str], proc: Optional["subprocess.Popen[bytes]"]) -> int:
+    """One line, the command stopped (its trace is lost from here on), exit 1."""
+    where = repr(output) if output else "stdout"
+    _say(f"error: cannot write the JSON lines to {where}: {e.strerror or e}"
+         + ("; stopping the command" if proc is not None and proc.poll() is None else ""))
+    _stop_command(proc)
+    return 1
 
 
 _LOSS_COUNTERS = ("ring_full", "busy", "payload_full", "fault", "decode_errors", "overwritten", "discarded")

@@ -36,7 +36,9 @@ class TraceResult:
 
     def to_dataframe(self) -> "pandas.DataFrame":
         """The events as a pandas DataFrame (``pip install tracer-ebpf[pandas]``)."""
-        from .frame import to_dataframe
+        from .frame import _pandas, to_dataframe
+
+        _pandas()  # ImportError naming the extra to install, before any work
 
         return to_dataframe(self.events)
 
@@ -46,18 +48,27 @@ class TraceResult:
 # command's). The read is already blocked when the tracer attaches, so the
 # gate adds no traced syscall of its own but the exec: the program's path is
 # resolved by the parent (os.execvp would import modules after the gate).
+# argv[3], if not 0, is the parent's pid: the child asks the kernel for
+# SIGKILL when the parent dies (PR_SET_PDEATHSIG, kept across exec), then
+# checks that the parent is still the one it was started by (had it died
+# before the prctl, the child was already re-parented and would never get
+# the signal). It fails without writing to `ready` if either does not hold.
 _GATE = (
     "import os, sys\n"
-    "gate, ready = int(sys.argv[1]), int(sys.argv[2])\n"
+    "gate, ready, parent = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])\n"
+    "if parent:\n"
+    "    import ctypes\n"
+    "    if ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0) != 0 or os.getppid() != parent:\n"
+    "        os._exit(125)\n"
     "os.write(ready, b'r')\n"
     "os.close(ready)\n"
     "if os.read(gate, 1) != b'x':\n"
     "    os._exit(125)\n"
     "os.close(gate)\n"
     "try:\n"
-    "    os.execv(sys.argv[3], sys.argv[4:])\n"
+    "    os.execv(sys.argv[4], sys.argv[5:])\n"
     "except OSError as e:\n"
-    "    sys.stderr.write('%s: %s\\n' % (sys.argv[4], e.strerror))\n"
+    "    sys.stderr.write('%s: %s\\n' % (sys.argv[5], e.strerror))\n"
     "    os._exit(127 if isinstance(e, FileNotFoundError) else 126)\n"
 )
 
@@ -79,10 +90,19 @@ def start_gated(
     cmd: Union[str, Sequence[str]],
     cwd: Optional[str] = None,
     env: Optional[Dict[str, str]] = None,
+    *,
+    die_with_parent: bool = False,
     **popen_kwargs: Any,
 ) -> "tuple[subprocess.Popen[bytes], int]":
     """Starts ``cmd`` held just before exec until ``release()`` is called on
-    the returned fd, so a tracer can be attached to its pid first."""
+    the returned fd, so a tracer can be attached to its pid first.
+
+    ``die_with_parent``: the command gets SIGKILL when the thread that called
+    this exits (``PR_SET_PDEATHSIG``, set before exec and kept by it; not
+    passed on to the command's own children). A traced command then never
+    outlives its tracer untraced, even when the tracer is SIGKILLed. Call it
+    from a thread that lives as long as the command should (the main thread,
+    or the one that waits for the command)."""
     if isinstance(cmd, str):
         cmd = [cmd]
     cmd = list(cmd)
@@ -98,7 +118,8 @@ def start_gated(
 
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _GATE, str(r), str(ready_w), path, *cmd],
+            [sys.executable, "-I", "-S", "-c", _GATE, str(r), str(ready_w), str(os.getpid() if die_with_parent else 0),
+             path, *cmd],
             pass_fds=(r, ready_w),
             cwd=cwd,
             env=env,
@@ -113,9 +134,13 @@ def start_gated(
     try:
         # Wait until the gate is about to block: its own start-up (module
         # imports) must not show up in the trace.
-        os.read(ready_r, 1)
+        ready = os.read(ready_r, 1)
     finally:
         os.close(ready_r)
+    if ready != b"r":  # the gate exited: PR_SET_PDEATHSIG failed, or Python could not start
+        os.close(w)
+        status = proc.wait()
+        raise OSError(errno.ECHILD, f"the command could not be started under the gate (exit status {status})", cmd[0])
     return proc, w
 
 
@@ -156,7 +181,9 @@ def trace(
     """
     limit = None if timeout is None else _seconds("timeout", timeout)
     settle = _duration("settle", settle)
-    proc, gate = start_gated(cmd, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env)
+    # die_with_parent: this thread waits for the command (or kills it), so it
+    # outlives it; if this process is killed, the command goes with it.
+    proc, gate = start_gated(cmd, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, die_with_parent=True)
     try:
         tracer = Tracer(events, pids=[proc.pid], follow_children=True, **tracer_kwargs)
     except BaseException:

@@ -369,7 +369,9 @@ class Tracer:
         """The events of the next ``duration`` seconds (stopping early at
         ``max_events``) as a pandas DataFrame, built from columnar batches
         (``pip install 'tracer-ebpf[pandas]'``)."""
-        from .frame import columns_to_dataframe
+        from .frame import _pandas, columns_to_dataframe
+
+        _pandas()  # without pandas: ImportError now, not after collecting for `duration`
 
         limit = None if max_events is None else _size("max_events", max_events, 1, 1 << 40)
         end = time.monotonic() + _duration("duration", duration)
