@@ -296,6 +296,7 @@ FEEDBACK = textwrap.dedent("""
     t = te.Tracer("syscalls/sys_enter_write", exclude_output_readers=sys.argv[1] == "1")
     sys.stderr.write("readers %s\\n" % ",".join(map(str, t.output_readers))); sys.stderr.flush()
     readers = set(sys.argv[2].split(","))
+    print("start", flush=True)  # one line through the relays, even on an idle machine
     fed = 0
     end = time.monotonic() + 1.5
     while time.monotonic() < end:
