@@ -120,7 +120,7 @@ def consume_tracer(form: str, n: int) -> float:
                     break
         else:
             while got < n:
-                got += len(t.poll_columns(65536, 0.1)["event_id"])
+                got += len(t.poll_columns(0.1, 65536)["event_id"])
         dt = time.perf_counter() - t0
         st = t.stats()
     # Columns come in whole batches: the last one may hold the workload's

@@ -42,6 +42,7 @@ enum tb_stat {
 #define TB_VAR_INLINE       0x10u /* transport: the bytes follow the record in its ring sample, not in the payload area */
 #define TB_VAR_NULL_POINTER 0x20u /* the user pointer was NULL: nothing to read */
 #define TB_VAR_UNAVAILABLE  0x40u /* this kernel does not provide the field */
+#define TB_VAR_OVERWRITTEN  0x100u /* set by userspace: the bytes were overwritten while being read (never expected) */
 
 /* Flags of a record (struct tb_record.flags). */
 #define TB_REC_PAYLOAD_LOST 0x1u /* some variable bytes were not delivered (see fields) */

@@ -347,11 +347,6 @@ fn resolve_events(names: &[String], available: &[String]) -> Result<Resolved> {
     Ok((typed, generic, unavailable))
 }
 
-/// Known typed event names close to `name`, best first.
-pub fn suggestions(name: &str) -> Vec<String> {
-    suggestions_among(name, &[])
-}
-
 /// Typed and `available` event names close to `name`, best first.
 pub fn suggestions_among(name: &str, available: &[String]) -> Vec<String> {
     if name.len() > 256 {

@@ -111,8 +111,8 @@ impl<'a> VarReader<'a> {
     }
 }
 
-/// TB_VAR_INLINE: a transport flag, not one of `var_flags`.
-const VAR_INLINE: u32 = 0x10;
+/// TB_VAR_INLINE: a transport flag, stripped before a `Var` is handed out.
+const VAR_INLINE: u32 = crate::types::var_flags::INLINE;
 
 #[cfg(test)]
 mod tests {

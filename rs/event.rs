@@ -97,7 +97,7 @@ pub struct Event {
 impl Event {
     /// True if any variable field of this event lost bytes.
     pub fn payload_lost(&self) -> bool {
-        self.flags & 1 != 0
+        self.flags & crate::types::rec_flags::PAYLOAD_LOST != 0
     }
     /// The event as one JSON line (no trailing newline), the format every
     /// front end prints.

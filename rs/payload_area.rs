@@ -1,15 +1,18 @@
 //! The mmapped payload area and per-CPU control blocks: userspace reads
 //! payload bytes with no system call and publishes how far it has read.
 
+use crate::bpf::types::tb_cpu_ctl;
 use crate::decode::DecodeError;
 use crate::error::{Error, Result};
 use crate::types::{CHUNK_ELEM_SIZE, CHUNK_SIZE, CPU_CTL_SIZE};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
-/// Offsets in struct tb_cpu_ctl (bootstrap.bpf.h).
-const CTL_HEAD: usize = 0;
-const CTL_TAIL: usize = 64;
+/// Offsets in struct tb_cpu_ctl (c/bootstrap-protocol.h), from the
+/// skeleton's copy of its layout.
+const CTL_HEAD: usize = std::mem::offset_of!(tb_cpu_ctl, head);
+const CTL_TAIL: usize = std::mem::offset_of!(tb_cpu_ctl, tail);
+const _: () = assert!(std::mem::size_of::<tb_cpu_ctl>() == CPU_CTL_SIZE);
 
 /// A shared mapping of a BPF_F_MMAPABLE array map.
 struct Mmap {

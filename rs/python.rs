@@ -854,12 +854,6 @@ fn list_events<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
     Ok(out)
 }
 
-/// Close matches among known event names.
-#[pyfunction]
-fn suggest_events(name: &str) -> Vec<String> {
-    crate::config::suggestions(name)
-}
-
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Each poll builds and frees batches of several MB: see memory.rs.
@@ -868,7 +862,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEvent>()?;
     m.add_class::<BytesColumn>()?;
     m.add_function(wrap_pyfunction!(list_events, m)?)?;
-    m.add_function(wrap_pyfunction!(suggest_events, m)?)?;
     m.add("DEFAULT_CONTENT_MAX", Config::default().content_max)?;
     m.add("DEFAULT_ARGV_MAX", Config::default().argv_max)?;
     m.add("DEFAULT_RING_BYTES", Config::default().ring_bytes)?;

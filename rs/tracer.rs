@@ -49,7 +49,7 @@ struct Inbox {
 }
 
 /// Record flag: a generic tracepoint (TB_REC_GENERIC).
-const REC_GENERIC: u32 = 0x2;
+const REC_GENERIC: u32 = crate::types::rec_flags::GENERIC;
 
 /// What the ring-buffer callback returns to stop `ring_buffer__consume`
 /// (which then returns it).

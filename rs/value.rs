@@ -62,24 +62,9 @@ pub struct FieldInfo {
     pub decode: Option<Decode>,
 }
 
-/// Flags of a variable field (mirror TB_VAR_* in bootstrap.gen.h).
-pub mod var_flags {
-    /// Cut at the configured or declared maximum.
-    pub const TRUNCATED: u32 = 0x1;
-    /// Reading user memory failed; only the bytes before the fault are present.
-    pub const FAULT: u32 = 0x2;
-    /// The payload area was full; no bytes were delivered.
-    pub const NO_SPACE: u32 = 0x4;
-    /// Not selected for capture (e.g. the fd is not in `content_fds`).
-    pub const NOT_CAPTURED: u32 = 0x8;
-    /// The user pointer was NULL: there was nothing to read.
-    pub const NULL_POINTER: u32 = 0x20;
-    /// This kernel does not provide the field.
-    pub const UNAVAILABLE: u32 = 0x40;
-    /// Set by userspace: the bytes were overwritten while being read (never
-    /// expected under the flow control; counted as `overwritten`).
-    pub const OVERWRITTEN: u32 = 0x100;
-}
+/// Flags of a variable field: TB_VAR_*, generated from typegen's one
+/// definition.
+pub use crate::types::var_flags;
 
 /// A variable-length field: its bytes and what happened to them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +13,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+
+
+def pytest_configure(config):
+    """Tests send SIGINT and SIGQUIT to the processes they start and expect
+    the default reaction (KeyboardInterrupt, a core-less exit). A background
+    job of a non-interactive shell (`bash .ci/run &`) starts with both
+    ignored, and an ignored signal stays ignored across exec: give this
+    process handlers, which exec resets to the default in every child."""
+    for sig, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGQUIT, signal.SIG_DFL)):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager

@@ -446,7 +446,7 @@ def test_closing_from_another_thread_makes_every_reading_call_raise_one_error_ty
                     if call == "poll":
                         t.poll(0.01)
                     elif call == "poll_columns":
-                        t.poll_columns(10, 0.01)
+                        t.poll_columns(0.01, 10)
                     elif call == "stats":
                         t.stats()
                         if t.closed:

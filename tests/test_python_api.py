@@ -100,7 +100,7 @@ def test_poll_read_timeouts_and_limits():
             assert t.poll(0.3) == []
             assert 0.25 < time.monotonic() - t0 < 2
             t0 = time.monotonic()
-            assert t.read(10, 0) == [] and t.poll(timeout=0.0) == []
+            assert t.read(0, 10) == [] and t.poll(timeout=0.0) == []
             assert time.monotonic() - t0 < 2  # non-blocking: no wait (generous for loaded machines)
             with pytest.raises(tracer_ebpf.ConfigError, match="the tracer itself"):
                 t.set_pids([os.getpid()])  # not traced without trace_self: an error, the filter unchanged
@@ -204,10 +204,10 @@ def test_bad_arguments_raise_clear_errors_quickly(kwargs, exc, msg):
     (lambda t: t.poll("1"), TypeError),
     (lambda t: t.poll(-1), ValueError),
     (lambda t: t.poll(float("nan")), ValueError),
-    (lambda t: t.read(0), ValueError),
-    (lambda t: t.read(2**70), ValueError),
-    (lambda t: t.read(1.0), TypeError),
-    (lambda t: t.poll_columns(-5), ValueError),
+    (lambda t: t.read(max_events=0), ValueError),
+    (lambda t: t.read(max_events=2**70), ValueError),
+    (lambda t: t.read(max_events=1.0), TypeError),
+    (lambda t: t.poll_columns(max_events=-5), ValueError),
     (lambda t: t.collect(None), TypeError),
     (lambda t: t.to_dataframe(-1), ValueError),
     (lambda t: t.set_pids(["1"]), TypeError),
@@ -466,7 +466,7 @@ time.sleep(30)  # held open: the parent checks nothing is attached any more
 """
 
 
-@pytest.mark.parametrize("call", ["t.poll(60)", "t.read(10, 60)", "t.poll_columns(10, 60)",
+@pytest.mark.parametrize("call", ["t.poll(60)", "t.read(60, 10)", "t.poll_columns(60, 10)",
                                   "[ev for ev in t]", "t.collect(60)", "t.to_dataframe(60)"])
 def test_interrupting_a_cell_closes_the_tracer_and_detaches(call):
     """Ctrl-C in a cell: the tracer is closed within half a second; reading
@@ -529,3 +529,10 @@ def test_missing_tracefs_says_so():
     r = run_hidden(setup, "")
     assert r.stdout.startswith("TracefsError"), r.stdout + r.stderr
     assert "tracefs is not mounted" in r.stdout and "mount -t tracefs" in r.stdout
+
+
+def test_the_poll_family_takes_its_arguments_in_one_order():
+    import inspect
+    for name in ("poll", "read", "read_json", "poll_columns"):
+        params = list(inspect.signature(getattr(tracer_ebpf.Tracer, name)).parameters)
+        assert params == ["self", "timeout", "max_events"], (name, params)

@@ -25,7 +25,8 @@ from .errors import (
 )
 from .frame import to_dataframe
 from .run import TraceResult, trace
-from .tracer import Columns, Tracer
+from .columns import Columns
+from .tracer import Tracer
 
 __version__ = "0.1.0"
 

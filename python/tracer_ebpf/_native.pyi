@@ -13,7 +13,6 @@ __all__ = [
     "Event",
     "NativeTracer",
     "list_events",
-    "suggest_events",
 ]
 
 DEFAULT_CONTENT_MAX: int
@@ -119,4 +118,3 @@ class NativeTracer:
     def closed(self) -> bool: ...
 
 def list_events() -> List[Dict[str, Any]]: ...
-def suggest_events(name: str) -> List[str]: ...

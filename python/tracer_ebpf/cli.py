@@ -602,7 +602,6 @@ def _run_to(out: IO[bytes], parser: argparse.ArgumentParser, args: argparse.Name
             _abandon(proc, gate)
             _say(f"error: {e}")
             return 1
-        native = tracer._n()
         args.traced = True
         if not args.quiet:
             _say(f"tracing {len(tracer.events)} event(s) (attached in {tracer.startup_seconds * 1000:.0f} ms); "
@@ -635,7 +634,7 @@ def _run_to(out: IO[bytes], parser: argparse.ArgumentParser, args: argparse.Name
                     if not args.quiet:
                         _say("every --pid process has exited" + (" (and its children)" if args.follow else ""))
                     break
-                data, n = native.poll_json(65536, 0.1 if end is None else max(0.0, min(0.1, end - now)))
+                data, n = tracer.read_json(0.1 if end is None else max(0.0, min(0.1, end - now)), 65536)
                 if n:
                     out.write(data)
                     n_events += n
@@ -645,19 +644,19 @@ def _run_to(out: IO[bytes], parser: argparse.ArgumentParser, args: argparse.Name
                     out.flush()
                 if status and now - last_status >= 0.5:
                     rate = (n_events - last_n) / (now - last_status)
-                    sys.stderr.write(f"\r\x1b[K{PROG}: {_status_line(n_events, rate, native.stats())}")
+                    sys.stderr.write(f"\r\x1b[K{PROG}: {_status_line(n_events, rate, tracer.stats())}")
                     sys.stderr.flush()
                     last_status, last_n = now, n_events
             # Detach, then deliver what was captured before stopping.
-            native.stop()
+            tracer.stop()
             signals_at_stop = len(sig.received)
             drain_end = time.monotonic() + args.drain_seconds
             while time.monotonic() < drain_end and len(sig.received) == signals_at_stop:
-                data, n = native.poll_json(65536, 0.0)
+                data, n = tracer.read_json(0.0, 65536)
                 if n:
                     out.write(data)
                     n_events += n
-                elif native.drained:
+                elif tracer.drained:
                     break
             out.flush()
         except BrokenPipeError:

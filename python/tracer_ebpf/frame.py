@@ -5,9 +5,9 @@ from __future__ import annotations
 from array import array
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Sequence, Set, Union, cast
 
-from . import _native
 from ._native import BytesColumn, Event
-from .tracer import Columns
+from .columns import Columns
+from .events import CATALOGUE
 
 if TYPE_CHECKING:
     import pandas
@@ -19,7 +19,7 @@ _TYPECODES = {"event_id": "Q", "timestamp_ns": "Q", "pid": "I", "tid": "I", "ppi
               "uppid": "Q", "cpu": "I", "payload_lost": "B"}
 
 
-def _pandas() -> Any:
+def require_pandas() -> Any:
     try:
         import pandas
     except ImportError:
@@ -77,7 +77,7 @@ def events_to_columns(events: Sequence[Event]) -> Columns:
 
 def columns_to_dataframe(batches: Sequence[Dict[str, Sequence[Any]]]) -> "pandas.DataFrame":
     """One DataFrame of several ``poll_columns()`` batches."""
-    pd = _pandas()
+    pd = require_pandas()
     cols = _concat(batches)
     df = _frame(pd, cols) if len(cols["event_id"]) else pd.DataFrame({k: [] for k in cols})
     df["timestamp"] = pd.to_datetime(df["timestamp_ns"].astype("int64"), unit="ns", utc=True)
@@ -155,8 +155,8 @@ def _absent_rows(np: Any, cols: Dict[str, Sequence[Any]]) -> Dict[str, Any]:
 
 
 def _signed_fields() -> Set[str]:
-    return {"payload." + f for e in _native.list_events() for f, kind in e["fields"] if kind.startswith("i")}
+    return {"payload." + f for _, _, fields in CATALOGUE.values() for f, kind in fields if kind.startswith("i")}
 
 
 def _catalogue_columns() -> Dict[str, List[str]]:
-    return {e["name"]: ["payload." + f for f, _ in e["fields"]] for e in _native.list_events()}
+    return {name: ["payload." + f for f, _ in fields] for name, (_, _, fields) in CATALOGUE.items()}

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ._native import Event
-from .tracer import EventSpec, Tracer, _duration, _seconds
+from . import checks
+from .frame import require_pandas, to_dataframe
+from .tracer import EventSpec, Tracer
 
 if TYPE_CHECKING:
     import pandas
@@ -36,9 +38,8 @@ class TraceResult:
 
     def to_dataframe(self) -> "pandas.DataFrame":
         """The events as a pandas DataFrame (``pip install tracer-ebpf[pandas]``)."""
-        from .frame import _pandas, to_dataframe
 
-        _pandas()  # ImportError naming the extra to install, before any work
+        require_pandas()  # ImportError naming the extra to install, before any work
 
         return to_dataframe(self.events)
 
@@ -179,8 +180,8 @@ def trace(
     >>> r = trace(["sh", "-c", "echo hi | tr a-z A-Z"])   # doctest: +SKIP
     >>> [e.payload["content"] for e in r.events if e.event_type == "syscalls/sys_enter_write"]
     """
-    limit = None if timeout is None else _seconds("timeout", timeout)
-    settle = _duration("settle", settle)
+    limit = None if timeout is None else checks.seconds("timeout", timeout)
+    settle = checks.duration("settle", settle)
     # die_with_parent: this thread waits for the command (or kills it), so it
     # outlives it; if this process is killed, the command goes with it.
     proc, gate = start_gated(cmd, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, die_with_parent=True)

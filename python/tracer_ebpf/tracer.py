@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _native
 from ._native import Event
-from .errors import ConfigError, TracerClosedError, TracerError, UnknownEventError
+from . import checks
+from .columns import Columns
+from .errors import TracerClosedError, TracerError
+from .frame import require_pandas, columns_to_dataframe
 
 if TYPE_CHECKING:
     import pandas
@@ -18,102 +20,8 @@ EventSpec = Union[str, Iterable[str], None]
 _POLL_INTERVAL = 0.1  # seconds: how long the iterator waits per batch
 STOP_DRAIN_SECONDS = 5.0  # at most this long to hand out what was captured before a stop
 _BATCH = 65536  # events per native call
-_MAX_NAME = 256  # longer event names are rejected without looking for close ones
-_MAX_NAMES = 4096
 
 T = TypeVar("T")
-
-
-class Columns(Dict[str, Sequence[Any]]):
-    """A batch of events column by column (see ``Tracer.poll_columns``):
-    column name -> one value per event. ``fields`` maps each event name to
-    its payload columns (the others hold 0 or None for its rows)."""
-
-    def __init__(self, columns: Dict[str, Sequence[Any]], fields: Optional[Dict[str, List[str]]] = None) -> None:
-        super().__init__(columns)
-        self.fields: Dict[str, List[str]] = dict(fields or {})
-
-
-def _str_list(name: str, value: Any) -> List[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    elif isinstance(value, (bytes, bytearray)):
-        raise TypeError(f"{name} must be a string or an iterable of strings, not {type(value).__name__}")
-    try:
-        items = list(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a string or an iterable of strings, not {type(value).__name__}") from None
-    for v in items:
-        if not isinstance(v, str):
-            raise TypeError(f"{name} must contain strings, not {type(v).__name__} ({v!r:.60})")
-        if not v.strip():
-            raise ConfigError(f"{name} contains an empty name")
-    return list(dict.fromkeys(items))  # without repeats, in order
-
-
-def _event_names(value: Any) -> List[str]:
-    names = _str_list("events", value)
-    if len(names) > _MAX_NAMES:
-        raise ConfigError(f"at most {_MAX_NAMES} event names or wildcards, got {len(names)}")
-    for n in names:
-        if len(n) > _MAX_NAME:
-            raise UnknownEventError(f"unknown event {n[:40]!r}... ({len(n)} characters); see list_events()")
-    return names
-
-
-def _int_list(name: str, value: Any, lo: int, hi: int) -> List[int]:
-    if value is None:
-        return []
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    elif isinstance(value, (str, bytes, bytearray)):
-        raise TypeError(f"{name} must be an int or an iterable of ints, not {type(value).__name__}")
-    try:
-        items = list(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int or an iterable of ints, not {type(value).__name__}") from None
-    for v in items:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{name} must contain ints, not {type(v).__name__} ({v!r:.60})")
-        if not lo <= v <= hi:
-            raise ConfigError(f"{name}: {v} is out of range ({lo} to {hi})")
-    return items
-
-
-def _size(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name} must be from {lo} to {hi}, got {value}")
-    return value
-
-
-def _opt_size(name: str, value: Any, lo: int, hi: int) -> Optional[int]:
-    return None if value is None else _size(name, value, lo, hi)
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
-    return value
-
-
-def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{name} must be a non-negative number of seconds, got {value}")
-    return min(float(value), 1e9)
-
-
-def _duration(name: str, value: Any) -> float:
-    """A length of time that must end (collect, settle): not infinite."""
-    v = _seconds(name, value)
-    if not math.isfinite(value) or value > 1e9:
-        raise ValueError(f"{name} must be a finite number of seconds up to 1e9, got {value}")
-    return v
 
 
 class Tracer:
@@ -190,22 +98,22 @@ class Tracer:
     ) -> None:
         self._native: Optional[_native.NativeTracer] = None
         self._native = _native.NativeTracer(
-            events=_event_names(events),
-            pids=_int_list("pids", pids, 1, 2**22),
-            follow_children=_bool("follow_children", follow_children),
-            comm=_str_list("comm", comm),
-            content_fds=_int_list("content_fds", content_fds, 0, 2**31 - 1),
-            all_fds=_bool("all_fds", all_fds),
-            content_max=_size("content_max", content_max, 1, 1 << 20),
-            argv_max=_size("argv_max", argv_max, 1, 1 << 20),
-            ring_bytes=_opt_size("ring_bytes", ring_bytes, 4096, 1 << 30),
-            payload_bytes_per_cpu=_opt_size("payload_bytes_per_cpu", payload_bytes_per_cpu, 1, 1 << 30),
-            queue_bytes=_opt_size("queue_bytes", queue_bytes, 1 << 16, 1 << 40),
-            reader_thread=_bool("reader_thread", reader_thread),
-            trace_self=_bool("trace_self", trace_self),
-            exclude_pids=_int_list("exclude_pids", exclude_pids, 1, 2**22 - 1),
-            exclude_comm=_str_list("exclude_comm", exclude_comm),
-            exclude_output_readers=_bool("exclude_output_readers", exclude_output_readers),
+            events=checks.event_names(events),
+            pids=checks.int_list("pids", pids, 1, 2**22),
+            follow_children=checks.flag("follow_children", follow_children),
+            comm=checks.str_list("comm", comm),
+            content_fds=checks.int_list("content_fds", content_fds, 0, 2**31 - 1),
+            all_fds=checks.flag("all_fds", all_fds),
+            content_max=checks.size("content_max", content_max, 1, 1 << 20),
+            argv_max=checks.size("argv_max", argv_max, 1, 1 << 20),
+            ring_bytes=checks.opt_size("ring_bytes", ring_bytes, 4096, 1 << 30),
+            payload_bytes_per_cpu=checks.opt_size("payload_bytes_per_cpu", payload_bytes_per_cpu, 1, 1 << 30),
+            queue_bytes=checks.opt_size("queue_bytes", queue_bytes, 1 << 16, 1 << 40),
+            reader_thread=checks.flag("reader_thread", reader_thread),
+            trace_self=checks.flag("trace_self", trace_self),
+            exclude_pids=checks.int_list("exclude_pids", exclude_pids, 1, 2**22 - 1),
+            exclude_comm=checks.str_list("exclude_comm", exclude_comm),
+            exclude_output_readers=checks.flag("exclude_output_readers", exclude_output_readers),
         )
 
     # -- lifecycle ---------------------------------------------------------
@@ -288,17 +196,24 @@ class Tracer:
     # -- reading -----------------------------------------------------------
     def poll(self, timeout: float = _POLL_INTERVAL, max_events: int = _BATCH) -> List[Event]:
         """Waits up to ``timeout`` seconds for events; returns those
-        available, at most ``max_events`` (maybe none)."""
-        return self.read(max_events, timeout)
-
-    def read(self, max_events: int = _BATCH, timeout: float = _POLL_INTERVAL) -> List[Event]:
-        """Returns up to ``max_events`` events, waiting up to ``timeout``
-        seconds for the first."""
-        n, wait, native = _size("max_events", max_events, 1, 1 << 24), _seconds("timeout", timeout), self._n()
+        available, at most ``max_events`` (maybe none). After ``stop()``:
+        what is left, without waiting."""
+        n, wait, native = checks.size("max_events", max_events, 1, 1 << 24), checks.seconds("timeout", timeout), self._n()
         return self._interruptible(lambda: native.poll(n, wait))
 
-    def poll_columns(self, max_events: int = _BATCH, timeout: float = _POLL_INTERVAL) -> Columns:
-        """Like ``read()``, column by column, with no Python object per event:
+    def read(self, timeout: float = _POLL_INTERVAL, max_events: int = _BATCH) -> List[Event]:
+        """The same as ``poll()``."""
+        return self.poll(timeout, max_events)
+
+    def read_json(self, timeout: float = _POLL_INTERVAL, max_events: int = _BATCH) -> Tuple[bytes, int]:
+        """Like ``poll()``, but the events as JSON lines (one per event, each
+        ending in a newline; the format of every front end) and their count:
+        no Python object per event. ``tracer-example`` prints these."""
+        n, wait, native = checks.size("max_events", max_events, 1, 1 << 24), checks.seconds("timeout", timeout), self._n()
+        return self._interruptible(lambda: native.poll_json(n, wait))
+
+    def poll_columns(self, timeout: float = _POLL_INTERVAL, max_events: int = _BATCH) -> Columns:
+        """Like ``poll()``, column by column, with no Python object per event:
         ``{"event_id": array('Q'), "event_type": [str], "timestamp_ns",
         "pid", "tid", "ppid", "upid", "uppid", "comm", "cpu", "payload_lost":
         array('B'), "payload.<field>": ...}``, one entry per event in each.
@@ -311,7 +226,7 @@ class Tracer:
         tracepoint first shows up). ``to_dataframe()`` turns a batch into a
         pandas DataFrame.
         """
-        n, wait, native = _size("max_events", max_events, 1, 1 << 24), _seconds("timeout", timeout), self._n()
+        n, wait, native = checks.size("max_events", max_events, 1, 1 << 24), checks.seconds("timeout", timeout), self._n()
         cols = self._interruptible(lambda: native.poll_columns(n, wait))
         return Columns(cols, native.event_columns)
 
@@ -338,7 +253,7 @@ class Tracer:
         running). Ctrl-C ends it early: the events captured until then are
         returned and the tracer is closed."""
         out: List[Event] = []
-        end = time.monotonic() + _duration("duration", duration)
+        end = time.monotonic() + checks.duration("duration", duration)
         native = self._n()
         try:
             while True:
@@ -369,12 +284,10 @@ class Tracer:
         """The events of the next ``duration`` seconds (stopping early at
         ``max_events``) as a pandas DataFrame, built from columnar batches
         (``pip install 'tracer-ebpf[pandas]'``)."""
-        from .frame import _pandas, columns_to_dataframe
+        require_pandas()  # without pandas: ImportError now, not after collecting for `duration`
 
-        _pandas()  # without pandas: ImportError now, not after collecting for `duration`
-
-        limit = None if max_events is None else _size("max_events", max_events, 1, 1 << 40)
-        end = time.monotonic() + _duration("duration", duration)
+        limit = None if max_events is None else checks.size("max_events", max_events, 1, 1 << 40)
+        end = time.monotonic() + checks.duration("duration", duration)
         batches: List[Columns] = []
         got = 0
         native = self._n()
@@ -447,10 +360,10 @@ class Tracer:
 
     def set_pids(self, pids: Union[int, Iterable[int], None]) -> None:
         """Replaces the pid filter while tracing (empty or None: all processes)."""
-        self._n().set_pids(_int_list("pids", pids, 1, 2**22))
+        self._n().set_pids(checks.int_list("pids", pids, 1, 2**22))
 
     def set_comm(self, comm: Union[str, Iterable[str], None]) -> None:
         """Replaces the comm prefix filter while tracing (empty or None: none)."""
-        self._n().set_comm(_str_list("comm", comm))
+        self._n().set_comm(checks.str_list("comm", comm))
 
 

@@ -68,19 +68,16 @@ pub fn render(m: &Model) -> String {
         let _ = writeln!(w, "\tTB_STAT_{}, /* {} */", st.name.to_uppercase(), st.doc);
     }
     w.push_str("\tTB_STAT_COUNT,\n};\n\n");
-    w.push_str(
-        "/* Flags of one variable field (struct tb_var.flags). */\n\
-         #define TB_VAR_TRUNCATED    0x1u /* cut at the configured or declared maximum */\n\
-         #define TB_VAR_FAULT        0x2u /* reading user memory failed: only the bytes before it */\n\
-         #define TB_VAR_NO_SPACE     0x4u /* payload area full: the bytes were not delivered */\n\
-         #define TB_VAR_NOT_CAPTURED 0x8u /* not selected for capture (e.g. fd not in content_fds): JSON \"not_selected\" */\n\
-         #define TB_VAR_INLINE       0x10u /* transport: the bytes follow the record in its ring sample, not in the payload area */\n\
-         #define TB_VAR_NULL_POINTER 0x20u /* the user pointer was NULL: nothing to read */\n\
-         #define TB_VAR_UNAVAILABLE  0x40u /* this kernel does not provide the field */\n\n\
-         /* Flags of a record (struct tb_record.flags). */\n\
-         #define TB_REC_PAYLOAD_LOST 0x1u /* some variable bytes were not delivered (see fields) */\n\
-         #define TB_REC_GENERIC      0x2u /* a generic tracepoint: event_type is its tracefs ID */\n\n",
-    );
+    for (what, prefix, flags) in [
+        ("one variable field (struct tb_var.flags)", "TB_VAR_", record::VAR_FLAGS),
+        ("a record (struct tb_record.flags)", "TB_REC_", record::REC_FLAGS),
+    ] {
+        let _ = writeln!(w, "/* Flags of {what}. */");
+        for f in flags {
+            let _ = writeln!(w, "#define {prefix}{:<12} {:#x}u /* {} */", f.name, f.value, f.doc);
+        }
+        w.push('\n');
+    }
     let _ = writeln!(
         w,
         "/* Descriptor of a variable field, in the fixed part; its bytes follow the\n \

@@ -60,6 +60,16 @@ pub fn render(m: &Model) -> String {
         record::CHUNK_ELEM_SIZE
     );
     let _ = writeln!(w, "/// Bytes of one CPU's control block.\npub const CPU_CTL_SIZE: usize = {};\n", record::CPU_CTL_SIZE);
+    for (module, what, flags) in [
+        ("var_flags", "one variable field (`struct tb_var.flags`, TB_VAR_*)", record::VAR_FLAGS),
+        ("rec_flags", "a record (`struct tb_record.flags`, TB_REC_*)", record::REC_FLAGS),
+    ] {
+        let _ = writeln!(w, "/// Flags of {what}.\npub mod {module} {{");
+        for f in flags {
+            let _ = writeln!(w, "    /// {}\n    pub const {}: u32 = {:#x};", f.doc, f.name, f.value);
+        }
+        w.push_str("}\n\n");
+    }
     w.push_str("/// Names of the kernel counters, in `stats` map order.\npub const KERNEL_STATS: &[&str] = &[\n");
     for st in record::KERNEL_STATS {
         let _ = writeln!(w, "    {:?}, // {}", st.name, st.doc);

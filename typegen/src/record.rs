@@ -69,6 +69,35 @@ pub const CHUNK_ELEM_SIZE: usize = CHUNK_SIZE + PIECE_MAX;
 /// cache line so producer and consumer fields do not share lines.
 pub const CPU_CTL_SIZE: usize = 128;
 
+/// One flag bit of a wire field.
+pub struct Flag {
+    pub name: &'static str,
+    pub value: u32,
+    pub doc: &'static str,
+}
+
+const fn flag(name: &'static str, value: u32, doc: &'static str) -> Flag {
+    Flag { name, value, doc }
+}
+
+/// Flags of one variable field (struct tb_var.flags, TB_VAR_*).
+pub const VAR_FLAGS: &[Flag] = &[
+    flag("TRUNCATED", 0x1, "cut at the configured or declared maximum"),
+    flag("FAULT", 0x2, "reading user memory failed: only the bytes before it"),
+    flag("NO_SPACE", 0x4, "payload area full: the bytes were not delivered"),
+    flag("NOT_CAPTURED", 0x8, "not selected for capture (e.g. fd not in content_fds): JSON \"not_selected\""),
+    flag("INLINE", 0x10, "transport: the bytes follow the record in its ring sample, not in the payload area"),
+    flag("NULL_POINTER", 0x20, "the user pointer was NULL: nothing to read"),
+    flag("UNAVAILABLE", 0x40, "this kernel does not provide the field"),
+    flag("OVERWRITTEN", 0x100, "set by userspace: the bytes were overwritten while being read (never expected)"),
+];
+
+/// Flags of a record (struct tb_record.flags, TB_REC_*).
+pub const REC_FLAGS: &[Flag] = &[
+    flag("PAYLOAD_LOST", 0x1, "some variable bytes were not delivered (see fields)"),
+    flag("GENERIC", 0x2, "a generic tracepoint: event_type is its tracefs ID"),
+];
+
 pub struct Stat {
     pub name: &'static str,
     pub doc: &'static str,
