@@ -1,4 +1,5 @@
-"""Issue 6: the C library (c/libbootstrap.a) and its C++ example (c/example).
+"""Issue 6: the C library (c/libbootstrap.a, the Rust core's C ABI) and its C++
+example (c/example).
 
 The C example must print, for the same events, exactly the JSON lines of the
 Rust reference example (target/release/example) except for event_id and
@@ -45,8 +46,8 @@ def _make(*args: str) -> None:
     r = subprocess.run(["make", "-C", str(ROOT / "c"), *args], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.fail(
-            f"`make -C c {' '.join(args)}` failed (exit {r.returncode}); build prerequisites: "
-            "apt-get install -y clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev make gcc g++ pkg-config\n"
+            f"`make -C c {' '.join(args)}` failed (exit {r.returncode}); build prerequisites: cargo (Rust) and "
+            "apt-get install -y clang llvm libelf-dev zlib1g-dev make gcc g++ pkg-config\n"
             f"--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-8000:]}"
         )
 
