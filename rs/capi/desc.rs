@@ -68,7 +68,8 @@ fn build(id: u32, name: &str, comment: &str, fixed_size: usize, specs: Vec<Field
 /// The descriptor of a typed event (built on first use, kept for the
 /// process's life like the generated tables it replaces).
 pub fn typed(t: EventType) -> &'static EventDesc {
-    static ALL: OnceLock<Vec<Box<EventDesc>>> = OnceLock::new();
+    // Not moved once built: `&all[i].raw` is handed to C for good.
+    static ALL: OnceLock<Vec<EventDesc>> = OnceLock::new();
     let all = ALL.get_or_init(|| {
         EventType::ALL
             .iter()
@@ -78,7 +79,8 @@ pub fn typed(t: EventType) -> &'static EventDesc {
                     .iter()
                     .map(|f| FieldSpec { name: f.name, kind: kind_const(f.kind, false), offset: f.offset, decode: f.decode, max: f.max })
                     .collect();
-                build(e.id(), e.name(), e.comment(), e.fixed_size(), specs)
+                // Unboxed: the pointers inside point to heap memory a move keeps.
+                *build(e.id(), e.name(), e.comment(), e.fixed_size(), specs)
             })
             .collect()
     });
