@@ -3,8 +3,9 @@
  * Tests of the C API on the real kernel (run as root; tests/test_c_library.py
  * runs it, also in the ASan+UBSan build): option errors, open/close/reopen,
  * delivery of a child's writes, tb_stop() from a thread and from a signal
- * handler, a callback ending a call early, filter changes, stats, and the
- * JSON helper on synthetic events (edge cases of rs/json.rs).
+ * handler, a callback ending a call early, filter changes, stats, a generic
+ * tracepoint (descriptors built from its tracefs format), and the JSON helper
+ * on synthetic events (edge cases of rs/json.rs).
  * Prints one line per failure and exits 1 if any.
  */
 #ifndef _GNU_SOURCE
@@ -356,6 +357,71 @@ static void test_set_filters(void)
 	tb_close(t);
 }
 
+struct forks {
+	pid_t child;     /* the fork to find */
+	int seen;        /* events of it */
+	int json_ok;     /* its JSON line names it */
+};
+
+static int on_fork(const struct tb_event *ev, void *ctx)
+{
+	struct forks *f = ctx;
+	check_json_api(ev);
+	CHECK(ev->desc && !strcmp(ev->desc->name, "sched/sched_process_fork") && ev->event_type == ev->desc->id,
+	      "generic event %u", ev->event_type);
+	if (!ev->desc || ev->nfields != ev->desc->nfields)
+		return 0;
+	for (uint32_t i = 0; i < ev->nfields; i++) {
+		const struct tb_field *fl = &ev->fields[i];
+		CHECK(fl->desc == &ev->desc->fields[i], "field %u descriptor", i);
+		if (!strcmp(fl->desc->name, "child_pid") && fl->i == f->child) {
+			CHECK(fl->desc->kind == TB_FK_I64, "child_pid kind %d", fl->desc->kind);
+			char want[64], *line = NULL;
+			size_t cap = 0;
+			snprintf(want, sizeof want, "\"child_pid\":%d}}", (int)f->child);
+			f->seen++;
+			f->json_ok += tb_event_to_json_alloc(ev, &line, &cap) > 0 && strstr(line, want) != NULL;
+			free(line);
+		}
+	}
+	return 0;
+}
+
+/* A tracepoint that events.toml does not declare: attached, described and
+ * decoded from its tracefs format. */
+static void test_generic_tracepoint(void)
+{
+	const char *events[] = { "sched/sched_process_fork" };
+	uint32_t me = (uint32_t)getpid();
+	struct forks f = { 0 };
+	struct tb_options o;
+	memset(&o, 0, sizeof o);
+	o.events = events;
+	o.nevents = 1;
+	o.pids = &me;
+	o.npids = 1;
+	o.trace_self = 1;
+	o.on_event = on_fork;
+	o.ctx = &f;
+	struct tb_tracer *t = NULL;
+	char err[4096];
+	int rc = tb_open(&o, &t, err, sizeof err);
+	CHECK(rc == TB_OK, "tb_open: %d %s", rc, err);
+	if (rc != TB_OK)
+		return;
+	const struct tb_event_desc *d = tb_event_at(t, 0);
+	CHECK(tb_nevents(t) == 1 && d && !strcmp(d->name, "sched/sched_process_fork") && d->nfields >= 2, "descriptor");
+	f.child = fork();
+	if (f.child == 0)
+		_exit(0);
+	reap(f.child);
+	double end = now_s() + 5;
+	while (!f.seen && now_s() < end)
+		CHECK(tb_poll(t, 50) >= 0, "tb_poll");
+	CHECK(f.seen == 1 && f.json_ok == 1, "fork of %d: seen %d, json %d", (int)f.child, f.seen, f.json_ok);
+	tb_close(t);
+}
+
 /* ------------------------------------------------------------------ */
 /* JSON of synthetic events: the edge cases of rs/json.rs. */
 
@@ -507,6 +573,7 @@ int main(void)
 	test_callback_stop();
 	test_stop();
 	test_set_filters();
+	test_generic_tracepoint();
 	if (failures) {
 		fprintf(stderr, "api-test: %d failure(s)\n", failures);
 		return 1;

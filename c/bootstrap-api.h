@@ -3,6 +3,14 @@
  * tracer-ebpf C library (libbootstrap.a): load the BPF tracer, receive each
  * event decoded through a callback, print it as the project's JSON line.
  *
+ * The library is the C ABI of the Rust core (rs/capi, built by `make -C c`
+ * with cargo): the same loader, reader thread, queue, decoder, counters and
+ * JSON writer as the Rust and Python front ends. Events are typed ones
+ * (events.toml) and any other tracepoint ("sched/sched_process_fork", or a
+ * wildcard), decoded from its tracefs format. A reader thread drains the
+ * kernel buffers into a bounded userspace queue as records arrive; tb_poll()
+ * and tb_consume() deliver from that queue.
+ *
  *     struct tb_options o = {0};          // zero means "default" everywhere
  *     const char *ev[] = { "syscalls/sys_enter_write" };
  *     o.events = ev; o.nevents = 1;
@@ -17,7 +25,8 @@
  *     tb_close(t);
  *
  * Threads: one thread at a time may call any function on a tracer, except
- * tb_stop(), which may be called from any thread or from a signal handler.
+ * tb_stop(), which may be called from any thread or from a signal handler
+ * (the library's own reader thread never calls back into the caller).
  * Separate tracers are independent; a tracer can be opened again after
  * tb_close(). Functions never print: errors come back as a status code and,
  * where an error buffer is taken, a message saying what to do.
@@ -27,7 +36,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <bootstrap.gen.h> /* event ids, field descriptors, TB_VAR_*, enum tb_stat */
+#include <bootstrap.gen.h> /* event ids, descriptor structs, TB_VAR_*, enum tb_stat */
 
 #ifdef __cplusplus
 extern "C" {
@@ -58,7 +67,9 @@ const char *tb_strerror(int status);
  * JSON: null, with "<field>_lost":"overwritten". */
 #define TB_VAR_OVERWRITTEN 0x100u
 
-/* One payload field of a delivered event. */
+/* One payload field of a delivered event. Generic tracepoints' integers are
+ * TB_FK_U64 or TB_FK_I64, their strings TB_FK_STR (TB_FK_STRLIST for argv-like
+ * arguments), their arrays TB_FK_ULIST or TB_FK_ILIST. */
 struct tb_field {
 	const struct tb_field_desc *desc; /* name, kind (TB_FK_*), decode hint, max */
 	/* Integer fields (TB_FK_U8 .. TB_FK_I64): the value, in both views. */
@@ -66,7 +77,9 @@ struct tb_field {
 	int64_t i;
 	/* Variable fields (TB_FK_STR, TB_FK_STRLIST, TB_FK_BYTES): `len` bytes at
 	 * `data` (not NUL-terminated; valid only during the callback), TB_VAR_*
-	 * flags, and the original size in bytes when known (else 0). */
+	 * flags, and the original size in bytes when known (else 0).
+	 * Integer lists (TB_FK_ULIST, TB_FK_ILIST): `len` 8-byte integers
+	 * (uint64_t or int64_t) at `data`. */
 	const uint8_t *data;
 	uint32_t len;
 	uint32_t flags;
@@ -76,8 +89,8 @@ struct tb_field {
 /* One event, as handed to the callback. Valid only during the callback. */
 struct tb_event {
 	uint64_t event_id;     /* unique within this tracer */
-	uint32_t event_type;   /* enum tb_event_type */
-	const struct tb_event_desc *desc; /* desc->name is "category/tracepoint" */
+	uint32_t event_type;   /* enum tb_event_type; a generic tracepoint: its tracefs ID */
+	const struct tb_event_desc *desc; /* desc->name is "category/tracepoint"; lives as long as the tracer */
 	uint64_t timestamp_ns; /* nanoseconds since the Unix epoch */
 	uint32_t cpu;
 	uint32_t pid;          /* process id (tgid) */
@@ -98,10 +111,13 @@ struct tb_event {
 typedef int (*tb_event_fn)(const struct tb_event *ev, void *ctx);
 
 /* What to trace. All-zero is a valid configuration: every non-optional
- * event, every process but this one, content of fds 1 and 2, defaults below. */
+ * typed event, every process but this one and the readers of its stdout and
+ * stderr (tracing them would trace its own output), content of fds 1 and 2,
+ * defaults below. */
 struct tb_options {
-	/* Event names ("syscalls/sys_enter_write") or wildcards ("syscalls/" "*");
-	 * none: every non-optional event. */
+	/* Event names ("syscalls/sys_enter_write", or any tracepoint such as
+	 * "sched/sched_process_fork") or wildcards ("syscalls/" "*");
+	 * none: every non-optional typed event. */
 	const char *const *events;
 	size_t nevents;
 	/* Only these processes (tgids); none: every process. */
@@ -140,17 +156,16 @@ int tb_open(const struct tb_options *opts, struct tb_tracer **out, char *errbuf,
 
 /*
  * Waits up to `timeout_ms` (-1: forever) for events and delivers them to the
- * callback. Returns the number delivered (possibly 0 on timeout), TB_STOPPED
- * if tb_stop() was called (then it delivers nothing: see tb_consume), or a
- * negative error. Records that arrived without a wake-up are picked up when
- * the timeout expires, so use a finite timeout.
+ * callback. Returns the number delivered (possibly 0 on timeout or when a
+ * signal interrupts the wait), TB_STOPPED if tb_stop() was called (then it
+ * delivers nothing: see tb_consume), or a negative error.
  */
 int tb_poll(struct tb_tracer *t, int timeout_ms);
 
-/* Delivers the records already in the ring buffer without waiting, even
- * after tb_stop(); at most about one ring's worth per call, so a producer
- * that never pauses cannot hold the caller. Returns the number delivered
- * (0: the ring was empty) or a negative error. */
+/* Delivers the events already captured (queued, or in the kernel buffers)
+ * without waiting, even after tb_stop(); a bounded batch per call, so a
+ * producer that never pauses cannot hold the caller. Returns the number
+ * delivered (0: nothing was captured) or a negative error. */
 int tb_consume(struct tb_tracer *t);
 
 /* Makes a running or future tb_poll() return TB_STOPPED, until tb_resume().
@@ -161,9 +176,9 @@ void tb_stop(struct tb_tracer *t);
 void tb_resume(struct tb_tracer *t);
 
 /* A file descriptor for an external event loop (poll/epoll for reading, then
- * call tb_consume). It reports records pending when it is polled, but the
- * kernel batches wake-ups (at most one per wake_ns per CPU), so also call tb_consume()
- * on a timer (e.g. every 50-100 ms). Owned by the tracer. */
+ * call tb_consume): readable while events are queued (the reader thread
+ * queues them as the kernel wakes it, at most once per wake_ns per CPU).
+ * Owned by the tracer. */
 int tb_fd(const struct tb_tracer *t);
 
 /* Replace filters while tracing (none: no filter of that kind). tb_set_pids
@@ -171,14 +186,16 @@ int tb_fd(const struct tb_tracer *t);
 int tb_set_pids(struct tb_tracer *t, const uint32_t *pids, size_t npids, char *errbuf, size_t errlen);
 int tb_set_comms(struct tb_tracer *t, const char *const *comms, size_t ncomms, char *errbuf, size_t errlen);
 
-/* Every counter. Kernel ones are the per-CPU `stats` map summed over CPUs,
- * indexed by enum tb_stat; named by tb_stat_name(). */
+/* Every counter (the Rust core's). Kernel ones are the per-CPU `stats` map
+ * summed over CPUs, indexed by enum tb_stat; named by tb_stat_name(). */
 struct tb_stats {
 	uint64_t kernel[TB_STAT_COUNT];
 	uint64_t delivered;      /* events handed to the callback */
 	uint64_t decode_errors;  /* malformed records (never expected) */
 	uint64_t overwritten;    /* records whose payload was overwritten while read (never expected) */
 	uint64_t seq_gaps;       /* records missing from a CPU's sequence (also counted by the kernel) */
+	uint64_t discarded;      /* captured but never delivered (counted when the tracer closes) */
+	uint64_t queued;         /* captured, waiting to be delivered */
 };
 int tb_stats(struct tb_tracer *t, struct tb_stats *out);
 /* "records", "ring_full", ... for i < TB_STAT_COUNT; NULL otherwise. */
@@ -192,13 +209,14 @@ unsigned tb_ncpus(const struct tb_tracer *t);
 size_t tb_nevents(const struct tb_tracer *t);
 const struct tb_event_desc *tb_event_at(const struct tb_tracer *t, size_t i);
 
-/* Detaches every program and frees every kernel and userspace resource;
- * returns when done. NULL is accepted. Not from the callback. */
+/* Stops the reader thread, detaches every program and frees every kernel and
+ * userspace resource; returns when done. NULL is accepted. Not from the
+ * callback. */
 void tb_close(struct tb_tracer *t);
 
 /*
- * The event as one JSON line without newline, byte for byte the format of
- * rs/json.rs. snprintf-style: writes at most `size` bytes including a
+ * The event as one JSON line without newline, written by rs/json.rs (the
+ * writer of every front end), also for events built by hand. snprintf-style: writes at most `size` bytes including a
  * terminating NUL and returns the full length (excluding the NUL); the
  * output is complete iff the result is < size.
  */

@@ -254,14 +254,29 @@ TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_pwrite
 	X(syscalls, sys_enter_pwrite64, syscall_trace_enter, TB_EVENT_SYSCALLS__SYS_ENTER_PWRITE64, 0)
 
 #ifndef __bpf__
-/* Userspace descriptors: the C library decodes and prints JSON from these. */
+/* Descriptors of the C library's events (filled by the Rust core). */
 enum tb_field_kind {
-	TB_FK_U8, TB_FK_U16, TB_FK_U32, TB_FK_U64,
-	TB_FK_I8, TB_FK_I16, TB_FK_I32, TB_FK_I64,
-	TB_FK_STR, TB_FK_STRLIST, TB_FK_BYTES,
+	TB_FK_U8,
+	TB_FK_U16,
+	TB_FK_U32,
+	TB_FK_U64,
+	TB_FK_I8,
+	TB_FK_I16,
+	TB_FK_I32,
+	TB_FK_I64,
+	TB_FK_STR,
+	TB_FK_STRLIST,
+	TB_FK_BYTES,
+	TB_FK_ULIST,
+	TB_FK_ILIST,
 };
 
-enum tb_decode { TB_DECODE_NONE, TB_DECODE_ERRNO, TB_DECODE_OPEN_FLAGS, TB_DECODE_SIGNAL };
+enum tb_decode {
+	TB_DECODE_NONE,
+	TB_DECODE_ERRNO,
+	TB_DECODE_OPEN_FLAGS,
+	TB_DECODE_SIGNAL,
+};
 
 struct tb_field_desc {
 	const char *name;
@@ -272,309 +287,13 @@ struct tb_field_desc {
 };
 
 struct tb_event_desc {
-	__u32 id;
+	__u32 id; /* enum tb_event_type, or a generic tracepoint's tracefs ID */
 	const char *name; /* "category/tracepoint" */
 	const char *comment;
 	unsigned fixed_size;
 	unsigned nfields;
 	const struct tb_field_desc *fields;
 };
-
-/* Names of the kernel counters, by enum tb_stat. */
-static const char *const tb_stat_names[TB_STAT_COUNT] = {
-	"records",
-	"ring_full",
-	"payload_full",
-	"fault",
-	"truncated",
-	"busy",
-	"followed",
-};
-
-struct tb_symbol {
-	long long value;
-	const char *name;
-};
-
-static const struct tb_symbol tb_errno[] = {
-	{ 1, "EPERM" },
-	{ 2, "ENOENT" },
-	{ 3, "ESRCH" },
-	{ 4, "EINTR" },
-	{ 5, "EIO" },
-	{ 6, "ENXIO" },
-	{ 7, "E2BIG" },
-	{ 8, "ENOEXEC" },
-	{ 9, "EBADF" },
-	{ 10, "ECHILD" },
-	{ 11, "EAGAIN" },
-	{ 12, "ENOMEM" },
-	{ 13, "EACCES" },
-	{ 14, "EFAULT" },
-	{ 15, "ENOTBLK" },
-	{ 16, "EBUSY" },
-	{ 17, "EEXIST" },
-	{ 18, "EXDEV" },
-	{ 19, "ENODEV" },
-	{ 20, "ENOTDIR" },
-	{ 21, "EISDIR" },
-	{ 22, "EINVAL" },
-	{ 23, "ENFILE" },
-	{ 24, "EMFILE" },
-	{ 25, "ENOTTY" },
-	{ 26, "ETXTBSY" },
-	{ 27, "EFBIG" },
-	{ 28, "ENOSPC" },
-	{ 29, "ESPIPE" },
-	{ 30, "EROFS" },
-	{ 31, "EMLINK" },
-	{ 32, "EPIPE" },
-	{ 33, "EDOM" },
-	{ 34, "ERANGE" },
-	{ 35, "EDEADLK" },
-	{ 36, "ENAMETOOLONG" },
-	{ 37, "ENOLCK" },
-	{ 38, "ENOSYS" },
-	{ 39, "ENOTEMPTY" },
-	{ 40, "ELOOP" },
-	{ 42, "ENOMSG" },
-	{ 43, "EIDRM" },
-	{ 44, "ECHRNG" },
-	{ 45, "EL2NSYNC" },
-	{ 46, "EL3HLT" },
-	{ 47, "EL3RST" },
-	{ 48, "ELNRNG" },
-	{ 49, "EUNATCH" },
-	{ 50, "ENOCSI" },
-	{ 51, "EL2HLT" },
-	{ 52, "EBADE" },
-	{ 53, "EBADR" },
-	{ 54, "EXFULL" },
-	{ 55, "ENOANO" },
-	{ 56, "EBADRQC" },
-	{ 57, "EBADSLT" },
-	{ 59, "EBFONT" },
-	{ 60, "ENOSTR" },
-	{ 61, "ENODATA" },
-	{ 62, "ETIME" },
-	{ 63, "ENOSR" },
-	{ 64, "ENONET" },
-	{ 65, "ENOPKG" },
-	{ 66, "EREMOTE" },
-	{ 67, "ENOLINK" },
-	{ 68, "EADV" },
-	{ 69, "ESRMNT" },
-	{ 70, "ECOMM" },
-	{ 71, "EPROTO" },
-	{ 72, "EMULTIHOP" },
-	{ 73, "EDOTDOT" },
-	{ 74, "EBADMSG" },
-	{ 75, "EOVERFLOW" },
-	{ 76, "ENOTUNIQ" },
-	{ 77, "EBADFD" },
-	{ 78, "EREMCHG" },
-	{ 79, "ELIBACC" },
-	{ 80, "ELIBBAD" },
-	{ 81, "ELIBSCN" },
-	{ 82, "ELIBMAX" },
-	{ 83, "ELIBEXEC" },
-	{ 84, "EILSEQ" },
-	{ 85, "ERESTART" },
-	{ 86, "ESTRPIPE" },
-	{ 87, "EUSERS" },
-	{ 88, "ENOTSOCK" },
-	{ 89, "EDESTADDRREQ" },
-	{ 90, "EMSGSIZE" },
-	{ 91, "EPROTOTYPE" },
-	{ 92, "ENOPROTOOPT" },
-	{ 93, "EPROTONOSUPPORT" },
-	{ 94, "ESOCKTNOSUPPORT" },
-	{ 95, "EOPNOTSUPP" },
-	{ 96, "EPFNOSUPPORT" },
-	{ 97, "EAFNOSUPPORT" },
-	{ 98, "EADDRINUSE" },
-	{ 99, "EADDRNOTAVAIL" },
-	{ 100, "ENETDOWN" },
-	{ 101, "ENETUNREACH" },
-	{ 102, "ENETRESET" },
-	{ 103, "ECONNABORTED" },
-	{ 104, "ECONNRESET" },
-	{ 105, "ENOBUFS" },
-	{ 106, "EISCONN" },
-	{ 107, "ENOTCONN" },
-	{ 108, "ESHUTDOWN" },
-	{ 109, "ETOOMANYREFS" },
-	{ 110, "ETIMEDOUT" },
-	{ 111, "ECONNREFUSED" },
-	{ 112, "EHOSTDOWN" },
-	{ 113, "EHOSTUNREACH" },
-	{ 114, "EALREADY" },
-	{ 115, "EINPROGRESS" },
-	{ 116, "ESTALE" },
-	{ 117, "EUCLEAN" },
-	{ 118, "ENOTNAM" },
-	{ 119, "ENAVAIL" },
-	{ 120, "EISNAM" },
-	{ 121, "EREMOTEIO" },
-	{ 122, "EDQUOT" },
-	{ 123, "ENOMEDIUM" },
-	{ 124, "EMEDIUMTYPE" },
-	{ 125, "ECANCELED" },
-	{ 126, "ENOKEY" },
-	{ 127, "EKEYEXPIRED" },
-	{ 128, "EKEYREVOKED" },
-	{ 129, "EKEYREJECTED" },
-	{ 130, "EOWNERDEAD" },
-	{ 131, "ENOTRECOVERABLE" },
-	{ 132, "ERFKILL" },
-	{ 133, "EHWPOISON" },
-	{ 0, 0 },
-};
-
-static const struct tb_symbol tb_signals[] = {
-	{ 1, "SIGHUP" },
-	{ 2, "SIGINT" },
-	{ 3, "SIGQUIT" },
-	{ 4, "SIGILL" },
-	{ 5, "SIGTRAP" },
-	{ 6, "SIGABRT" },
-	{ 7, "SIGBUS" },
-	{ 8, "SIGFPE" },
-	{ 9, "SIGKILL" },
-	{ 10, "SIGUSR1" },
-	{ 11, "SIGSEGV" },
-	{ 12, "SIGUSR2" },
-	{ 13, "SIGPIPE" },
-	{ 14, "SIGALRM" },
-	{ 15, "SIGTERM" },
-	{ 16, "SIGSTKFLT" },
-	{ 17, "SIGCHLD" },
-	{ 18, "SIGCONT" },
-	{ 19, "SIGSTOP" },
-	{ 20, "SIGTSTP" },
-	{ 21, "SIGTTIN" },
-	{ 22, "SIGTTOU" },
-	{ 23, "SIGURG" },
-	{ 24, "SIGXCPU" },
-	{ 25, "SIGXFSZ" },
-	{ 26, "SIGVTALRM" },
-	{ 27, "SIGPROF" },
-	{ 28, "SIGWINCH" },
-	{ 29, "SIGIO" },
-	{ 30, "SIGPWR" },
-	{ 31, "SIGSYS" },
-	{ 0, 0 },
-};
-
-static const struct tb_symbol tb_open_flags[] = {
-	{ 64, "O_CREAT" },
-	{ 128, "O_EXCL" },
-	{ 256, "O_NOCTTY" },
-	{ 512, "O_TRUNC" },
-	{ 1024, "O_APPEND" },
-	{ 2048, "O_NONBLOCK" },
-	{ 4096, "O_DSYNC" },
-	{ 8192, "FASYNC" },
-	{ 16384, "O_DIRECT" },
-	{ 32768, "O_LARGEFILE" },
-	{ 65536, "O_DIRECTORY" },
-	{ 131072, "O_NOFOLLOW" },
-	{ 262144, "O_NOATIME" },
-	{ 524288, "O_CLOEXEC" },
-	{ 1048576, "__O_SYNC" },
-	{ 2097152, "O_PATH" },
-	{ 4194304, "__O_TMPFILE" },
-	{ 0, 0 },
-};
-
-static const char *const tb_open_accmode[4] = { "O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE" };
-
-static const struct tb_field_desc tb_fields_sched__sched_process_exec[] = {
-	{ "old_pid", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
-	{ "argc", TB_FK_U32, 4, TB_DECODE_NONE, 0ul },
-	{ "filename", TB_FK_STR, 8, TB_DECODE_NONE, 4096ul },
-	{ "argv", TB_FK_STRLIST, 24, TB_DECODE_NONE, 1048576ul },
-};
-
-static const struct tb_field_desc tb_fields_sched__sched_process_exit[] = {
-	{ "exit_code", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
-	{ "exit_status", TB_FK_I32, 4, TB_DECODE_NONE, 0ul },
-	{ "signal", TB_FK_I32, 8, TB_DECODE_SIGNAL, 0ul },
-	{ "core_dumped", TB_FK_U8, 12, TB_DECODE_NONE, 0ul },
-	{ "group_leader", TB_FK_U8, 13, TB_DECODE_NONE, 0ul },
-};
-
-static const struct tb_field_desc tb_fields_vmscan__mm_vmscan_direct_reclaim_begin[] = {
-	{ "order", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
-	{ "gfp_flags", TB_FK_U64, 8, TB_DECODE_NONE, 0ul },
-};
-
-static const struct tb_field_desc tb_fields_oom__mark_victim[] = {
-	{ "victim_pid", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
-	{ "victim_comm", TB_FK_STR, 8, TB_DECODE_NONE, 16ul },
-};
-
-static const struct tb_field_desc tb_fields_sched__psi_memstall_enter[] = {
-	{ 0 },
-};
-
-static const struct tb_field_desc tb_fields_syscalls__sys_enter_openat[] = {
-	{ "dfd", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
-	{ "flags", TB_FK_U32, 4, TB_DECODE_OPEN_FLAGS, 0ul },
-	{ "mode", TB_FK_U32, 8, TB_DECODE_NONE, 0ul },
-	{ "filename", TB_FK_STR, 16, TB_DECODE_NONE, 4096ul },
-};
-
-static const struct tb_field_desc tb_fields_syscalls__sys_exit_openat[] = {
-	{ "ret", TB_FK_I64, 0, TB_DECODE_ERRNO, 0ul },
-};
-
-static const struct tb_field_desc tb_fields_syscalls__sys_enter_read[] = {
-	{ "fd", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
-	{ "count", TB_FK_U64, 8, TB_DECODE_NONE, 0ul },
-};
-
-static const struct tb_field_desc tb_fields_syscalls__sys_enter_write[] = {
-	{ "fd", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
-	{ "count", TB_FK_U64, 8, TB_DECODE_NONE, 0ul },
-	{ "content", TB_FK_BYTES, 16, TB_DECODE_NONE, 1048576ul },
-};
-
-static const struct tb_field_desc tb_fields_syscalls__sys_enter_writev[] = {
-	{ "fd", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
-	{ "iovcnt", TB_FK_I32, 4, TB_DECODE_NONE, 0ul },
-	{ "count", TB_FK_U64, 8, TB_DECODE_NONE, 0ul },
-	{ "content", TB_FK_BYTES, 16, TB_DECODE_NONE, 1048576ul },
-};
-
-static const struct tb_field_desc tb_fields_syscalls__sys_enter_pwrite64[] = {
-	{ "fd", TB_FK_I32, 0, TB_DECODE_NONE, 0ul },
-	{ "count", TB_FK_U64, 8, TB_DECODE_NONE, 0ul },
-	{ "pos", TB_FK_I64, 16, TB_DECODE_NONE, 0ul },
-	{ "content", TB_FK_BYTES, 24, TB_DECODE_NONE, 1048576ul },
-};
-
-static const struct tb_event_desc tb_events[TB_EVENT_COUNT] = {
-	{ 1, "sched/sched_process_exec", "A process executed a new program: the executed file and its full argv", 40, 4, tb_fields_sched__sched_process_exec },
-	{ 2, "sched/sched_process_exit", "A task exited: exit status and terminating signal decoded from the wait status", 16, 5, tb_fields_sched__sched_process_exit },
-	{ 512, "vmscan/mm_vmscan_direct_reclaim_begin", "Direct memory reclaim started in an allocating task", 16, 2, tb_fields_vmscan__mm_vmscan_direct_reclaim_begin },
-	{ 513, "oom/mark_victim", "The OOM killer chose a victim (the header is the task that triggered it)", 24, 2, tb_fields_oom__mark_victim },
-	{ 514, "sched/psi_memstall_enter", "A task entered a memory stall (PSI); not a tracepoint on mainline kernels", 8, 0, tb_fields_sched__psi_memstall_enter },
-	{ 1024, "syscalls/sys_enter_openat", "openat(2) entry: the path as passed, flags and mode", 32, 4, tb_fields_syscalls__sys_enter_openat },
-	{ 1025, "syscalls/sys_exit_openat", "openat(2) exit: the new fd, or -errno", 8, 1, tb_fields_syscalls__sys_exit_openat },
-	{ 1026, "syscalls/sys_enter_read", "read(2) entry: fd and requested byte count", 16, 2, tb_fields_syscalls__sys_enter_read },
-	{ 1028, "syscalls/sys_enter_write", "write(2) entry; content captured for the selected fds (default 1 and 2)", 32, 3, tb_fields_syscalls__sys_enter_write },
-	{ 1029, "syscalls/sys_enter_writev", "writev(2) entry: count sums all iovecs; content (the first 64 iovecs, concatenated) captured for the selected fds", 32, 4, tb_fields_syscalls__sys_enter_writev },
-	{ 1030, "syscalls/sys_enter_pwrite64", "pwrite64(2) entry; content captured for the selected fds", 40, 4, tb_fields_syscalls__sys_enter_pwrite64 },
-};
-
-static inline const struct tb_event_desc *tb_event_desc(__u32 id)
-{
-	for (unsigned i = 0; i < TB_EVENT_COUNT; i++)
-		if (tb_events[i].id == id)
-			return &tb_events[i];
-	return 0;
-}
 #endif /* !__bpf__ */
 
 #endif /* TB_BOOTSTRAP_GEN_H */

@@ -257,9 +257,10 @@ int main(int argc, char **argv)
 			std::snprintf(kv, sizeof kv, " %s=%llu", tb_stat_name(i), (unsigned long long)s.kernel[i]);
 			line += kv;
 		}
-		std::snprintf(kv, sizeof kv, " delivered=%llu decode_errors=%llu overwritten=%llu seq_gaps=%llu",
+		std::snprintf(kv, sizeof kv, " delivered=%llu decode_errors=%llu overwritten=%llu seq_gaps=%llu queued=%llu",
 			      (unsigned long long)s.delivered, (unsigned long long)s.decode_errors,
-			      (unsigned long long)s.overwritten, (unsigned long long)s.seq_gaps);
+			      (unsigned long long)s.overwritten, (unsigned long long)s.seq_gaps,
+			      (unsigned long long)s.queued);
 		line += kv;
 		std::fprintf(stderr, "%s\n", line.c_str());
 	} else {

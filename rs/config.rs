@@ -352,21 +352,25 @@ pub fn suggestions_among(name: &str, available: &[String]) -> Vec<String> {
     if name.len() > 256 {
         return Vec::new(); // no event name is that long; don't spend time comparing
     }
-    let mut scored: Vec<(usize, &str)> = EventType::ALL
+    // (score, edit distance, name): a name that merely contains or is
+    // contained in the query scores 1 like a one-letter typo, but the typo
+    // ranks first ("sys_enter_writ" means sys_enter_write, not
+    // raw_syscalls/sys_enter).
+    let mut scored: Vec<(usize, usize, &str)> = EventType::ALL
         .iter()
         .map(|e| e.name())
         .chain(available.iter().map(String::as_str))
         .map(|n| {
             let tp = n.split('/').nth(1).unwrap_or(n);
-            let d = edit_distance(name, n).min(edit_distance(name, tp));
-            let d = if n.contains(name) || name.contains(tp) { d.min(1) } else { d };
-            (d, n)
+            let raw = edit_distance(name, n).min(edit_distance(name, tp));
+            let d = if n.contains(name) || name.contains(tp) { raw.min(1) } else { raw };
+            (d, raw, n)
         })
-        .filter(|(d, n)| *d <= 3.max(n.len() / 3))
+        .filter(|(d, _, n)| *d <= 3.max(n.len() / 3))
         .collect();
     scored.sort();
     scored.dedup();
-    scored.into_iter().take(5).map(|(_, n)| n.to_string()).collect()
+    scored.into_iter().take(5).map(|(_, _, n)| n.to_string()).collect()
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -402,6 +406,14 @@ mod tests {
         assert!(msg.contains("did you mean \"syscalls/sys_enter_write\""), "{msg}");
         let err = Config::new().events(["nosuch/thing_at_all_xyz"]).resolve().unwrap_err();
         assert!(err.to_string().contains("list_events()"), "{err}");
+    }
+
+    #[test]
+    fn a_typo_ranks_before_a_name_it_contains() {
+        let available = ["raw_syscalls/sys_enter".to_string(), "syscalls/sys_enter_write".to_string()];
+        let s = suggestions_among("syscalls/sys_enter_writ", &available);
+        assert_eq!(s.first().map(String::as_str), Some("syscalls/sys_enter_write"), "{s:?}");
+        assert!(s.iter().any(|n| n == "raw_syscalls/sys_enter"), "{s:?}");
     }
 
     #[test]

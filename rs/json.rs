@@ -1,5 +1,6 @@
 //! The JSON line format shared by every front end (Rust example, Python,
-//! C library). Byte-for-byte rules, so the C side can match them:
+//! C library, whose `tb_event_to_json` writes through `write_view` too).
+//! Byte-for-byte rules:
 //! - strings: `"` `\` escaped; \n \r \t as such; other controls (C0 below
 //!   0x20, DEL 0x7f, and C1 U+0080-U+009F, which terminals obey too) as
 //!   \u00xx; other valid UTF-8 passes through; each byte that does not start
@@ -16,57 +17,103 @@
 //! - integer fields with a decode hint get `<name>_name`.
 
 use crate::event::Event;
-use crate::types::{Decode, FieldKind, FieldValue, Var, ERRNO, OPEN_ACCMODE, OPEN_FLAGS, SIGNALS};
+use crate::types::{Decode, FieldKind, FieldRef, FieldValue, VarRef, ERRNO, OPEN_ACCMODE, OPEN_FLAGS, SIGNALS};
 use std::fmt::Write;
 
+/// The common header of an event line, borrowed: from an `Event`, or from a
+/// C caller's `struct tb_event` (one writer for both, see `capi::json`).
+pub struct Header<'a> {
+    pub event_id: u64,
+    pub event_type: &'a str,
+    pub timestamp_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub upid: u64,
+    pub uppid: u64,
+    pub comm: &'a [u8],
+}
+
+/// One payload field's value, borrowed (a variable field as a `VarRef`).
+#[derive(Clone, Copy, Debug)]
+pub enum Value<'a> {
+    Unsigned(u64),
+    Signed(i64),
+    Var(VarRef<'a>),
+    UList(&'a [u64]),
+    IList(&'a [i64]),
+}
+
+impl<'a> From<FieldValue<'a>> for Value<'a> {
+    fn from(v: FieldValue<'a>) -> Self {
+        match v {
+            FieldValue::Unsigned(u) => Value::Unsigned(u),
+            FieldValue::Signed(i) => Value::Signed(i),
+            FieldValue::Var(v) => Value::Var(v.view()),
+            FieldValue::UList(l) => Value::UList(l),
+            FieldValue::IList(l) => Value::IList(l),
+        }
+    }
+}
+
 pub fn write_event(s: &mut String, e: &Event) {
+    let h = Header {
+        event_id: e.event_id,
+        event_type: e.event_type.name(),
+        timestamp_ns: e.timestamp_ns,
+        pid: e.pid,
+        tid: e.tid,
+        ppid: e.ppid,
+        upid: e.upid,
+        uppid: e.uppid,
+        comm: e.comm.as_bytes(),
+    };
+    write_view(s, &h, |field| e.payload.for_each_field(|info, v| field(info, v.into())));
+}
+
+/// Writes the line of an event given as a header and its fields:
+/// `fields` calls its argument once per payload field, in order.
+pub fn write_view(s: &mut String, h: &Header<'_>, fields: impl FnOnce(&mut dyn FnMut(FieldRef<'_>, Value<'_>))) {
     let _ = write!(
         s,
         "{{\"event_id\":{},\"event_type\":\"{}\",\"timestamp_ns\":{},\"pid\":{},\"tid\":{},\"ppid\":{},\"upid\":{},\"uppid\":{},\"comm\":",
-        e.event_id,
-        e.event_type.name(),
-        e.timestamp_ns,
-        e.pid,
-        e.tid,
-        e.ppid,
-        e.upid,
-        e.uppid
+        h.event_id, h.event_type, h.timestamp_ns, h.pid, h.tid, h.ppid, h.upid, h.uppid
     );
-    if !write_str(s, e.comm.as_bytes()) {
+    if !write_str(s, h.comm) {
         s.push_str(",\"comm_base64\":\"");
-        base64(s, e.comm.as_bytes());
+        base64(s, h.comm);
         s.push('"');
     }
     s.push_str(",\"payload\":{");
     let mut first = true;
-    e.payload.for_each_field(|info, v| {
+    fields(&mut |info: FieldRef<'_>, v: Value<'_>| {
         if !first {
             s.push(',');
         }
         first = false;
         let _ = write!(s, "\"{}\":", info.name);
         match v {
-            FieldValue::Unsigned(u) => {
+            Value::Unsigned(u) => {
                 let _ = write!(s, "{u}");
                 if let Some(d) = info.decode {
                     write_decoded(s, info.name, d, u as i64);
                 }
             }
-            FieldValue::Signed(i) => {
+            Value::Signed(i) => {
                 let _ = write!(s, "{i}");
                 if let Some(d) = info.decode {
                     write_decoded(s, info.name, d, i);
                 }
             }
-            FieldValue::Var(var) => write_var(s, info.name, info.kind, var),
-            FieldValue::UList(l) => write_list(s, l),
-            FieldValue::IList(l) => write_list(s, l),
+            Value::Var(var) => write_var(s, info.name, info.kind, var),
+            Value::UList(l) => write_list(s, l),
+            Value::IList(l) => write_list(s, l),
         }
     });
     s.push_str("}}");
 }
 
-fn write_var(s: &mut String, name: &str, kind: FieldKind, v: &Var) {
+fn write_var(s: &mut String, name: &str, kind: FieldKind, v: VarRef<'_>) {
     if !v.captured() {
         s.push_str("null");
     } else if kind == FieldKind::StrList {
@@ -88,9 +135,9 @@ fn write_var(s: &mut String, name: &str, kind: FieldKind, v: &Var) {
             }
             s.push(']');
         }
-    } else if !write_str(s, &v.data) {
+    } else if !write_str(s, v.data) {
         let _ = write!(s, ",\"{name}_base64\":\"");
-        base64(s, &v.data);
+        base64(s, v.data);
         s.push('"');
     }
     if let Some(why) = v.lost() {

@@ -40,6 +40,8 @@ pub mod tracer;
 pub mod types;
 pub mod value;
 
+#[cfg(feature = "capi")]
+mod capi;
 #[cfg(feature = "python")]
 mod python;
 

@@ -49,28 +49,56 @@ pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
     /// An eventfd made readable by `stop()`: interrupts the reader's wait.
     stop_fd: OwnedFd,
+    /// An eventfd readable while events are queued, for callers' event
+    /// loops (the C library's `tb_fd`). Written when the queue stops being
+    /// empty and read when it becomes empty, both under the queue's lock, so
+    /// it is readable exactly while there are events to take.
+    ready_fd: OwnedFd,
+}
+
+fn eventfd(what: &str) -> Result<OwnedFd> {
+    // SAFETY: eventfd has no memory arguments; the fd is owned below.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(Error::io(format!("creating the {what} eventfd"), std::io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes an eventfd readable (counter + 1).
+fn signal(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a valid u64 to an eventfd we own.
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+/// Makes an eventfd unreadable (counter read back to 0).
+fn clear(fd: &OwnedFd) {
+    let mut n: u64 = 0;
+    // SAFETY: reads 8 bytes into a valid u64 from a non-blocking eventfd we own.
+    unsafe { libc::read(fd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
 }
 
 impl Shared {
     pub(crate) fn new(limit: usize) -> Result<Shared> {
-        // SAFETY: eventfd has no memory arguments; the fd is owned below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(Error::io("creating the reader's stop eventfd", std::io::Error::last_os_error()));
-        }
         Ok(Shared {
             queue: Mutex::default(),
             ready: Condvar::new(),
             room: Condvar::new(),
             limit: limit.max(1),
             stop: AtomicBool::new(false),
-            // SAFETY: a fresh fd that nothing else owns.
-            stop_fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            stop_fd: eventfd("reader's stop")?,
+            ready_fd: eventfd("queue's ready")?,
         })
     }
 
     pub(crate) fn stop_fd(&self) -> i32 {
         self.stop_fd.as_raw_fd()
+    }
+
+    pub(crate) fn ready_fd(&self) -> i32 {
+        self.ready_fd.as_raw_fd()
     }
 
     fn lock(&self) -> MutexGuard<'_, EventQueue> {
@@ -102,12 +130,17 @@ impl Shared {
         q.events = VecDeque::new();
         q.weights = VecDeque::new();
         q.bytes = 0;
+        clear(&self.ready_fd);
         n
     }
 
     pub(crate) fn push(&self, events: impl Iterator<Item = Event>, weights: impl Iterator<Item = u32>) {
         let mut q = self.lock();
+        let was_empty = q.events.is_empty();
         q.events.extend(events);
+        if was_empty && !q.events.is_empty() {
+            signal(&self.ready_fd);
+        }
         for w in weights {
             q.bytes += w as usize;
             q.weights.push_back(w);
@@ -131,6 +164,9 @@ impl Shared {
                 q.taken += n as u64;
                 let freed: usize = q.weights.drain(..n).map(|w| w as usize).sum();
                 q.bytes -= freed;
+                if q.events.is_empty() {
+                    clear(&self.ready_fd);
+                }
                 if q.events.is_empty() && q.events.capacity() > KEEP_CAPACITY {
                     // A burst is over: give its bookkeeping memory back.
                     q.events.shrink_to(KEEP_CAPACITY);
@@ -171,9 +207,7 @@ impl Shared {
     /// Asks the reader to stop and wakes everything waiting.
     pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64 to our own eventfd.
-        unsafe { libc::write(self.stop_fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        signal(&self.stop_fd);
         self.room.notify_all();
         self.ready.notify_all();
     }

@@ -307,6 +307,8 @@ pub struct Tracer {
     attach_time: Duration,
     /// Generic tracepoints attached.
     generic: Vec<String>,
+    /// Their formats, in the same order.
+    generic_formats: Vec<Arc<Format>>,
     /// Wildcard-expanded tracepoints that could not be attached, with why.
     attach_failures: Vec<(String, String)>,
     /// Processes not traced because they read this process's output.
@@ -392,7 +394,8 @@ impl Tracer {
         let mut links = loader::attach(&object, &config)?;
         let (generic_links, failures) = loader::attach_generic(&object, &config, &formats)?;
         let failed: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
-        let generic = formats.iter().map(|f| f.name.to_string()).filter(|n| !failed.contains(&n.as_str())).collect();
+        formats.retain(|f| !failed.contains(&f.name));
+        let generic = formats.iter().map(|f| f.name.to_string()).collect();
         attach_failures.extend(failures);
         links.extend(generic_links);
         let epoll_fd = ring.epoll_fd();
@@ -400,7 +403,7 @@ impl Tracer {
         let core = Arc::new(Core { live: Mutex::new(Some(live)), shared: Shared::new(config.queue_bytes)? });
         fork_guard::keep_new_mappings_from_children(&mappings_before);
         let mut fds = fork_guard::new_bpf_fds(&fds_before);
-        fds.extend([epoll_fd, core.shared.stop_fd()]);
+        fds.extend([epoll_fd, core.shared.stop_fd(), core.shared.ready_fd()]);
         let fork_fds = ForkFds::register(fds);
         let reader = if config.reader_thread {
             let core = Arc::clone(&core);
@@ -426,6 +429,7 @@ impl Tracer {
             ncpus,
             attach_time: started.elapsed(),
             generic,
+            generic_formats: formats,
             attach_failures,
             output_readers,
         })
@@ -439,6 +443,18 @@ impl Tracer {
     /// Names of every event attached: typed, then generic tracepoints.
     pub fn event_names(&self) -> Vec<String> {
         self.config.events.iter().map(|e| e.name().to_string()).chain(self.generic.iter().cloned()).collect()
+    }
+
+    /// The formats of the generic tracepoints attached (same order as in
+    /// `event_names`).
+    pub fn generic_formats(&self) -> &[Arc<Format>] {
+        &self.generic_formats
+    }
+
+    /// A file descriptor readable while events wait to be taken by `poll`
+    /// (for an external event loop; level-triggered). Owned by the tracer.
+    pub fn ready_fd(&self) -> i32 {
+        self.core.shared.ready_fd()
     }
 
     /// Tracepoints a wildcard named that could not be attached, with why.

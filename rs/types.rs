@@ -3,6 +3,6 @@
 
 pub use crate::decode::{read_array, DecodeError, VarReader};
 pub use crate::tracepoint_format::GenericPayload;
-pub use crate::value::{Decode, FieldInfo, FieldKind, FieldRef, FieldValue, Var};
+pub use crate::value::{Decode, FieldInfo, FieldKind, FieldRef, FieldValue, Var, VarRef};
 
 include!(concat!(env!("OUT_DIR"), "/types.gen.rs"));

@@ -79,6 +79,39 @@ pub struct Var {
 }
 
 impl Var {
+    /// The bytes and flags, borrowed.
+    pub fn view(&self) -> VarRef<'_> {
+        VarRef { data: &self.data, flags: self.flags, size: self.size }
+    }
+    /// True if the bytes were captured (possibly truncated).
+    pub fn captured(&self) -> bool {
+        self.view().captured()
+    }
+    pub fn truncated(&self) -> bool {
+        self.view().truncated()
+    }
+    /// Why bytes are missing, if they are (see `VarRef::lost`).
+    pub fn lost(&self) -> Option<&'static str> {
+        self.view().lost()
+    }
+    /// The strings of a `char[][]` field (see `VarRef::strings`).
+    pub fn strings(&self) -> impl Iterator<Item = &[u8]> {
+        self.view().strings()
+    }
+}
+
+/// A variable field borrowed from anywhere: a decoded `Var`, or the bytes a
+/// C caller's `struct tb_field` points at (see `capi`).
+#[derive(Clone, Copy, Debug)]
+pub struct VarRef<'a> {
+    pub data: &'a [u8],
+    /// `var_flags::*`
+    pub flags: u32,
+    /// Original size in bytes when known, else 0.
+    pub size: u64,
+}
+
+impl<'a> VarRef<'a> {
     /// True if the bytes were captured (possibly truncated).
     pub fn captured(&self) -> bool {
         const NONE: u32 =
@@ -104,9 +137,9 @@ impl Var {
     }
     /// The strings of a `char[][]` field (argv): NUL-separated, empty ones kept.
     /// No bytes is no strings; a single NUL is one empty string.
-    pub fn strings(&self) -> impl Iterator<Item = &[u8]> {
+    pub fn strings(&self) -> impl Iterator<Item = &'a [u8]> {
         let empty = self.data.is_empty();
-        let data = self.data.strip_suffix(&[0]).unwrap_or(&self.data);
+        let data = self.data.strip_suffix(&[0]).unwrap_or(self.data);
         data.split(|&b| b == 0).filter(move |_| !empty)
     }
 }

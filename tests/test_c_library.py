@@ -1,4 +1,5 @@
-"""Issue 6: the C library (c/libbootstrap.a) and its C++ example (c/example).
+"""Issue 6: the C library (c/libbootstrap.a, the Rust core's C ABI) and its C++
+example (c/example).
 
 The C example must print, for the same events, exactly the JSON lines of the
 Rust reference example (target/release/example) except for event_id and
@@ -45,8 +46,8 @@ def _make(*args: str) -> None:
     r = subprocess.run(["make", "-C", str(ROOT / "c"), *args], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.fail(
-            f"`make -C c {' '.join(args)}` failed (exit {r.returncode}); build prerequisites: "
-            "apt-get install -y clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev make gcc g++ pkg-config\n"
+            f"`make -C c {' '.join(args)}` failed (exit {r.returncode}); build prerequisites: cargo (Rust) and "
+            "apt-get install -y clang llvm libelf-dev zlib1g-dev make gcc g++ pkg-config\n"
             f"--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-8000:]}"
         )
 
@@ -411,3 +412,62 @@ def test_mounts_tracefs_when_missing(c_example):
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "MOUNTED" in r.stdout, r.stdout + r.stderr
+
+
+# Forks and a thread from a process whose comm is not valid UTF-8 (so the
+# tracepoint's own comm strings need base64 too).
+FORK_WORKLOAD = r'''
+import ctypes, os, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(15, bytes.fromhex(sys.argv[1]), 0, 0, 0) == 0   # PR_SET_NAME
+for i in range(5):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+t = threading.Thread(target=lambda: None)
+t.start()
+t.join()
+'''
+NFORKS = 5 + 1
+
+
+def test_generic_tracepoint_same_json_as_python(c_example, c_example_asan, tracer_example):
+    """A tracepoint events.toml does not declare (decoded from its tracefs
+    format): the C++ example, in both builds, prints the lines tracer-example
+    prints."""
+    prefix = _unique_prefix()
+    comm = prefix.encode() + b"\xff"
+    child: Dict[str, subprocess.Popen] = {}
+
+    def start():
+        child["p"] = subprocess.Popen([PY, "-c", FORK_WORKLOAD, comm.hex()], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+        assert child["p"].wait(30) == 0
+
+    tracers = [
+        Tracer("python", [tracer_example]),
+        Tracer("c", [c_example]),
+        Tracer("c-asan", [c_example_asan], env=ASAN_ENV, sanitized=True),
+    ]
+    common = ["--events", "sched/sched_process_fork", "--comm", prefix, "--duration", "120"]
+    results = run_side_by_side(tracers, common, start, stop_with_signal=True)
+    for name, r in results.items():
+        assert r.proc.returncode == 0, f"{name} exited {r.proc.returncode}:\n{r.stderr_text}"
+        if r.tracer.sanitized:
+            found = [m for m in SANITIZER_MARKERS if m in r.stderr_text]
+            assert not found, f"{name}: sanitizer report:\n{r.stderr_text}"
+
+    ref = results["python"].out_lines
+    parsed = [json.loads(l.decode("utf-8")) for l in ref]
+    assert len(parsed) == NFORKS, ref
+    assert all(e["event_type"] == "sched/sched_process_fork" and e["pid"] == child["p"].pid for e in parsed), parsed
+    payloads = [e["payload"] for e in parsed]
+    assert all(p["parent_pid"] == child["p"].pid and p["parent_comm_base64"] == base64.b64encode(comm).decode()
+               for p in payloads), payloads
+    assert len({p["child_pid"] for p in payloads}) == NFORKS, payloads
+
+    want = [normalize(l) for l in ref]
+    for name in ("c", "c-asan"):
+        got = [normalize(l) for l in results[name].out_lines]
+        assert got == want, f"{name}:\n{got}\npython:\n{want}\nstderr:\n{results[name].stderr_text}"

@@ -1,6 +1,6 @@
 //! C header for the BPF program and the C userspace library.
 
-use crate::model::{Decode, Event, FieldType, Model, FIXED_SLOT_SIZE, VAR_DESC_SIZE};
+use crate::model::{Event, FieldType, Model, FIXED_SLOT_SIZE, VAR_DESC_SIZE};
 use crate::record::{self, COMM_LEN, HEADER};
 use std::fmt::Write;
 
@@ -16,32 +16,6 @@ fn c_type(t: FieldType) -> &'static str {
         I32 => "__s32",
         I64 => "__s64",
         Str | StrList | Bytes => "struct tb_var",
-    }
-}
-
-fn kind_const(t: FieldType) -> &'static str {
-    use FieldType::*;
-    match t {
-        U8 => "TB_FK_U8",
-        U16 => "TB_FK_U16",
-        U32 => "TB_FK_U32",
-        U64 => "TB_FK_U64",
-        I8 => "TB_FK_I8",
-        I16 => "TB_FK_I16",
-        I32 => "TB_FK_I32",
-        I64 => "TB_FK_I64",
-        Str => "TB_FK_STR",
-        StrList => "TB_FK_STRLIST",
-        Bytes => "TB_FK_BYTES",
-    }
-}
-
-fn decode_const(d: Option<Decode>) -> &'static str {
-    match d {
-        None => "TB_DECODE_NONE",
-        Some(Decode::Errno) => "TB_DECODE_ERRNO",
-        Some(Decode::OpenFlags) => "TB_DECODE_OPEN_FLAGS",
-        Some(Decode::Signal) => "TB_DECODE_SIGNAL",
     }
 }
 
@@ -130,58 +104,22 @@ pub fn render(m: &Model) -> String {
     }
     w.push('\n');
 
+    w.push_str("#ifndef __bpf__\n/* Descriptors of the C library's events (filled by the Rust core). */\nenum tb_field_kind {\n");
+    for k in record::C_FIELD_KINDS {
+        let _ = writeln!(w, "\tTB_FK_{k},");
+    }
+    w.push_str("};\n\nenum tb_decode {\n");
+    for d in record::C_DECODES {
+        let _ = writeln!(w, "\tTB_DECODE_{d},");
+    }
     w.push_str(
-        "#ifndef __bpf__\n/* Userspace descriptors: the C library decodes and prints JSON from these. */\n\
-         enum tb_field_kind {\n\tTB_FK_U8, TB_FK_U16, TB_FK_U32, TB_FK_U64,\n\tTB_FK_I8, TB_FK_I16, TB_FK_I32, TB_FK_I64,\n\
-         \tTB_FK_STR, TB_FK_STRLIST, TB_FK_BYTES,\n};\n\n\
-         enum tb_decode { TB_DECODE_NONE, TB_DECODE_ERRNO, TB_DECODE_OPEN_FLAGS, TB_DECODE_SIGNAL };\n\n\
+        "};\n\n\
          struct tb_field_desc {\n\tconst char *name;\n\tenum tb_field_kind kind;\n\tunsigned offset;\n\tenum tb_decode decode;\n\
          \tunsigned long max; /* variable fields: byte limit */\n};\n\n\
-         struct tb_event_desc {\n\t__u32 id;\n\tconst char *name; /* \"category/tracepoint\" */\n\tconst char *comment;\n\
-         \tunsigned fixed_size;\n\tunsigned nfields;\n\tconst struct tb_field_desc *fields;\n};\n\n",
-    );
-    w.push_str("/* Names of the kernel counters, by enum tb_stat. */\nstatic const char *const tb_stat_names[TB_STAT_COUNT] = {\n");
-    for st in record::KERNEL_STATS {
-        let _ = writeln!(w, "\t\"{}\",", st.name);
-    }
-    w.push_str("};\n\n");
-    w.push_str("struct tb_symbol {\n\tlong long value;\n\tconst char *name;\n};\n\n");
-    for (name, table) in [("errno", crate::names::ERRNO), ("signals", crate::names::SIGNALS), ("open_flags", crate::names::OPEN_FLAGS)] {
-        let _ = writeln!(w, "static const struct tb_symbol tb_{name}[] = {{");
-        for (v, n) in table {
-            let _ = writeln!(w, "\t{{ {v}, \"{n}\" }},");
-        }
-        w.push_str("\t{ 0, 0 },\n};\n\n");
-    }
-    let acc: Vec<String> = crate::names::OPEN_ACCMODE.iter().map(|a| format!("\"{a}\"")).collect();
-    let _ = writeln!(w, "static const char *const tb_open_accmode[4] = {{ {} }};\n", acc.join(", "));
-    for e in &m.events {
-        let _ = writeln!(w, "static const struct tb_field_desc tb_fields_{}[] = {{", e.ident());
-        for f in &e.fields {
-            let _ = writeln!(w, "\t{{ \"{}\", {}, {}, {}, {}ul }},", f.name, kind_const(f.ty), f.offset, decode_const(f.decode), f.max);
-        }
-        if e.fields.is_empty() {
-            w.push_str("\t{ 0 },\n");
-        }
-        w.push_str("};\n\n");
-    }
-    w.push_str("static const struct tb_event_desc tb_events[TB_EVENT_COUNT] = {\n");
-    for e in &m.events {
-        let _ = writeln!(
-            w,
-            "\t{{ {}, \"{}\", \"{}\", {}, {}, tb_fields_{} }},",
-            e.id,
-            e.name(),
-            e.comment.replace('\\', "\\\\").replace('"', "\\\""),
-            e.fixed_size,
-            e.fields.len(),
-            e.ident()
-        );
-    }
-    w.push_str(
-        "};\n\nstatic inline const struct tb_event_desc *tb_event_desc(__u32 id)\n{\n\
-         \tfor (unsigned i = 0; i < TB_EVENT_COUNT; i++)\n\t\tif (tb_events[i].id == id)\n\t\t\treturn &tb_events[i];\n\
-         \treturn 0;\n}\n#endif /* !__bpf__ */\n\n#endif /* TB_BOOTSTRAP_GEN_H */\n",
+         struct tb_event_desc {\n\t__u32 id; /* enum tb_event_type, or a generic tracepoint's tracefs ID */\n\
+         \tconst char *name; /* \"category/tracepoint\" */\n\tconst char *comment;\n\
+         \tunsigned fixed_size;\n\tunsigned nfields;\n\tconst struct tb_field_desc *fields;\n};\n\
+         #endif /* !__bpf__ */\n\n#endif /* TB_BOOTSTRAP_GEN_H */\n",
     );
     s
 }

@@ -83,6 +83,14 @@ pub fn render(m: &Model) -> String {
         w.push_str("];\n");
     }
     let _ = writeln!(w, "/// open(2) access modes (flags & 3).\npub const OPEN_ACCMODE: [&str; 4] = {:?};\n", crate::names::OPEN_ACCMODE);
+    w.push_str("/// Values of the C ABI's enum tb_field_kind and enum tb_decode (bootstrap.gen.h).\npub mod c_abi {\n");
+    for (i, k) in record::C_FIELD_KINDS.iter().enumerate() {
+        let _ = writeln!(w, "    pub const FK_{k}: u32 = {i};");
+    }
+    for (i, d) in record::C_DECODES.iter().enumerate() {
+        let _ = writeln!(w, "    pub const DECODE_{d}: u32 = {i};");
+    }
+    w.push_str("}\n\n");
     w.push_str("/// Byte offsets of the record header fields (struct tb_record).\npub mod rec {\n");
     for h in HEADER {
         let _ = writeln!(w, "    /// {}\n    pub const {}: usize = {};", h.doc, h.name.to_uppercase(), record::offset_of(h.name));

@@ -117,3 +117,11 @@ pub const KERNEL_STATS: &[Stat] = &[
     st("busy", "events dropped because their CPU's payload writer was busy (nesting)"),
     st("followed", "processes added to the pid filter by follow mode"),
 ];
+
+/// Field kinds of the C ABI (enum tb_field_kind), in value order: the
+/// events.toml types, then the integer lists of generic tracepoints (`data`
+/// points at `len` 8-byte integers).
+pub const C_FIELD_KINDS: &[&str] = &["U8", "U16", "U32", "U64", "I8", "I16", "I32", "I64", "STR", "STRLIST", "BYTES", "ULIST", "ILIST"];
+
+/// Decode hints of the C ABI (enum tb_decode), in value order.
+pub const C_DECODES: &[&str] = &["NONE", "ERRNO", "OPEN_FLAGS", "SIGNAL"];

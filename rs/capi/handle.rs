@@ -1,0 +1,356 @@
+//! The tracer handle (`struct tb_tracer`) and its functions: a `Tracer`
+//! (with its reader thread and queue) plus what C callers need on top: the
+//! callback, a stop flag that a signal handler may set, the events taken
+//! from the queue but not yet delivered, and the descriptors.
+
+use super::desc::{self, EventDesc};
+use super::event::fill;
+use super::options;
+use super::status::{guard, Failure, TB_ERR_INVALID, TB_OK, TB_STOPPED};
+use super::types::{TbEventDesc, TbOptions, TbStats};
+use crate::event::{Event, EventKind};
+use crate::tracer::Tracer;
+use std::cell::UnsafeCell;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{c_char, c_int, c_uint, c_void};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Events taken from the queue per tb_poll/tb_consume at most: bounds one
+/// call's work when a producer never pauses.
+const BATCH: usize = 65536;
+
+/// What tb_stop() touches: an atomic flag and an eventfd that wakes a
+/// waiting tb_poll(). Both are async-signal-safe and need no lock.
+struct StopSignal {
+    stopped: AtomicBool,
+    fd: OwnedFd,
+}
+
+impl StopSignal {
+    fn new() -> Result<StopSignal, Failure> {
+        // SAFETY: eventfd has no memory arguments; the fd is owned below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(crate::error::Error::Io { context: "creating the stop eventfd".into(), source: e }.into());
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        Ok(StopSignal { stopped: AtomicBool::new(false), fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// Only an atomic store and write(2): async-signal-safe. errno is kept.
+    fn raise(&self) {
+        // SAFETY: errno is this thread's.
+        let saved = unsafe { *libc::__errno_location() };
+        self.stopped.store(true, Ordering::Release);
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = saved };
+    }
+
+    fn clear(&self) {
+        self.stopped.store(false, Ordering::Release);
+        let mut n: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64 from our non-blocking eventfd.
+        unsafe { libc::read(self.fd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+    }
+
+    fn is_raised(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+}
+
+/// Everything but the stop signal: used by one thread at a time (the
+/// header's rule), never while a callback runs except through shared reads.
+struct Inner {
+    tracer: Tracer,
+    on_event: unsafe extern "C" fn(*const super::types::TbEvent, *mut c_void) -> c_int,
+    ctx: *mut c_void,
+    /// Taken from the queue, not yet delivered (a callback ended a call).
+    pending: VecDeque<Event>,
+    delivered: u64,
+    /// Descriptors of the events attached: typed, then generic.
+    attached: Vec<*const TbEventDesc>,
+    /// Generic tracepoints' descriptors by tracefs ID, for the tracer's life.
+    generic: HashMap<u32, Box<EventDesc>>,
+}
+
+/// struct tb_tracer.
+pub struct TbTracer {
+    stop: StopSignal,
+    inner: UnsafeCell<Inner>,
+}
+
+impl Inner {
+    fn desc_of(&mut self, kind: &EventKind) -> *const EventDesc {
+        match kind {
+            EventKind::Typed(t) => desc::typed(*t),
+            EventKind::Generic(f) => &**self.generic.entry(f.id).or_insert_with(|| desc::generic(f)),
+        }
+    }
+}
+
+/// Takes up to BATCH events into `pending` without waiting.
+fn fetch(inner: &mut Inner) -> Result<(), Failure> {
+    let mut got = Vec::new();
+    inner.tracer.poll_into(&mut got, BATCH, Duration::ZERO)?;
+    inner.pending.extend(got);
+    Ok(())
+}
+
+/// Hands the pending events to the callback until it asks to stop or none
+/// is left. Returns how many were delivered.
+///
+/// # Safety
+/// `t` is a live tracer used by this thread only (tb_stop aside).
+unsafe fn deliver(t: *const TbTracer) -> c_int {
+    let mut fields = Vec::new();
+    let mut n: c_int = 0;
+    loop {
+        // The &mut Inner lives only between callbacks: a callback may call
+        // tb_stats, tb_stop or tb_set_* on this tracer.
+        // SAFETY: the caller's promise.
+        let (ev, d, on_event, ctx) = {
+            let inner = unsafe { &mut *(*t).inner.get() };
+            let Some(ev) = inner.pending.pop_front() else { break };
+            let d = inner.desc_of(&ev.event_type);
+            inner.delivered += 1;
+            (ev, d, inner.on_event, inner.ctx)
+        };
+        // SAFETY: descriptors live as long as the tracer.
+        let tb = fill(&ev, unsafe { &*d }, &mut fields);
+        n = n.saturating_add(1);
+        // SAFETY: a valid event for the callback's duration, as promised.
+        if unsafe { on_event(&tb, ctx) } != 0 {
+            break;
+        }
+    }
+    n
+}
+
+/// The tracer behind `t`, or TB_ERR_INVALID for NULL.
+fn handle<'a>(t: *const TbTracer) -> Result<&'a TbTracer, Failure> {
+    // SAFETY: non-NULL handles come from tb_open and live until tb_close.
+    unsafe { t.as_ref() }.ok_or_else(|| Failure::invalid("the tracer is NULL"))
+}
+
+/// # Safety
+/// See c/bootstrap-api.h: `opts` and its arrays valid, `out` valid,
+/// `errbuf` NULL or valid for `errlen` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn tb_open(opts: *const TbOptions, out: *mut *mut TbTracer, errbuf: *mut c_char, errlen: usize) -> c_int {
+    if !out.is_null() {
+        // SAFETY: the caller's promise.
+        unsafe { *out = std::ptr::null_mut() };
+    }
+    // SAFETY: the caller's promises.
+    unsafe {
+        guard(errbuf, errlen, || {
+            let o = opts.as_ref().ok_or_else(|| Failure::invalid("options are NULL"))?;
+            if out.is_null() {
+                return Err(Failure::invalid("out is NULL"));
+            }
+            let on_event = o.on_event.ok_or_else(|| Failure::invalid("on_event is required (the callback that receives each event)"))?;
+            let tracer = Tracer::new(options::config(o)?)?;
+            let mut generic = HashMap::new();
+            let mut attached: Vec<*const TbEventDesc> = tracer.events().iter().map(|&e| &desc::typed(e).raw as *const _).collect();
+            for f in tracer.generic_formats() {
+                let d: &EventDesc = generic.entry(f.id).or_insert_with(|| desc::generic(f));
+                attached.push(&d.raw);
+            }
+            let inner = Inner { tracer, on_event, ctx: o.ctx, pending: VecDeque::new(), delivered: 0, attached, generic };
+            let t = Box::new(TbTracer { stop: StopSignal::new()?, inner: UnsafeCell::new(inner) });
+            *out = Box::into_raw(t);
+            Ok(TB_OK)
+        })
+    }
+}
+
+/// # Safety
+/// `t` from tb_open, not closed; one thread at a time.
+#[no_mangle]
+pub unsafe extern "C" fn tb_poll(t: *mut TbTracer, timeout_ms: c_int) -> c_int {
+    // SAFETY: the caller's promises.
+    unsafe {
+        guard(std::ptr::null_mut(), 0, || {
+            let h = handle(t)?;
+            if h.stop.is_raised() {
+                return Ok(TB_STOPPED);
+            }
+            let inner = &mut *h.inner.get();
+            if inner.pending.is_empty() {
+                // Wait for queued events or tb_stop(); a signal (EINTR) ends
+                // the wait early, like a timeout.
+                let mut pfds = [
+                    libc::pollfd { fd: inner.tracer.ready_fd(), events: libc::POLLIN, revents: 0 },
+                    libc::pollfd { fd: h.stop.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                ];
+                libc::poll(pfds.as_mut_ptr(), 2, timeout_ms.max(-1));
+                if h.stop.is_raised() {
+                    return Ok(TB_STOPPED);
+                }
+                // Also after a timeout: records can sit in the ring with no
+                // wake-up to come.
+                fetch(inner)?;
+            }
+            Ok(deliver(t))
+        })
+    }
+}
+
+/// # Safety
+/// As tb_poll.
+#[no_mangle]
+pub unsafe extern "C" fn tb_consume(t: *mut TbTracer) -> c_int {
+    // SAFETY: the caller's promises.
+    unsafe {
+        guard(std::ptr::null_mut(), 0, || {
+            let inner = &mut *handle(t)?.inner.get();
+            if inner.pending.is_empty() {
+                fetch(inner)?;
+            }
+            Ok(deliver(t))
+        })
+    }
+}
+
+/// Async-signal-safe, from any thread: only StopSignal::raise.
+///
+/// # Safety
+/// `t` NULL or a live tracer.
+#[no_mangle]
+pub unsafe extern "C" fn tb_stop(t: *mut TbTracer) {
+    // SAFETY: the caller's promise; only the Sync stop signal is touched.
+    if let Some(h) = unsafe { t.as_ref() } {
+        h.stop.raise();
+    }
+}
+
+/// # Safety
+/// `t` NULL or a live tracer.
+#[no_mangle]
+pub unsafe extern "C" fn tb_resume(t: *mut TbTracer) {
+    // SAFETY: the caller's promise.
+    if let Some(h) = unsafe { t.as_ref() } {
+        h.stop.clear();
+    }
+}
+
+/// # Safety
+/// `t` NULL or a live tracer.
+#[no_mangle]
+pub unsafe extern "C" fn tb_fd(t: *const TbTracer) -> c_int {
+    // SAFETY: the caller's promise; a shared read.
+    match unsafe { t.as_ref() } {
+        Some(h) => unsafe { &*h.inner.get() }.tracer.ready_fd(),
+        None => TB_ERR_INVALID,
+    }
+}
+
+/// # Safety
+/// `t` live; `pids` valid for `npids`; `errbuf` NULL or valid for `errlen`.
+#[no_mangle]
+pub unsafe extern "C" fn tb_set_pids(t: *mut TbTracer, pids: *const u32, npids: usize, errbuf: *mut c_char, errlen: usize) -> c_int {
+    // SAFETY: the caller's promises.
+    unsafe {
+        guard(errbuf, errlen, || {
+            let inner = &mut *handle(t)?.inner.get();
+            inner.tracer.set_pids(options::slice(pids, npids, "pids")?)?;
+            Ok(TB_OK)
+        })
+    }
+}
+
+/// # Safety
+/// `t` live; `comms` valid for `ncomms` C strings; `errbuf` as above.
+#[no_mangle]
+pub unsafe extern "C" fn tb_set_comms(
+    t: *mut TbTracer,
+    comms: *const *const c_char,
+    ncomms: usize,
+    errbuf: *mut c_char,
+    errlen: usize,
+) -> c_int {
+    // SAFETY: the caller's promises.
+    unsafe {
+        guard(errbuf, errlen, || {
+            let inner = &mut *handle(t)?.inner.get();
+            inner.tracer.set_comm(&options::strings(comms, ncomms, "comms")?)?;
+            Ok(TB_OK)
+        })
+    }
+}
+
+/// # Safety
+/// `t` live; `out` valid.
+#[no_mangle]
+pub unsafe extern "C" fn tb_stats(t: *mut TbTracer, out: *mut TbStats) -> c_int {
+    // SAFETY: the caller's promises; shared reads of the tracer.
+    unsafe {
+        guard(std::ptr::null_mut(), 0, || {
+            let inner = &*handle(t)?.inner.get();
+            let out = out.as_mut().ok_or_else(|| Failure::invalid("out is NULL"))?;
+            let s = inner.tracer.stats()?;
+            out.kernel = [0; crate::types::KERNEL_STATS.len()];
+            for (slot, (_, v)) in out.kernel.iter_mut().zip(&s.kernel) {
+                *slot = *v;
+            }
+            out.delivered = inner.delivered;
+            out.decode_errors = s.user.decode_errors;
+            out.overwritten = s.user.overwritten;
+            out.seq_gaps = s.user.seq_gaps;
+            out.discarded = s.user.discarded;
+            out.queued = s.queued + inner.pending.len() as u64;
+            Ok(TB_OK)
+        })
+    }
+}
+
+/// The name of kernel counter `i`, or NULL.
+#[no_mangle]
+pub extern "C" fn tb_stat_name(i: c_uint) -> *const c_char {
+    static NAMES: std::sync::OnceLock<Vec<std::ffi::CString>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| crate::types::KERNEL_STATS.iter().filter_map(|n| std::ffi::CString::new(*n).ok()).collect());
+    names.get(i as usize).map_or(std::ptr::null(), |n| n.as_ptr())
+}
+
+/// # Safety
+/// `t` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn tb_ncpus(t: *const TbTracer) -> c_uint {
+    // SAFETY: the caller's promise; a shared read.
+    unsafe { t.as_ref() }.map_or(0, |h| unsafe { &*h.inner.get() }.tracer.ncpus() as c_uint)
+}
+
+/// # Safety
+/// `t` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn tb_nevents(t: *const TbTracer) -> usize {
+    // SAFETY: the caller's promise; a shared read.
+    unsafe { t.as_ref() }.map_or(0, |h| unsafe { &*h.inner.get() }.attached.len())
+}
+
+/// # Safety
+/// `t` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn tb_event_at(t: *const TbTracer, i: usize) -> *const TbEventDesc {
+    // SAFETY: the caller's promise; a shared read.
+    unsafe { t.as_ref() }.and_then(|h| unsafe { &*h.inner.get() }.attached.get(i).copied()).unwrap_or(std::ptr::null())
+}
+
+/// # Safety
+/// `t` NULL or from tb_open, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn tb_close(t: *mut TbTracer) {
+    if t.is_null() {
+        return;
+    }
+    // SAFETY: the caller hands the handle back; dropping it closes the
+    // tracer. A panic is contained (the handle is then leaked, not freed twice).
+    let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(t) })));
+}
