@@ -12,17 +12,21 @@ MAX_NAME = 256  # longer event names are rejected without looking for close ones
 MAX_NAMES = 4096
 
 
+def _items(name: str, value: Any, what: str) -> List[Any]:
+    """`value` as a list, whatever iterable it is; a TypeError naming
+    `what` ("a string or an iterable of strings") if it is not iterable."""
+    try:
+        return list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be {what}, not {type(value).__name__}") from None
+
+
 def str_list(name: str, value: Any) -> List[str]:
     if value is None:
         return []
-    if isinstance(value, str):
-        value = [value]
-    elif isinstance(value, (bytes, bytearray)):
+    if isinstance(value, (bytes, bytearray)):
         raise TypeError(f"{name} must be a string or an iterable of strings, not {type(value).__name__}")
-    try:
-        items = list(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a string or an iterable of strings, not {type(value).__name__}") from None
+    items = _items(name, [value] if isinstance(value, str) else value, "a string or an iterable of strings")
     for v in items:
         if not isinstance(v, str):
             raise TypeError(f"{name} must contain strings, not {type(v).__name__} ({v!r:.60})")
@@ -44,14 +48,10 @@ def event_names(value: Any) -> List[str]:
 def int_list(name: str, value: Any, lo: int, hi: int) -> List[int]:
     if value is None:
         return []
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    elif isinstance(value, (str, bytes, bytearray)):
+    if isinstance(value, (str, bytes, bytearray)):
         raise TypeError(f"{name} must be an int or an iterable of ints, not {type(value).__name__}")
-    try:
-        items = list(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int or an iterable of ints, not {type(value).__name__}") from None
+    single = isinstance(value, int) and not isinstance(value, bool)
+    items = _items(name, [value] if single else value, "an int or an iterable of ints")
     for v in items:
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"{name} must contain ints, not {type(v).__name__} ({v!r:.60})")
