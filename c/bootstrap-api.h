@@ -62,11 +62,6 @@ enum tb_status {
 /* A short description of a status code ("permission denied", ...). */
 const char *tb_strerror(int status);
 
-/* Set by userspace on a variable field whose bytes were overwritten while
- * being read (never expected: the producer respects the reader's position).
- * JSON: null, with "<field>_lost":"overwritten". */
-#define TB_VAR_OVERWRITTEN 0x100u
-
 /* One payload field of a delivered event. Generic tracepoints' integers are
  * TB_FK_U64 or TB_FK_I64, their strings TB_FK_STR (TB_FK_STRLIST for argv-like
  * arguments), their arrays TB_FK_ULIST or TB_FK_ILIST. */
