@@ -13,7 +13,14 @@ fn main() {
     let toml = root.join("typegen/events.toml");
     let bpf_src = root.join("c/bootstrap.bpf.c");
     let vmlinux = root.join("vendor/vmlinux.h/include/x86");
-    for p in [&toml, &bpf_src, &root.join("c/bootstrap.bpf.h"), &root.join("c/bootstrap-protocol.h"), &vmlinux.join("vmlinux.h")] {
+    for p in [
+        &toml,
+        &bpf_src,
+        &root.join("c/bootstrap.bpf.h"),
+        &root.join("c/bpf"),
+        &root.join("c/bootstrap-protocol.h"),
+        &vmlinux.join("vmlinux.h"),
+    ] {
         println!("cargo:rerun-if-changed={}", p.display());
     }
 

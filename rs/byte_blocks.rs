@@ -196,6 +196,7 @@ impl BlockWriter {
     }
 
     /// Bytes of free blocks kept warm now.
+    #[cfg(test)]
     pub fn warm_bytes(&self) -> usize {
         self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).len() * BLOCK_SIZE
     }

@@ -20,35 +20,44 @@ pub mod bpf {
     include!(concat!(env!("OUT_DIR"), "/bootstrap.skel.rs"));
 }
 
-pub mod byte_blocks;
-pub mod config;
+// What the data path is made of, in order: the payload area and the reader
+// (kernel buffers to the queue), the decoder (records to events), the sinks
+// (JSON) and the front ends (capi, python). Modules used only inside the
+// crate are private; their public items are re-exported below.
+mod byte_blocks;
+mod clock;
+mod config;
 pub mod decode;
-pub mod error;
+mod error;
 pub mod event;
 mod fork_guard;
 pub mod json;
 mod loader;
 pub mod memory;
-pub mod output_readers;
+mod output_readers;
 pub mod payload_area;
 mod queue;
-pub mod sizing;
-pub mod stats;
-pub mod tracefs;
+mod reader;
+mod record_decoder;
+mod sizing;
+mod skeleton;
+mod stats;
+mod tracefs;
 pub mod tracepoint_format;
-pub mod tracer;
+mod tracer;
 pub mod types;
-pub mod value;
+mod value;
 
 #[cfg(feature = "capi")]
 mod capi;
 #[cfg(feature = "python")]
 mod python;
 
-pub use config::{Config, ResolvedConfig};
+pub use config::{glob_match, suggestions_among, Config, ResolvedConfig};
 pub use error::{Error, Result};
 pub use event::{Comm, Event};
-pub use loader::bpf_object;
-pub use stats::Stats;
+pub use output_readers::output_readers;
+pub use sizing::MemoryBudget;
+pub use stats::{Stats, UserCounters};
 pub use tracer::Tracer;
 pub use types::{EventType, Payload};

@@ -1,20 +1,18 @@
 //! Opening, sizing, loading and attaching the BPF object, and writing the
 //! filter maps. Every failure becomes an `Error` that says what to do.
 
-use crate::bpf::types::{rodata, tb_config, tb_generic_desc};
+use crate::bpf::types::{tb_config, tb_generic_desc};
+use crate::bpf::{BootstrapMaps, BootstrapSkelBuilder};
 use crate::config::ResolvedConfig;
 use crate::error::{Error, Result};
+use crate::skeleton::{self, Loaded};
 use crate::tracepoint_format::{FieldShape, Format};
 use crate::types::{EventType, COMM_LEN};
-use libbpf_rs::{Link, Map, MapCore, MapFlags, Object, ObjectBuilder, PrintLevel};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, MapMut, PrintLevel, ProgramMut};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
-
-/// The compiled BPF object (build.rs), embedded in the library.
-pub fn bpf_object() -> &'static [u8] {
-    include_bytes!(concat!(env!("OUT_DIR"), "/bootstrap.bpf.o"))
-}
 
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 const CAP_SYS_ADMIN: u32 = 21;
@@ -119,50 +117,63 @@ fn capture_libbpf(_level: PrintLevel, msg: String) {
     }
 }
 
-/// Opens the embedded object, sizes its maps for `ncpus` and `cfg`, enables
-/// only the programs needed, and loads it.
-pub fn open_and_load(cfg: &ResolvedConfig, ncpus: usize) -> Result<Object> {
+/// Opens the embedded object through its skeleton, sizes its maps for
+/// `ncpus` and `cfg`, sets its rodata, enables only the programs needed, and
+/// loads it.
+pub fn open_and_load(cfg: &ResolvedConfig, ncpus: usize) -> Result<Loaded> {
     libbpf_rs::set_print(Some((PrintLevel::Debug, capture_libbpf)));
     if let Ok(mut log) = LIBBPF_LOG.lock() {
         log.clear();
     }
-    let bpf_err = |context: &str| {
-        let context = context.to_string();
-        move |source| Error::Bpf { context, source }
-    };
-    let mut open = ObjectBuilder::default().open_memory(bpf_object()).map_err(bpf_err("opening the BPF object"))?;
-
     let payload_entries = u32::try_from(ncpus * cfg.payload_chunks_per_cpu).map_err(|_| Error::Config("payload area too large".into()))?;
-    for mut m in open.maps_mut() {
-        let name = m.name().to_string_lossy().into_owned();
-        let r = match name.as_str() {
-            "events" => m.set_max_entries(cfg.ring_bytes as u32),
-            "payload" => m.set_max_entries(payload_entries),
-            "cpu_ctl" => m.set_max_entries(ncpus as u32),
-            "generic_desc" => m.set_max_entries(cfg.generic.len().clamp(1, 8192) as u32),
-            n if n.ends_with(".rodata") => {
-                let data = m.initial_value_mut().ok_or_else(|| Error::Config("BPF object has no rodata".into()))?;
-                write_rodata(data, cfg)?;
-                Ok(())
-            }
-            _ => Ok(()),
-        };
-        r.map_err(bpf_err(&format!("sizing map {name}")))?;
-    }
-    for mut p in open.progs_mut() {
-        let name = p.name().to_string_lossy().into_owned();
-        let wanted = (name == "tb_follow_fork" && cfg.follow_children)
-            || (name == "handle__generic" && !cfg.generic.is_empty())
-            || cfg.events.iter().any(|e| e.program_name() == name);
-        p.set_autoload(wanted);
-    }
-    open.load().map_err(|e| {
-        if raw_errno(&e) == Some(libc::ENOMEM) || e.kind() == libbpf_rs::ErrorKind::OutOfMemory {
-            out_of_memory(cfg, ncpus)
-        } else {
-            load_error(e)
+    let storage = skeleton::new_storage();
+    // SAFETY: the storage is freed below only once the skeleton is gone, or
+    // handed to Loaded, which drops the skeleton first.
+    let loaded = BootstrapSkelBuilder::default()
+        .open(unsafe { skeleton::storage_ref(storage) })
+        .map_err(|e| Error::Bpf { context: "opening the BPF object".into(), source: e })
+        .and_then(|open| prepare(open, cfg, ncpus, payload_entries))
+        .and_then(|open| {
+            open.load().map_err(|e| {
+                if raw_errno(&e) == Some(libc::ENOMEM) || e.kind() == libbpf_rs::ErrorKind::OutOfMemory {
+                    out_of_memory(cfg, ncpus)
+                } else {
+                    load_error(e)
+                }
+            })
+        });
+    match loaded {
+        // SAFETY: `skel` was opened with `storage`.
+        Ok(skel) => Ok(unsafe { Loaded::new(skel, storage) }),
+        Err(e) => {
+            // SAFETY: the skeleton was dropped with the error.
+            unsafe { skeleton::free_storage(storage) };
+            Err(e)
         }
-    })
+    }
+}
+
+/// Sizes the maps, writes the rodata and picks the programs of an open skeleton.
+fn prepare(mut open: skeleton::Open, cfg: &ResolvedConfig, ncpus: usize, payload_entries: u32) -> Result<skeleton::Open> {
+    let sized = |name: &str, r: libbpf_rs::Result<()>| r.map_err(|e| Error::Bpf { context: format!("sizing map {name}"), source: e });
+    sized("events", open.maps.events.set_max_entries(cfg.ring_bytes as u32))?;
+    sized("payload", open.maps.payload.set_max_entries(payload_entries))?;
+    sized("cpu_ctl", open.maps.cpu_ctl.set_max_entries(ncpus as u32))?;
+    sized("generic_desc", open.maps.generic_desc.set_max_entries(cfg.generic.len().clamp(1, 8192) as u32))?;
+    let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| Error::Config("BPF object has no rodata".into()))?;
+    rodata.tb_nchunks = cfg.payload_chunks_per_cpu as u32;
+    rodata.tb_wake_ns = cfg.wake_ns;
+    open.progs.tb_follow_fork.set_autoload(cfg.follow_children);
+    open.progs.handle__generic.set_autoload(!cfg.generic.is_empty());
+    // One handler per typed event, named by typegen (EventType::program_name)
+    // as TB_HANDLER names it.
+    for mut p in open.open_object_mut().progs_mut() {
+        let name = p.name().to_string_lossy().into_owned();
+        if name.starts_with("handle__") && name != "handle__generic" {
+            p.set_autoload(cfg.events.iter().any(|e| e.program_name() == name));
+        }
+    }
+    Ok(open)
 }
 
 /// The error for buffers the kernel could not allocate: what was asked and
@@ -217,31 +228,14 @@ fn raw_errno(e: &libbpf_rs::Error) -> Option<i32> {
     None
 }
 
-fn write_rodata(data: &mut [u8], cfg: &ResolvedConfig) -> Result<()> {
-    let put = |data: &mut [u8], off: usize, bytes: &[u8]| -> Result<()> {
-        data.get_mut(off..off + bytes.len())
-            .ok_or_else(|| Error::Config("rodata layout does not match the BPF object".into()))?
-            .copy_from_slice(bytes);
-        Ok(())
-    };
-    put(data, std::mem::offset_of!(rodata, tb_nchunks), &(cfg.payload_chunks_per_cpu as u32).to_ne_bytes())?;
-    put(data, std::mem::offset_of!(rodata, tb_wake_ns), &cfg.wake_ns.to_ne_bytes())?;
-    Ok(())
-}
-
-/// A map of the loaded object by name.
-pub fn map<'o>(object: &'o Object, name: &str) -> Result<Map<'o>> {
-    object.maps().find(|m| m.name() == name).ok_or_else(|| Error::Config(format!("BPF object has no map {name}")))
-}
-
 /// Writes the filter and capture settings into the `cfg`, `pids` and
 /// `content_fds` maps. Safe to call while attached.
-pub fn write_filters(object: &Object, cfg: &ResolvedConfig) -> Result<()> {
+pub fn write_filters(maps: &BootstrapMaps, cfg: &ResolvedConfig) -> Result<()> {
     let upd = |e| Error::Bpf { context: "updating filter maps".into(), source: e };
     // pids and fds first, then the switch that makes the kernel use them.
-    sync_pid_set(&map(object, "pids")?, &cfg.pids)?;
-    sync_pid_set(&map(object, "excluded")?, &cfg.exclude_pids)?;
-    let fds = map(object, "content_fds")?;
+    sync_pid_set(&maps.pids, &cfg.pids)?;
+    sync_pid_set(&maps.excluded, &cfg.exclude_pids)?;
+    let fds = &maps.content_fds;
     let existing: Vec<Vec<u8>> = fds.keys().collect();
     for k in existing {
         let _ = fds.delete(&k);
@@ -275,11 +269,11 @@ pub fn write_filters(object: &Object, cfg: &ResolvedConfig) -> Result<()> {
     }
     // SAFETY: viewing a repr(C) struct without padding as its bytes.
     let bytes = unsafe { std::slice::from_raw_parts((&c as *const tb_config).cast::<u8>(), std::mem::size_of::<tb_config>()) };
-    map(object, "cfg")?.update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY).map_err(upd)
+    maps.cfg.update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY).map_err(upd)
 }
 
 /// Makes the pid set `m` hold exactly `pids` (value 1: given by the caller).
-fn sync_pid_set(m: &Map, pids: &[u32]) -> Result<()> {
+fn sync_pid_set(m: &MapMut, pids: &[u32]) -> Result<()> {
     let wanted: std::collections::HashSet<u32> = pids.iter().copied().collect();
     let existing: Vec<Vec<u8>> = m.keys().collect();
     for k in existing {
@@ -297,11 +291,11 @@ fn sync_pid_set(m: &Map, pids: &[u32]) -> Result<()> {
 
 /// Tells handle__generic how to record each generic tracepoint (keyed by its
 /// tracefs ID): the fixed size, the __data_loc fields, the user strings.
-pub fn write_generic_descs(object: &Object, formats: &[Arc<Format>]) -> Result<()> {
+pub fn write_generic_descs(maps: &BootstrapMaps, formats: &[Arc<Format>]) -> Result<()> {
     if formats.is_empty() {
         return Ok(());
     }
-    let m = map(object, "generic_desc")?;
+    let m = &maps.generic_desc;
     for f in formats {
         // SAFETY: plain integers; all-zero is valid.
         let mut d: tb_generic_desc = unsafe { std::mem::zeroed() };
@@ -337,16 +331,13 @@ pub type AttachFailures = Vec<(String, String)>;
 /// Attaches handle__generic to each generic tracepoint. A failure on a name
 /// the caller gave is an error; on a wildcard expansion it is reported in the
 /// returned list (name, reason) and tracing goes on.
-pub fn attach_generic(object: &Object, cfg: &ResolvedConfig, formats: &[Arc<Format>]) -> Result<(Vec<Link>, AttachFailures)> {
+pub fn attach_generic(loaded: &Loaded, cfg: &ResolvedConfig, formats: &[Arc<Format>]) -> Result<(Vec<Link>, AttachFailures)> {
     let mut links = Vec::new();
     let mut failures = Vec::new();
     if formats.is_empty() {
         return Ok((links, failures));
     }
-    let prog = object
-        .progs_mut()
-        .find(|p| p.name() == "handle__generic")
-        .ok_or_else(|| Error::Config("BPF object has no program handle__generic".into()))?;
+    let prog = &loaded.progs().handle__generic;
     for f in formats {
         let (cat, name) = f.name.split_once('/').unwrap_or((f.name, ""));
         let opts = libbpf_rs::TracepointOpts { cookie: f.id as u64, ..Default::default() };
@@ -369,15 +360,21 @@ pub fn attach_generic(object: &Object, cfg: &ResolvedConfig, formats: &[Arc<Form
 }
 
 /// Attaches the programs of the selected events (and follow mode's).
-pub fn attach(object: &Object, cfg: &ResolvedConfig) -> Result<Vec<Link>> {
+pub fn attach(loaded: &Loaded, cfg: &ResolvedConfig) -> Result<Vec<Link>> {
     let mut links = Vec::new();
-    let mut names: Vec<&str> = cfg.events.iter().map(|e| e.program_name()).collect();
-    if cfg.follow_children {
-        names.push("tb_follow_fork");
+    let mut progs: Vec<(&str, ProgramMut)> = Vec::new();
+    for e in &cfg.events {
+        let name = e.program_name();
+        let prog = loaded
+            .object()
+            .progs_mut()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| Error::Config(format!("BPF object has no program {name}")))?;
+        progs.push((name, prog));
     }
-    for name in names {
-        let prog =
-            object.progs_mut().find(|p| p.name() == name).ok_or_else(|| Error::Config(format!("BPF object has no program {name}")))?;
+    for (name, prog) in
+        progs.iter().map(|(n, p)| (*n, p)).chain(cfg.follow_children.then_some(("tb_follow_fork", &loaded.progs().tb_follow_fork)))
+    {
         let link = prog.attach().map_err(|e| match raw_errno(&e) {
             Some(libc::EPERM) | Some(libc::EACCES) => Error::Permission { what: format!("attaching {name} failed: {e}") },
             _ => Error::Bpf { context: format!("attaching {name}"), source: e },

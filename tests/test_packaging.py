@@ -97,7 +97,7 @@ def test_sdist_has_what_the_build_needs(tmp_path):
     (sdist,) = tmp_path.glob("tracer_ebpf-*.tar.gz")
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    for needed in ["pyproject.toml", "Cargo.toml", "Cargo.lock", "build.rs", "README.md", "rs/python.rs",
+    for needed in ["pyproject.toml", "Cargo.toml", "Cargo.lock", "build.rs", "README.md", "rs/python/mod.rs",
                    "c/bootstrap.bpf.c", "typegen/events.toml", "vendor/vmlinux.h/include/x86/vmlinux.h",
                    "python/tracer_ebpf/__init__.py", "python/tracer_ebpf/_native.pyi", "python/tracer_ebpf/py.typed"]:
         assert needed in names, needed

@@ -448,6 +448,8 @@ def test_to_dataframe_stops_at_max_events():
 
 INTERRUPT = """
 import os, signal, sys, threading, time, tracer_ebpf
+if "dataframe" in {call!r}:
+    import pandas  # imported first: the interrupt is meant for the collecting
 t = tracer_ebpf.Tracer("syscalls/sys_enter_write", pids=[1])
 print("READY", flush=True)
 sys.stdin.readline()

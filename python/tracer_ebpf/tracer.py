@@ -284,7 +284,8 @@ class Tracer:
         """The events of the next ``duration`` seconds (stopping early at
         ``max_events``) as a pandas DataFrame, built from columnar batches
         (``pip install 'tracer-ebpf[pandas]'``)."""
-        require_pandas()  # without pandas: ImportError now, not after collecting for `duration`
+        # Without pandas: ImportError now, not after collecting for `duration`.
+        self._interruptible(require_pandas)
 
         limit = None if max_events is None else checks.size("max_events", max_events, 1, 1 << 40)
         end = time.monotonic() + checks.duration("duration", duration)

@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Copy helpers: variable fields (contents, strings, string lists) into the
+ * payload area or inline, within their limits, flagged when cut or lost.
+ */
+#ifndef TB_BPF_COPY_H
+#define TB_BPF_COPY_H
+
+#include "record.h"
+
+/* The copy loop is bounded for the largest variable field. */
+#define TB_VAR_CEILING (1u << 20)
+
+/*
+ * Starts variable field `v` of `size` original bytes, at most `max` of them
+ * kept: flags a cut, and checks the payload area has room for what will be
+ * copied (all or nothing: a field is never delivered partly for lack of
+ * room). Returns how many bytes to copy with tb_append (0: none).
+ */
+static __always_inline __u64 tb_var_start(struct tb_ctx *t, struct tb_var *v, __u64 size, __u64 max)
+{
+	if (max > TB_VAR_CEILING)
+		max = TB_VAR_CEILING;
+	__u64 want = size < max ? size : max;
+
+	v->size = size;
+	v->len = 0;
+	if (want < size) {
+		v->flags |= TB_VAR_TRUNCATED;
+		tb_count(TB_STAT_TRUNCATED);
+	}
+	if (want && want <= t->inline_cap) { /* rides in the ring sample */
+		v->flags |= TB_VAR_INLINE;
+		return want;
+	}
+	if (want && !tb_room(t, want)) {
+		v->flags |= TB_VAR_NO_SPACE;
+		t->rec->flags |= TB_REC_PAYLOAD_LOST;
+		tb_count(TB_STAT_PAYLOAD_FULL);
+		return 0;
+	}
+	return want;
+}
+
+/*
+ * Appends one piece of at most `n` bytes from `src` (user memory if `user`,
+ * else the per-CPU scratch) to `v`: no more than TB_PIECE_MAX and never across
+ * a chunk boundary, so it is a single bounded helper call. Room was checked
+ * by tb_var_start. Returns the bytes appended; 0 on a fault (the field keeps
+ * the bytes before it and is flagged TB_VAR_FAULT).
+ */
+static __always_inline __u64 tb_piece(struct tb_ctx *t, struct tb_var *v, const void *src, __u64 n, bool user)
+{
+	__u64 pos = t->ctl->head;
+	__u32 off = pos & (TB_CHUNK_SIZE - 1);
+	__u32 idx = t->cpu * tb_nchunks + (__u32)((pos / TB_CHUNK_SIZE) % tb_nchunks);
+	__u64 k = n;
+	if (k > TB_CHUNK_SIZE - off)
+		k = TB_CHUNK_SIZE - off;
+	if (k > TB_PIECE_MAX)
+		k = TB_PIECE_MAX;
+	struct tb_chunk *c = bpf_map_lookup_elem(&payload, &idx);
+	if (!c)
+		return 0;
+	/* Reserve, then write: a reader checking `head` after its copy sees
+	 * any writer that could have touched its bytes. */
+	t->ctl->head = pos + k;
+	long err = user ? bpf_probe_read_user(&c->data[off & (TB_CHUNK_SIZE - 1)], k, src)
+			: bpf_probe_read_kernel(&c->data[off & (TB_CHUNK_SIZE - 1)], k, src);
+	if (err) {
+		t->ctl->head = pos; /* nothing of this piece was delivered */
+		v->flags |= TB_VAR_FAULT;
+		t->rec->flags |= TB_REC_PAYLOAD_LOST;
+		tb_count(TB_STAT_FAULT);
+		return 0;
+	}
+	v->len += (__u32)k;
+	return k;
+}
+
+/*
+ * Appends `n` bytes from `src` to `v` in pieces (see tb_piece). Returns
+ * false on a fault.
+ */
+static __always_inline bool tb_append(struct tb_ctx *t, struct tb_var *v, const void *src, __u64 n, bool user)
+{
+	__u64 base = *(volatile __u32 *)&v->len;
+	__u64 end = base + n;
+
+	for (__u32 i = 0; i < TB_MAX_PIECES; i++) {
+		/* Progress is re-read from the record each time rather than kept in
+		 * a register: the verifier then sees the same (unknown) state at
+		 * every iteration and prunes, instead of walking each distinct
+		 * byte count separately. */
+		__u64 done = *(volatile __u32 *)&v->len;
+		if (done >= end)
+			break;
+		/* Kernel copies only come from the per-CPU scratch (strings): the
+		 * mask lets the verifier bound the pointer arithmetic on it. */
+		const void *from = user ? src + (done - base) : src + ((done - base) & (TB_SCRATCH_SIZE - 1));
+		if (!tb_piece(t, v, from, end - done, user))
+			return false;
+	}
+	return true;
+}
+
+/* Copies the `n` bytes of inline field `v` (tb_var_start said it fits)
+ * right after the record, in one helper call. */
+static __always_inline void tb_inline(struct tb_ctx *t, struct tb_var *v, const void *src, __u64 n, bool user)
+{
+	__u64 k = n;
+	if (k > t->inline_cap)
+		k = t->inline_cap;
+	long err = user ? bpf_probe_read_user(t->rec + 1, k, src) : bpf_probe_read_kernel(t->rec + 1, k, src);
+	if (err) {
+		v->flags |= TB_VAR_FAULT;
+		t->rec->flags |= TB_REC_PAYLOAD_LOST;
+		tb_count(TB_STAT_FAULT);
+		return;
+	}
+	t->rec->inline_len = (__u32)k;
+	v->len = (__u32)k;
+}
+
+/* Puts the `n` bytes tb_var_start granted for `v`: inline, or in pieces
+ * into the payload area. Kept apart so that the verifier walks the piece
+ * loop once, not once per placement. */
+static __always_inline void tb_put(struct tb_ctx *t, struct tb_var *v, const void *src, __u64 n, bool user)
+{
+	if (v->flags & TB_VAR_INLINE)
+		tb_inline(t, v, src, n, user);
+	else
+		tb_append(t, v, src, n, user);
+}
+
+/* Copies `size` bytes at `src` into variable field `v`, at most `max`. */
+static __always_inline void tb_copy(struct tb_ctx *t, struct tb_var *v, const void *src,
+				    __u64 size, __u64 max, bool user)
+{
+	__u64 n = tb_var_start(t, v, size, max);
+	if (n)
+		tb_put(t, v, src, n, user);
+}
+
+/* Copies bytes from user memory into variable field `v`. */
+static __always_inline void tb_copy_user(struct tb_ctx *t, struct tb_var *v, const void *src,
+					 __u64 size, __u64 max)
+{
+	tb_copy(t, v, src, size, max, true);
+}
+
+/*
+ * Copies a NUL-terminated string (user or kernel memory; at most `max`
+ * bytes, the NUL not stored) into variable field `v`. It is read whole into
+ * per-CPU scratch first, so its length is known before it goes to the
+ * payload area; reading max + 1 characters tells a string of exactly `max`
+ * bytes from a longer one.
+ */
+static __always_inline void tb_copy_str(struct tb_ctx *t, struct tb_var *v, const char *src, __u64 max, bool user)
+{
+	__u32 zero = 0;
+	struct tb_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return;
+	if (max > TB_SCRATCH_SIZE - 2)
+		max = TB_SCRATCH_SIZE - 2;
+	long n = user ? bpf_probe_read_user_str(s->buf, max + 2, src) : bpf_probe_read_kernel_str(s->buf, max + 2, src);
+	if (n < 0) {
+		v->flags |= TB_VAR_FAULT;
+		t->rec->flags |= TB_REC_PAYLOAD_LOST;
+		tb_count(TB_STAT_FAULT);
+		return;
+	}
+	__u64 len = n > 0 ? n - 1 : 0; /* without the NUL */
+	__u64 size = len;
+	if (len > max) {
+		size = 0; /* longer than max: original length unknown */
+		len = max;
+	}
+	if (tb_var_start(t, v, len, max))
+		tb_put(t, v, s->buf, len & (TB_SCRATCH_SIZE - 1), false);
+	if (size == 0 && len == max) {
+		v->flags |= TB_VAR_TRUNCATED;
+		tb_count(TB_STAT_TRUNCATED);
+	}
+	v->size = size;
+}
+
+/* A user string into variable field `v`. */
+static __always_inline void tb_copy_user_str(struct tb_ctx *t, struct tb_var *v, const char *src, __u64 max)
+{
+	tb_copy_str(t, v, src, max, true);
+}
+
+#define TB_LIST_CUT (1ull << 32)
+#define TB_LIST_FAULT (1ull << 33)
+
+/*
+ * Gathers the NULL-terminated array of user strings at `src` (argv, envp) in
+ * the per-CPU scratch, each string followed by its NUL, at most
+ * TB_GENERIC_LIST_STRS strings and TB_GENERIC_LIST_BYTES bytes (a string
+ * crossing the limit is cut there). Returns the bytes gathered, | TB_LIST_CUT
+ * if some were left out, | TB_LIST_FAULT if reading user memory failed. A
+ * global function: the verifier walks its loop once, not once per call site.
+ */
+__noinline __u64 tb_gather_str_list(__u64 src)
+{
+	__u32 zero = 0;
+	__u64 cut = 0;
+	struct tb_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return TB_LIST_FAULT;
+	s->list_len = 0;
+	for (__u32 i = 0; i <= TB_GENERIC_LIST_STRS; i++) {
+		/* Progress in memory, not a register (see tb_append). */
+		__u64 off = *(volatile __u64 *)&s->list_len;
+		const char *str = NULL;
+		if (bpf_probe_read_user(&str, sizeof(str), (const void *)(src + i * sizeof(str))))
+			return off | TB_LIST_FAULT;
+		if (!str)
+			break;
+		if (i == TB_GENERIC_LIST_STRS || off >= TB_GENERIC_LIST_BYTES)
+			return off | TB_LIST_CUT;
+		off &= TB_GENERIC_LIST_BYTES - 1;
+		__u64 room = TB_GENERIC_LIST_BYTES - off;
+		/* room + 2: tells a string of exactly `room` bytes (kept whole,
+		 * without its NUL) from a longer one (cut). */
+		long n = bpf_probe_read_user_str(&s->buf[off], room + 2, str);
+		if (n < 0)
+			return off | TB_LIST_FAULT;
+		if ((__u64)n > room + 1)
+			return (off + room) | TB_LIST_CUT;
+		s->list_len = off + ((__u64)n > room ? room : (__u64)n);
+	}
+	return *(volatile __u64 *)&s->list_len;
+}
+
+/* The array of user strings at `src` into variable field `v` (see
+ * tb_gather_str_list). */
+static __always_inline void tb_copy_user_str_list(struct tb_ctx *t, struct tb_var *v, __u64 src)
+{
+	__u32 zero = 0;
+	__u64 r = tb_gather_str_list(src);
+	__u64 len = r & 0xffffffff;
+	struct tb_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return;
+	if (len > TB_GENERIC_LIST_BYTES)
+		len = TB_GENERIC_LIST_BYTES;
+	if (tb_var_start(t, v, len, TB_GENERIC_LIST_BYTES))
+		tb_put(t, v, s->buf, len & (TB_SCRATCH_SIZE - 1), false);
+	if (r & TB_LIST_CUT) {
+		v->flags |= TB_VAR_TRUNCATED;
+		v->size = 0; /* the whole array's size is not known */
+		tb_count(TB_STAT_TRUNCATED);
+	}
+	if (r & TB_LIST_FAULT) {
+		v->flags |= TB_VAR_FAULT;
+		t->rec->flags |= TB_REC_PAYLOAD_LOST;
+		tb_count(TB_STAT_FAULT);
+	}
+}
+
+/* Marks variable field `v` as not selected for capture (`size` bytes). */
+static __always_inline void tb_skip(struct tb_var *v, __u64 size)
+{
+	v->flags |= TB_VAR_NOT_CAPTURED;
+	v->size = size;
+}
+
+/* Marks variable field `v` as having no bytes, for reason `why`
+ * (TB_VAR_NULL_POINTER, TB_VAR_UNAVAILABLE). */
+static __always_inline void tb_none(struct tb_var *v, __u32 why)
+{
+	v->flags |= why;
+	v->size = 0;
+}
+
+#endif /* TB_BPF_COPY_H */

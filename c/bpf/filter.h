@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Filters, run before anything is copied: pids, exclusions, comm prefixes,
+ * and which fds' write content is captured.
+ */
+#ifndef TB_BPF_FILTER_H
+#define TB_BPF_FILTER_H
+
+#include "maps.h"
+
+static __always_inline bool tb_comm_matches(const struct tb_comm_prefix *prefixes, __u32 n, const char *comm)
+{
+	for (int i = 0; i < TB_MAX_COMM_FILTERS; i++) {
+		if (i >= n)
+			break;
+		__u32 len = prefixes[i].len;
+		bool ok = true;
+		for (int j = 0; j < TB_COMM_LEN; j++) {
+			if (j >= len)
+				break;
+			if (comm[j] != prefixes[i].prefix[j]) {
+				ok = false;
+				break;
+			}
+		}
+		if (ok)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline __u64 tb_upid(__u64 start_boottime, __u32 tgid)
+{
+	/* Start time since boot in units of 2^20 ns (about 1 ms; a shift, not a
+	 * division, on every event), 42 bits (146 years), above the pid (22
+	 * bits: pid_max is at most 2^22), so it does not wrap within a boot. */
+	return ((start_boottime >> 20) << 22) | (tgid & ((1u << 22) - 1));
+}
+
+/* Filters: takes the CPU's region for this event, or returns false.
+ * Helper calls are the expensive part of a handler (each is a call and a
+ * return, and returns are costly under the kernel's return-stack
+ * mitigations), so pid, tid and comm come from the task through its BTF
+ * pointer (plain CO-RE loads) rather than one helper each. */
+static __always_inline bool tb_filter(struct tb_ctx *t)
+{
+	__u32 zero = 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tgid = task->tgid; /* as bpf_get_current_pid_tgid */
+
+	t->task = task;
+	t->cfg = bpf_map_lookup_elem(&cfg, &zero);
+	if (!t->cfg)
+		return false;
+	if (t->cfg->self_tgid && tgid == t->cfg->self_tgid) /* 0: trace_self (pid 0 is the idle task) */
+		return false;
+	if (t->cfg->pid_filter && !bpf_map_lookup_elem(&pids, &tgid))
+		return false;
+	if (t->cfg->exclude_pids && bpf_map_lookup_elem(&excluded, &tgid))
+		return false;
+	/* Two 8-byte loads; the kernel keeps comm NUL-terminated. */
+	__builtin_memcpy(t->comm, task->comm, TB_COMM_LEN);
+	if (t->cfg->ncomm && !tb_comm_matches(t->cfg->comm, t->cfg->ncomm, (const char *)t->comm))
+		return false;
+	if (t->cfg->nexclude_comm && tb_comm_matches(t->cfg->exclude_comm, t->cfg->nexclude_comm, (const char *)t->comm))
+		return false;
+
+	t->cpu = bpf_get_smp_processor_id();
+	t->ctl = bpf_map_lookup_elem(&cpu_ctl, &t->cpu);
+	if (!t->ctl)
+		return false;
+	/* Handlers of tracepoint programs do not nest on a CPU (the kernel's
+	 * bpf_prog_active guard); if one ever did, it must not write into the
+	 * region another handler is filling. A nested handler runs to its end
+	 * between two instructions of the one it interrupts, so a plain flag
+	 * tells them apart (no locked instruction needed). */
+	if (t->ctl->busy) {
+		tb_count(TB_STAT_BUSY);
+		return false;
+	}
+	t->ctl->busy = 1;
+	return true;
+}
+
+/* Is write content captured for this fd? */
+static __always_inline bool tb_content_fd(struct tb_ctx *t, __s64 fd)
+{
+	if (fd < 0)
+		return false;
+	if (t->cfg->all_fds)
+		return true;
+	if (fd < 64) /* a bit test instead of a hash lookup for the usual fds */
+		return (t->cfg->fd_mask >> fd) & 1;
+	__u32 key = (__u32)fd;
+	return bpf_map_lookup_elem(&content_fds, &key) != NULL;
+}
+
+#endif /* TB_BPF_FILTER_H */

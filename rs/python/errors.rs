@@ -1,0 +1,31 @@
+//! Rust errors as the exceptions of tracer_ebpf.errors.
+
+use crate::error::Error;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+/// Maps a Rust error to the matching exception class of tracer_ebpf.errors.
+pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
+    let class = match &e {
+        Error::Permission { .. } => "TracerPermissionError",
+        Error::BtfMissing { .. } => "BtfMissingError",
+        Error::TracefsMissing { .. } => "TracefsError",
+        Error::UnknownEvent { .. } => "UnknownEventError",
+        Error::TracepointMissing { .. } => "TracepointMissingError",
+        Error::Config(_) => "ConfigError",
+        Error::Closed => "TracerClosedError",
+        Error::OutOfMemory { .. } => "TracerMemoryError",
+        Error::Verifier { .. } => "VerifierError",
+        Error::Forked { .. } | Error::Bpf { .. } | Error::Io { .. } => "TracerError",
+    };
+    let msg = e.to_string();
+    match py.import("tracer_ebpf.errors").and_then(|m| m.getattr(class)).and_then(|c| c.call1((msg.clone(),))) {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(_) => PyRuntimeError::new_err(msg),
+    }
+}
+
+/// A lock poisoned by an earlier panic.
+pub(crate) fn poisoned() -> PyErr {
+    PyRuntimeError::new_err("tracer state poisoned by an earlier panic")
+}

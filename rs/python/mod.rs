@@ -1,0 +1,51 @@
+//! The `tracer_ebpf._native` extension module (Cargo feature `python`),
+//! split by what it exposes: the tracer, events, columns, errors.
+//!
+//! Thin by design: the Python package (python/tracer_ebpf/) holds the
+//! user-facing API.
+
+mod columns;
+mod errors;
+mod event;
+mod tracer;
+
+use crate::config::Config;
+use crate::types::EventType;
+use columns::BytesColumn;
+use event::PyEvent;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use tracer::NativeTracer;
+
+/// The typed event catalogue: [{name, id, comment, optional, fields: [(name, type)]}].
+#[pyfunction]
+fn list_events<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for e in EventType::ALL {
+        let d = PyDict::new(py);
+        d.set_item("name", e.name())?;
+        d.set_item("id", e.id())?;
+        d.set_item("comment", e.comment())?;
+        d.set_item("optional", e.optional())?;
+        let fields: Vec<(&str, &str)> = e.fields().iter().map(|f| (f.name, f.kind.toml_name())).collect();
+        d.set_item("fields", fields)?;
+        out.append(d)?;
+    }
+    Ok(out)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Each poll builds and frees batches of several MB: see memory.rs.
+    crate::memory::keep_freed_memory();
+    m.add_class::<NativeTracer>()?;
+    m.add_class::<PyEvent>()?;
+    m.add_class::<BytesColumn>()?;
+    m.add_function(wrap_pyfunction!(list_events, m)?)?;
+    m.add("DEFAULT_CONTENT_MAX", Config::default().content_max)?;
+    m.add("DEFAULT_ARGV_MAX", Config::default().argv_max)?;
+    m.add("DEFAULT_RING_BYTES", Config::default().ring_bytes)?;
+    m.add("DEFAULT_PAYLOAD_BYTES_PER_CPU", Config::default().payload_bytes_per_cpu)?;
+    m.add("DEFAULT_QUEUE_BYTES", Config::default().queue_bytes)?;
+    Ok(())
+}

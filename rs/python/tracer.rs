@@ -1,0 +1,296 @@
+//! NativeTracer: the tracer as the Python package's tracer_ebpf.Tracer uses it.
+
+use super::columns::{columns, Schema};
+use super::errors::{poisoned, to_py};
+use super::event::PyEvent;
+use crate::config::Config;
+use crate::error::Error;
+use crate::event::Event;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A running tracer. Use tracer_ebpf.Tracer, which wraps this.
+#[pyclass(module = "tracer_ebpf._native")]
+pub struct NativeTracer {
+    // A Mutex makes the tracer shareable between Python threads: one call at
+    // a time, the GIL released while it waits for events.
+    inner: Mutex<crate::Tracer>,
+    schema: Mutex<Schema>,
+    /// Reused between polls: no fresh (page-faulting) memory per batch.
+    spare: Mutex<Vec<Event>>,
+    /// The process that created it: a forked child must not take the
+    /// mutexes (a thread of the parent may have held them at the fork).
+    owner: i32,
+    /// Closed in a forked child (which never touches `inner`).
+    closed_in_child: std::sync::atomic::AtomicBool,
+}
+
+/// Longest wait without looking for Python signals: bounds how long Ctrl-C
+/// (KeyboardInterrupt) takes to interrupt a poll.
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+impl NativeTracer {
+    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, crate::Tracer>> {
+        self.check_owner()?;
+        self.inner.lock().map_err(|_| poisoned())
+    }
+
+    fn forked(&self) -> bool {
+        crate::fork_guard::current_pid() != self.owner
+    }
+
+    fn check_owner(&self) -> PyResult<()> {
+        if self.forked() {
+            Python::attach(|py| Err(to_py(py, Error::Forked { owner: self.owner })))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Keeps an emptied `wait` buffer for the next call.
+    fn recycle(&self, mut buf: Vec<Event>) {
+        buf.clear();
+        if let Ok(mut spare) = self.spare.lock() {
+            *spare = buf;
+        }
+    }
+
+    /// Up to `max_events` events, waiting up to `timeout` seconds for the
+    /// first with the GIL released, in slices between which pending Python
+    /// signals are handled (so Ctrl-C raises KeyboardInterrupt promptly).
+    /// The Vec comes from `spare`: hand it back with `recycle`.
+    fn wait(&self, py: Python<'_>, max_events: usize, timeout: f64) -> PyResult<Vec<Event>> {
+        self.check_owner()?;
+        let mut out = self.spare.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+        out.reserve(max_events.min(1 << 16));
+        let timeout = Duration::from_secs_f64(if timeout.is_finite() { timeout.clamp(0.0, 1e9) } else { 0.0 });
+        let deadline = Instant::now() + timeout;
+        let mut first = true;
+        loop {
+            let slice = deadline.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK);
+            let got = py
+                .detach(|| {
+                    self.inner
+                        .lock()
+                        .map(|mut t| {
+                            if t.is_closed() && !first {
+                                Ok(None) // closed by another thread meanwhile
+                            } else {
+                                t.poll_into(&mut out, max_events, slice).map(|n| Some((n, t.is_drained())))
+                            }
+                        })
+                        .map_err(|_| ())
+                })
+                .map_err(|_| poisoned())?
+                .map_err(|e| to_py(py, e))?;
+            first = false;
+            match got {
+                None => return Ok(out),
+                Some((n, drained)) if n > 0 || drained || Instant::now() >= deadline => return Ok(out),
+                Some(_) => py.check_signals()?,
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl NativeTracer {
+    #[new]
+    #[pyo3(signature = (*, events, pids, follow_children, comm, content_fds, all_fds, content_max, argv_max,
+                        ring_bytes, payload_bytes_per_cpu, queue_bytes, reader_thread, trace_self,
+                        exclude_pids=Vec::new(), exclude_comm=Vec::new(), exclude_output_readers=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        events: Vec<String>,
+        pids: Vec<u32>,
+        follow_children: bool,
+        comm: Vec<String>,
+        content_fds: Vec<i32>,
+        all_fds: bool,
+        content_max: u32,
+        argv_max: u32,
+        ring_bytes: Option<usize>,
+        payload_bytes_per_cpu: Option<usize>,
+        queue_bytes: Option<usize>,
+        reader_thread: bool,
+        trace_self: bool,
+        exclude_pids: Vec<u32>,
+        exclude_comm: Vec<String>,
+        exclude_output_readers: bool,
+    ) -> PyResult<Self> {
+        // Sizes not given are sized from the memory this process may use
+        // (RAM or its cgroup's limit), now: see sizing.rs.
+        let defaults = Config::default();
+        let cfg = Config {
+            events,
+            pids,
+            follow_children,
+            comm,
+            content_fds,
+            all_fds,
+            content_max,
+            argv_max,
+            ring_bytes: ring_bytes.unwrap_or(defaults.ring_bytes),
+            payload_bytes_per_cpu: payload_bytes_per_cpu.unwrap_or(defaults.payload_bytes_per_cpu),
+            queue_bytes: queue_bytes.unwrap_or(defaults.queue_bytes),
+            reader_thread,
+            trace_self,
+            exclude_pids,
+            exclude_comm,
+            exclude_output_readers,
+            ..defaults
+        };
+        let t = py.detach(|| crate::Tracer::new(cfg)).map_err(|e| to_py(py, e))?;
+        let schema = Mutex::new(Schema::new(t.events()));
+        Ok(NativeTracer {
+            inner: Mutex::new(t),
+            schema,
+            spare: Mutex::default(),
+            owner: crate::fork_guard::current_pid(),
+            closed_in_child: Default::default(),
+        })
+    }
+
+    /// Waits up to `timeout` seconds, returns up to `max_events` events.
+    fn poll(&self, py: Python<'_>, max_events: usize, timeout: f64) -> PyResult<Vec<PyEvent>> {
+        let mut evs = self.wait(py, max_events, timeout)?;
+        let out = evs.drain(..).map(|e| PyEvent { ev: e }).collect();
+        self.recycle(evs);
+        Ok(out)
+    }
+
+    /// Like poll(), but returns the events as JSON lines (bytes, one per
+    /// line, newline-terminated) and their count: the fast path of
+    /// tracer-example, with no Python object per event.
+    fn poll_json<'py>(&self, py: Python<'py>, max_events: usize, timeout: f64) -> PyResult<(Bound<'py, PyBytes>, usize)> {
+        let evs = self.wait(py, max_events, timeout)?;
+        let text = py.detach(|| {
+            let mut s = String::with_capacity(evs.len() * 256);
+            for e in &evs {
+                crate::json::write_event(&mut s, e);
+                s.push('\n');
+            }
+            s
+        });
+        let n = evs.len();
+        self.recycle(evs);
+        Ok((PyBytes::new(py, text.as_bytes()), n))
+    }
+
+    /// Like poll(), but column by column: {column: array.array, list or
+    /// BytesColumn}, one entry per event in each (see `columns`). No Python
+    /// object per event but for `char[]`, `char[][]` and list fields.
+    fn poll_columns<'py>(&self, py: Python<'py>, max_events: usize, timeout: f64) -> PyResult<Bound<'py, PyDict>> {
+        let evs = self.wait(py, max_events, timeout)?;
+        let cols = columns(py, &mut *self.schema.lock().map_err(|_| poisoned())?, &evs);
+        self.recycle(evs);
+        cols
+    }
+
+    /// Every counter, by name.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.lock()?.stats().map_err(|e| to_py(py, e))?;
+        let d = PyDict::new(py);
+        for (k, v) in s.pairs() {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    /// The buffer sizes in force and the kernel memory they hold.
+    fn memory<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let t = self.lock()?;
+        let kernel = t.kernel_memory().map_err(|e| to_py(py, e))?;
+        let c = t.config();
+        let d = PyDict::new(py);
+        d.set_item("kernel_bytes", kernel)?;
+        d.set_item("ring_bytes", c.ring_bytes)?;
+        d.set_item("payload_bytes_per_cpu", c.payload_chunks_per_cpu * crate::types::CHUNK_SIZE)?;
+        d.set_item("ncpus", t.ncpus())?;
+        d.set_item("queue_bytes", c.queue_bytes)?;
+        Ok(d)
+    }
+
+    fn set_pids(&self, py: Python<'_>, pids: Vec<u32>) -> PyResult<()> {
+        self.lock()?.set_pids(&pids).map_err(|e| to_py(py, e))
+    }
+
+    fn set_comm(&self, py: Python<'_>, comm: Vec<String>) -> PyResult<()> {
+        self.lock()?.set_comm(&comm).map_err(|e| to_py(py, e))
+    }
+
+    /// Names of the attached events.
+    #[getter]
+    fn events(&self) -> PyResult<Vec<String>> {
+        Ok(self.lock()?.event_names())
+    }
+
+    /// Processes not traced because they read this process's output.
+    #[getter]
+    fn output_readers(&self) -> PyResult<Vec<u32>> {
+        Ok(self.lock()?.output_readers().to_vec())
+    }
+
+    /// Tracepoints a wildcard named that could not be attached: [(name, reason)].
+    fn attach_failures(&self) -> PyResult<Vec<(String, String)>> {
+        Ok(self.lock()?.attach_failures().to_vec())
+    }
+
+    /// For each event name seen so far by poll_columns() (and each typed
+    /// event attached), its payload columns.
+    #[getter]
+    fn event_columns(&self) -> PyResult<HashMap<String, Vec<String>>> {
+        let s = self.schema.lock().map_err(|_| poisoned())?;
+        Ok(s.event_columns())
+    }
+
+    /// Seconds from creation to attached.
+    #[getter]
+    fn startup_seconds(&self) -> PyResult<f64> {
+        Ok(self.lock()?.startup_time().as_secs_f64())
+    }
+
+    /// Detaches: nothing new is captured; poll() hands out the rest, then
+    /// returns nothing at once (`drained` becomes true).
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_owner()?;
+        py.detach(|| self.inner.lock().map(|mut t| t.stop()).map_err(|_| ())).map_err(|_| poisoned())?.map_err(|e| to_py(py, e))
+    }
+
+    /// Whether stop() was called.
+    #[getter]
+    fn stopped(&self) -> PyResult<bool> {
+        Ok(self.lock()?.is_stopped())
+    }
+
+    /// Stopped, and everything captured has been handed out.
+    #[getter]
+    fn drained(&self) -> PyResult<bool> {
+        Ok(self.lock()?.is_drained())
+    }
+
+    /// Detaches and frees everything; idempotent. What was not handed out is
+    /// counted as `discarded`. Waits for a concurrent poll() to return
+    /// (within SIGNAL_CHECK: it then returns no events). In a forked child it
+    /// touches nothing: the tracer is the parent's.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        if self.forked() {
+            self.closed_in_child.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
+        py.detach(|| self.inner.lock().map(|mut t| t.close()).map_err(|_| ())).map_err(|_| poisoned())
+    }
+
+    /// Closed; in a forked child, closed there (it was never usable there).
+    #[getter]
+    fn closed(&self) -> PyResult<bool> {
+        if self.forked() {
+            return Ok(self.closed_in_child.load(std::sync::atomic::Ordering::Relaxed));
+        }
+        Ok(self.lock()?.is_closed())
+    }
+}
