@@ -146,12 +146,17 @@ impl Config {
                 Ok(())
             }
         };
-        cap("content_max", self.content_max as u64, 1, 1 << 20)?;
-        cap("argv_max", self.argv_max as u64, 1, 1 << 20)?;
-        cap("ring_bytes", self.ring_bytes as u64, 4096, 1 << 30)?;
-        cap("payload_bytes_per_cpu", self.payload_bytes_per_cpu as u64, 1, 1 << 30)?;
-        cap("queue_bytes", self.queue_bytes as u64, 1 << 16, 1 << 40)?;
-        cap("generic_max", self.generic_max as u64, 8, 8190)?;
+        for (name, v) in [
+            ("content_max", self.content_max as u64),
+            ("argv_max", self.argv_max as u64),
+            ("ring_bytes", self.ring_bytes as u64),
+            ("payload_bytes_per_cpu", self.payload_bytes_per_cpu as u64),
+            ("queue_bytes", self.queue_bytes as u64),
+            ("generic_max", self.generic_max as u64),
+        ] {
+            let (lo, hi) = limit(name);
+            cap(name, v, lo, hi)?;
+        }
         if self.follow_children && self.pids.is_empty() {
             return Err(Error::Config("follow_children needs at least one pid to follow".into()));
         }
@@ -221,6 +226,24 @@ pub struct ResolvedConfig {
     pub trace_self: bool,
 }
 
+/// The range of each numeric option, inclusive: the one table the Rust
+/// core, the Python package and the command line check against.
+pub const LIMITS: &[(&str, u64, u64)] = &[
+    ("content_max", 1, 1 << 20),
+    ("argv_max", 1, 1 << 20),
+    ("ring_bytes", 4096, 1 << 30),
+    ("payload_bytes_per_cpu", 1, 1 << 30),
+    ("queue_bytes", 1 << 16, 1 << 40),
+    ("generic_max", 8, 8190),
+    // pid_max is at most 2^22: pids are below it.
+    ("pid", 1, (1 << 22) - 1),
+];
+
+/// The range of option `name` (one of LIMITS).
+pub fn limit(name: &str) -> (u64, u64) {
+    LIMITS.iter().find(|(n, _, _)| *n == name).map(|&(_, lo, hi)| (lo, hi)).unwrap_or((0, u64::MAX))
+}
+
 /// Most pids in the pid filter (the `pids` map's size).
 pub const PIDS_MAX: usize = 65536;
 /// Most excluded processes (the `excluded` map's size).
@@ -234,7 +257,8 @@ pub(crate) fn validate_pids(pids: &[u32], trace_self: bool) -> Result<()> {
     }
     let me = std::process::id();
     for &p in pids {
-        if p == 0 || p >= 1 << 22 {
+        let (lo, hi) = limit("pid");
+        if (p as u64) < lo || p as u64 > hi {
             return Err(Error::Config(format!("pid {p} is not a process id")));
         }
         if p == me && !trace_self {

@@ -53,7 +53,7 @@ mod capi;
 #[cfg(feature = "python")]
 mod python;
 
-pub use config::{glob_match, suggestions_among, Config, ResolvedConfig};
+pub use config::{glob_match, limit, suggestions_among, Config, ResolvedConfig, LIMITS};
 pub use error::{Error, Result};
 pub use event::{Comm, Event};
 pub use output_readers::output_readers;

@@ -9,6 +9,7 @@ __all__ = [
     "DEFAULT_CONTENT_MAX",
     "DEFAULT_PAYLOAD_BYTES_PER_CPU",
     "DEFAULT_QUEUE_BYTES",
+    "LIMITS",
     "DEFAULT_RING_BYTES",
     "Event",
     "NativeTracer",
@@ -20,6 +21,8 @@ DEFAULT_ARGV_MAX: int
 DEFAULT_RING_BYTES: int
 DEFAULT_PAYLOAD_BYTES_PER_CPU: int
 DEFAULT_QUEUE_BYTES: int
+#: option name -> (lowest, highest) accepted value, inclusive
+LIMITS: Dict[str, Tuple[int, int]]
 
 @final
 class Event:

@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="event names or wildcards, comma-separated, e.g. 'syscalls/sys_*_openat' "
                    "(default: every typed event the kernel has; see --list)")
     p.add_argument("--list", action="store_true", help="list the known events with their fields and exit")
-    p.add_argument("--pid", type=_int_in(1, 2**22), action="append", default=[], metavar="PID",
+    p.add_argument("--pid", type=_int_in(*_native.LIMITS["pid"]), action="append", default=[], metavar="PID",
                    help="only this process (repeatable, at most 65536). It must exist and not be "
                    "tracer-example itself (which is never traced); without a command, tracing ends "
                    "when every --pid process has exited")
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--comm", action="append", default=[], metavar="PREFIX",
                    help="only tasks whose name (comm) starts with PREFIX (repeatable, at most 8, "
                    "1 to 15 bytes each)")
-    p.add_argument("--exclude-pid", type=_int_in(1, 2**22 - 1), action="append", default=[], metavar="PID",
+    p.add_argument("--exclude-pid", type=_int_in(*_native.LIMITS["pid"]), action="append", default=[], metavar="PID",
                    help="never this process (repeatable)")
     p.add_argument("--exclude-comm", action="append", default=[], metavar="PREFIX",
                    help="never tasks whose name (comm) starts with PREFIX (repeatable, at most 8)")
@@ -150,19 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--content-fds", type=_fds, default=[1, 2], metavar="FDS",
                    help="comma-separated fds whose write content is captured (default: 1,2)")
     p.add_argument("--all-fds", action="store_true", help="capture the write content of every fd")
-    p.add_argument("--content-max", type=_size_in(1, 1 << 20), default=_native.DEFAULT_CONTENT_MAX,
+    p.add_argument("--content-max", type=_size_in(*_native.LIMITS["content_max"]), default=_native.DEFAULT_CONTENT_MAX,
                    metavar="BYTES", help="most content bytes captured per write; longer ones are "
                    "flagged content_truncated (default and maximum: 1048576)")
-    p.add_argument("--argv-max", type=_size_in(1, 1 << 20), default=_native.DEFAULT_ARGV_MAX,
+    p.add_argument("--argv-max", type=_size_in(*_native.LIMITS["argv_max"]), default=_native.DEFAULT_ARGV_MAX,
                    metavar="BYTES", help="most argv bytes captured per exec (default: 131072)")
-    p.add_argument("--ring-bytes", type=_size_in(4096, 1 << 30), default=None,
+    p.add_argument("--ring-bytes", type=_size_in(*_native.LIMITS["ring_bytes"]), default=None,
                    metavar="BYTES", help="ring buffer size for event records (default: sized from memory, "
                    f"{_native.DEFAULT_RING_BYTES >> 20} MiB here)")
-    p.add_argument("--payload-bytes-per-cpu", type=_size_in(1, 1 << 30), default=None, metavar="BYTES",
+    p.add_argument("--payload-bytes-per-cpu", type=_size_in(*_native.LIMITS["payload_bytes_per_cpu"]), default=None, metavar="BYTES",
                    help="payload buffer per CPU for contents, paths and argv (default: sized from the "
                    "memory this process may use, RAM or its cgroup's limit: "
                    f"{_native.DEFAULT_PAYLOAD_BYTES_PER_CPU / (1 << 20):.1f} MiB here)")
-    p.add_argument("--queue-bytes", type=_size_in(1 << 16, 1 << 40), default=None,
+    p.add_argument("--queue-bytes", type=_size_in(*_native.LIMITS["queue_bytes"]), default=None,
                    metavar="BYTES", help="most bytes of events held in this process while the "
                    f"output catches up (default: 1/8 of that memory, {_native.DEFAULT_QUEUE_BYTES >> 20} MiB here)")
     p.add_argument("--duration", type=_seconds, metavar="SECS",
@@ -284,7 +284,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Nam
     goes through argparse. The prefix is read exactly as argparse reads it;
     at anything less plain (an abbreviation, bundled short flags, a value
     that looks like an option) this stops and leaves the rest to argparse."""
-    pid_type = _int_in(1, 2**22)
+    pid_type = _int_in(*_native.LIMITS["pid"])
     takes_value = {opt: a.nargs is None for a in parser._actions for opt in a.option_strings}
     rest: List[str] = []
     pids: List[int] = []

@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _native
-from ._native import Event
+from ._native import LIMITS, Event
 from . import checks
 from .columns import Columns
 from .errors import TracerClosedError, TracerError
@@ -99,19 +99,19 @@ class Tracer:
         self._native: Optional[_native.NativeTracer] = None
         self._native = _native.NativeTracer(
             events=checks.event_names(events),
-            pids=checks.int_list("pids", pids, 1, 2**22),
+            pids=checks.int_list("pids", pids, *LIMITS["pid"]),
             follow_children=checks.flag("follow_children", follow_children),
             comm=checks.str_list("comm", comm),
             content_fds=checks.int_list("content_fds", content_fds, 0, 2**31 - 1),
             all_fds=checks.flag("all_fds", all_fds),
-            content_max=checks.size("content_max", content_max, 1, 1 << 20),
-            argv_max=checks.size("argv_max", argv_max, 1, 1 << 20),
-            ring_bytes=checks.opt_size("ring_bytes", ring_bytes, 4096, 1 << 30),
-            payload_bytes_per_cpu=checks.opt_size("payload_bytes_per_cpu", payload_bytes_per_cpu, 1, 1 << 30),
-            queue_bytes=checks.opt_size("queue_bytes", queue_bytes, 1 << 16, 1 << 40),
+            content_max=checks.size("content_max", content_max, *LIMITS["content_max"]),
+            argv_max=checks.size("argv_max", argv_max, *LIMITS["argv_max"]),
+            ring_bytes=checks.opt_size("ring_bytes", ring_bytes, *LIMITS["ring_bytes"]),
+            payload_bytes_per_cpu=checks.opt_size("payload_bytes_per_cpu", payload_bytes_per_cpu, *LIMITS["payload_bytes_per_cpu"]),
+            queue_bytes=checks.opt_size("queue_bytes", queue_bytes, *LIMITS["queue_bytes"]),
             reader_thread=checks.flag("reader_thread", reader_thread),
             trace_self=checks.flag("trace_self", trace_self),
-            exclude_pids=checks.int_list("exclude_pids", exclude_pids, 1, 2**22 - 1),
+            exclude_pids=checks.int_list("exclude_pids", exclude_pids, *LIMITS["pid"]),
             exclude_comm=checks.str_list("exclude_comm", exclude_comm),
             exclude_output_readers=checks.flag("exclude_output_readers", exclude_output_readers),
         )
@@ -361,7 +361,7 @@ class Tracer:
 
     def set_pids(self, pids: Union[int, Iterable[int], None]) -> None:
         """Replaces the pid filter while tracing (empty or None: all processes)."""
-        self._n().set_pids(checks.int_list("pids", pids, 1, 2**22))
+        self._n().set_pids(checks.int_list("pids", pids, *LIMITS["pid"]))
 
     def set_comm(self, comm: Union[str, Iterable[str], None]) -> None:
         """Replaces the comm prefix filter while tracing (empty or None: none)."""

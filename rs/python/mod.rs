@@ -47,5 +47,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_RING_BYTES", Config::default().ring_bytes)?;
     m.add("DEFAULT_PAYLOAD_BYTES_PER_CPU", Config::default().payload_bytes_per_cpu)?;
     m.add("DEFAULT_QUEUE_BYTES", Config::default().queue_bytes)?;
+    let limits = PyDict::new(m.py());
+    for &(name, lo, hi) in crate::config::LIMITS {
+        limits.set_item(name, (lo, hi))?;
+    }
+    m.add("LIMITS", limits)?;
     Ok(())
 }
