@@ -13,6 +13,7 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -230,8 +231,13 @@ static void test_reopen(void)
 		CHECK(tb_nevents(t) == 1 && !strcmp(tb_event_at(t, 0)->name, "syscalls/sys_enter_write") &&
 			      tb_event_at(t, 1) == NULL, "tb_nevents/tb_event_at");
 		CHECK(tb_ncpus(t) >= 1 && tb_fd(t) >= 0, "ncpus/fd");
+		struct pollfd pfd = { .fd = tb_fd(t), .events = POLLIN };
+		CHECK(poll(&pfd, 1, 0) == 0, "tb_fd readable with nothing queued");
 		reap(spawn_writer(comm, 3));
+		/* The reader thread queues the events: tb_fd becomes readable. */
+		CHECK(poll(&pfd, 1, 5000) == 1 && (pfd.revents & POLLIN), "tb_fd not readable with events queued");
 		poll_until(t, &c, 3);
+		CHECK(poll(&pfd, 1, 0) == 0, "tb_fd still readable after every event was delivered");
 		CHECK(c.marks == 3 && c.n == 3, "round %d: %d marks of %d events", round, c.marks, c.n);
 		struct tb_stats s;
 		CHECK(tb_stats(t, &s) == TB_OK, "tb_stats");

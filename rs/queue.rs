@@ -52,8 +52,11 @@ pub(crate) struct Shared {
     /// An eventfd readable while events are queued, for callers' event
     /// loops (the C library's `tb_fd`). Written when the queue stops being
     /// empty and read when it becomes empty, both under the queue's lock, so
-    /// it is readable exactly while there are events to take.
+    /// it is readable exactly while there are events to take. Armed by the
+    /// first `ready_fd()` call: until then no event pays for its syscalls.
     ready_fd: OwnedFd,
+    /// Changed only under the queue's lock.
+    ready_armed: AtomicBool,
 }
 
 fn eventfd(what: &str) -> Result<OwnedFd> {
@@ -90,6 +93,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             stop_fd: eventfd("reader's stop")?,
             ready_fd: eventfd("queue's ready")?,
+            ready_armed: AtomicBool::new(false),
         })
     }
 
@@ -97,8 +101,23 @@ impl Shared {
         self.stop_fd.as_raw_fd()
     }
 
+    /// Both eventfds (for `fork_guard`), without arming the ready one.
+    pub(crate) fn eventfds(&self) -> [i32; 2] {
+        [self.stop_fd.as_raw_fd(), self.ready_fd.as_raw_fd()]
+    }
+
+    /// The readiness eventfd, armed from now on (readable at once if events
+    /// are queued).
     pub(crate) fn ready_fd(&self) -> i32 {
+        let q = self.lock();
+        if !self.ready_armed.swap(true, Ordering::Relaxed) && !q.events.is_empty() {
+            signal(&self.ready_fd);
+        }
         self.ready_fd.as_raw_fd()
+    }
+
+    fn armed(&self) -> bool {
+        self.ready_armed.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, EventQueue> {
@@ -130,7 +149,9 @@ impl Shared {
         q.events = VecDeque::new();
         q.weights = VecDeque::new();
         q.bytes = 0;
-        clear(&self.ready_fd);
+        if self.armed() {
+            clear(&self.ready_fd);
+        }
         n
     }
 
@@ -138,7 +159,7 @@ impl Shared {
         let mut q = self.lock();
         let was_empty = q.events.is_empty();
         q.events.extend(events);
-        if was_empty && !q.events.is_empty() {
+        if was_empty && !q.events.is_empty() && self.armed() {
             signal(&self.ready_fd);
         }
         for w in weights {
@@ -164,7 +185,7 @@ impl Shared {
                 q.taken += n as u64;
                 let freed: usize = q.weights.drain(..n).map(|w| w as usize).sum();
                 q.bytes -= freed;
-                if q.events.is_empty() {
+                if q.events.is_empty() && self.armed() {
                     clear(&self.ready_fd);
                 }
                 if q.events.is_empty() && q.events.capacity() > KEEP_CAPACITY {

@@ -148,7 +148,8 @@ impl Tracer {
         let core = Arc::new(Core { live: Mutex::new(Some(live)), shared: Shared::new(config.queue_bytes)? });
         fork_guard::keep_new_mappings_from_children(&mappings_before);
         let mut fds = fork_guard::new_bpf_fds(&fds_before);
-        fds.extend([epoll_fd, core.shared.stop_fd(), core.shared.ready_fd()]);
+        fds.push(epoll_fd);
+        fds.extend(core.shared.eventfds());
         let fork_fds = ForkFds::register(fds);
         let reader = if config.reader_thread {
             let core = Arc::clone(&core);

@@ -73,6 +73,8 @@ struct Inner {
     ctx: *mut c_void,
     /// Taken from the queue, not yet delivered (a callback ended a call).
     pending: VecDeque<Event>,
+    /// Reused by `fetch`.
+    batch: Vec<Event>,
     delivered: u64,
     /// Descriptors of the events attached: typed, then generic.
     attached: Vec<*const TbEventDesc>,
@@ -97,9 +99,9 @@ impl Inner {
 
 /// Takes up to BATCH events into `pending` without waiting.
 fn fetch(inner: &mut Inner) -> Result<(), Failure> {
-    let mut got = Vec::new();
-    inner.tracer.poll_into(&mut got, BATCH, Duration::ZERO)?;
-    inner.pending.extend(got);
+    // Through a buffer kept between calls: no allocation per batch.
+    inner.tracer.poll_into(&mut inner.batch, BATCH, Duration::ZERO)?;
+    inner.pending.extend(inner.batch.drain(..));
     Ok(())
 }
 
@@ -163,7 +165,8 @@ pub unsafe extern "C" fn tb_open(opts: *const TbOptions, out: *mut *mut TbTracer
                 let d: &EventDesc = generic.entry(f.id).or_insert_with(|| desc::generic(f));
                 attached.push(&d.raw);
             }
-            let inner = Inner { tracer, on_event, ctx: o.ctx, pending: VecDeque::new(), delivered: 0, attached, generic };
+            let inner =
+                Inner { tracer, on_event, ctx: o.ctx, pending: VecDeque::new(), batch: Vec::new(), delivered: 0, attached, generic };
             let t = Box::new(TbTracer { stop: StopSignal::new()?, inner: UnsafeCell::new(inner) });
             *out = Box::into_raw(t);
             Ok(TB_OK)
