@@ -63,6 +63,13 @@ pub enum Error {
     },
 
     #[error("{context}: {source}")]
+    Arrow {
+        context: String,
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+
+    #[error("{context}: {source}")]
     Io {
         context: String,
         #[source]

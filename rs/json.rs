@@ -415,7 +415,7 @@ mod tests {
                     x ^= x >> 7;
                     x ^= x << 17;
                     // Mostly ASCII with some high bytes, like real output.
-                    if x % 5 == 0 {
+                    if x.is_multiple_of(5) {
                         (x >> 8) as u8 | 0x80
                     } else {
                         (x >> 8) as u8 & 0x7f

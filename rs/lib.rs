@@ -26,6 +26,7 @@ pub mod bpf {
 // crate are private; their public items are re-exported below.
 mod byte_blocks;
 mod clock;
+pub mod columnar;
 mod config;
 pub mod decode;
 mod error;

@@ -2,10 +2,11 @@
 
 use crate::byte_blocks::BlockWriter;
 use crate::clock::{clock_offset, epoch_ns};
+use crate::columnar::{BatchBuilder, EventSchema};
 use crate::config::{Config, ResolvedConfig};
 use crate::decode::read_array;
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::fork_guard::{self, ForkFds};
 use crate::loader;
 use crate::payload_area::PayloadArea;
@@ -20,7 +21,7 @@ use std::cell::RefCell;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd};
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,10 @@ pub struct Tracer {
     attach_failures: Vec<(String, String)>,
     /// Processes not traced because they read this process's output.
     output_readers: Vec<u32>,
+    /// The Arrow schema of this tracer's events, made on first use.
+    arrow_schema: OnceLock<Arc<EventSchema>>,
+    /// Events on their way into a record batch (kept for its capacity).
+    arrow_scratch: Vec<Event>,
 }
 
 impl Tracer {
@@ -178,6 +183,8 @@ impl Tracer {
             generic_formats: formats,
             attach_failures,
             output_readers,
+            arrow_schema: OnceLock::new(),
+            arrow_scratch: Vec::new(),
         })
     }
 
@@ -288,6 +295,38 @@ impl Tracer {
         // with no wake-up to come, see tb_end).
         self.core.fill()?;
         shared.take(out, max, Some(Instant::now()))
+    }
+
+    /// The Arrow schema of this tracer's record batches: its typed events and
+    /// generic tracepoints, each with its payload columns.
+    pub fn arrow_schema(&self) -> Arc<EventSchema> {
+        self.arrow_schema
+            .get_or_init(|| {
+                let kinds: Vec<EventKind> = self
+                    .events()
+                    .iter()
+                    .map(|t| EventKind::Typed(*t))
+                    .chain(self.generic_formats.iter().map(|f| EventKind::Generic(f.clone())))
+                    .collect();
+                Arc::new(EventSchema::new(&kinds))
+            })
+            .clone()
+    }
+
+    /// Like `poll`, as one Arrow record batch of `arrow_schema()` (possibly
+    /// of no rows).
+    pub fn poll_arrow(&mut self, max: usize, timeout: Duration) -> Result<arrow_array::RecordBatch> {
+        let mut events = std::mem::take(&mut self.arrow_scratch);
+        events.clear();
+        let polled = self.poll_into(&mut events, max, timeout);
+        let batch = polled.and_then(|_| {
+            let mut b = BatchBuilder::with_capacity(self.arrow_schema(), events.len());
+            b.extend(&events)?;
+            b.finish()
+        });
+        events.clear();
+        self.arrow_scratch = events;
+        batch
     }
 
     /// Returns events already captured, without waiting.

@@ -100,6 +100,18 @@ impl Var {
     }
 }
 
+/// Why a variable field's bytes are missing, by flag, in order of precedence:
+/// lost on the way ("payload_full", "overwritten", "fault") or never asked
+/// for ("not_selected", "null_pointer", "unavailable").
+pub const LOST_REASONS: [(u32, &str); 6] = [
+    (var_flags::NO_SPACE, "payload_full"),
+    (var_flags::OVERWRITTEN, "overwritten"),
+    (var_flags::FAULT, "fault"),
+    (var_flags::NOT_CAPTURED, "not_selected"),
+    (var_flags::NULL_POINTER, "null_pointer"),
+    (var_flags::UNAVAILABLE, "unavailable"),
+];
+
 /// A variable field borrowed from anywhere: a decoded `Var`, or the bytes a
 /// C caller's `struct tb_field` points at (see `capi`).
 #[derive(Clone, Copy, Debug)]
@@ -125,15 +137,11 @@ impl<'a> VarRef<'a> {
     /// "overwritten", "fault") or never asked for ("not_selected",
     /// "null_pointer", "unavailable"). Every field that is not captured has one.
     pub fn lost(&self) -> Option<&'static str> {
-        const WHY: [(u32, &str); 6] = [
-            (var_flags::NO_SPACE, "payload_full"),
-            (var_flags::OVERWRITTEN, "overwritten"),
-            (var_flags::FAULT, "fault"),
-            (var_flags::NOT_CAPTURED, "not_selected"),
-            (var_flags::NULL_POINTER, "null_pointer"),
-            (var_flags::UNAVAILABLE, "unavailable"),
-        ];
-        WHY.iter().find(|(bit, _)| self.flags & bit != 0).map(|(_, why)| *why)
+        self.lost_index().map(|i| LOST_REASONS[i].1)
+    }
+    /// The position of `lost()` in `LOST_REASONS`.
+    pub fn lost_index(&self) -> Option<usize> {
+        LOST_REASONS.iter().position(|(bit, _)| self.flags & bit != 0)
     }
     /// The strings of a `char[][]` field (argv): NUL-separated, empty ones kept.
     /// No bytes is no strings; a single NUL is one empty string.

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union, cast
 
 from . import _native
-from ._native import LIMITS, Event
+from ._native import LIMITS, ArrowBatch, Event
 from . import checks
 from .columns import Columns
 from .errors import TracerClosedError, TracerError
@@ -229,6 +229,19 @@ class Tracer:
         n, wait, native = checks.size("max_events", max_events, 1, 1 << 24), checks.seconds("timeout", timeout), self._n()
         cols = self._interruptible(lambda: native.poll_columns(n, wait))
         return Columns(cols, native.event_columns)
+
+    def poll_arrow(self, timeout: float = _POLL_INTERVAL, max_events: int = _BATCH) -> ArrowBatch:
+        """Like ``poll()``, as one Apache Arrow record batch (an
+        ``ArrowBatch``, possibly of no rows), built in the Rust core with no
+        Python object per event. It implements the Arrow PyCapsule interface:
+        ``pyarrow.record_batch(b)``, ``pyarrow.table(b)``,
+        ``polars.DataFrame(b)`` and DuckDB (``duckdb.sql("from b")``) take it
+        without copying. Every batch of a tracer has the same schema: the
+        header columns, then ``payload.<field>`` columns of every event type
+        it traces (null where a row's event has none); see docs/columnar.md.
+        """
+        n, wait, native = checks.size("max_events", max_events, 1, 1 << 24), checks.seconds("timeout", timeout), self._n()
+        return cast(ArrowBatch, self._interruptible(lambda: native.poll_arrow(n, wait)))
 
     def __iter__(self) -> Iterator[Event]:
         while True:

@@ -16,7 +16,7 @@ pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::Closed => "TracerClosedError",
         Error::OutOfMemory { .. } => "TracerMemoryError",
         Error::Verifier { .. } => "VerifierError",
-        Error::Forked { .. } | Error::Bpf { .. } | Error::Io { .. } => "TracerError",
+        Error::Forked { .. } | Error::Bpf { .. } | Error::Io { .. } | Error::Arrow { .. } => "TracerError",
     };
     let msg = e.to_string();
     match py.import("tracer_ebpf.errors").and_then(|m| m.getattr(class)).and_then(|c| c.call1((msg.clone(),))) {

@@ -1,9 +1,11 @@
 //! The `tracer_ebpf._native` extension module (Cargo feature `python`),
-//! split by what it exposes: the tracer, events, columns, errors.
+//! split by what it exposes: the tracer, events, columns, Arrow batches,
+//! errors.
 //!
 //! Thin by design: the Python package (python/tracer_ebpf/) holds the
 //! user-facing API.
 
+mod arrow;
 mod columns;
 mod errors;
 mod event;
@@ -11,6 +13,7 @@ mod tracer;
 
 use crate::config::Config;
 use crate::types::EventType;
+use arrow::{events_to_arrow, ArrowBatch};
 use columns::BytesColumn;
 use event::PyEvent;
 use pyo3::prelude::*;
@@ -41,6 +44,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeTracer>()?;
     m.add_class::<PyEvent>()?;
     m.add_class::<BytesColumn>()?;
+    m.add_class::<ArrowBatch>()?;
+    m.add_function(wrap_pyfunction!(events_to_arrow, m)?)?;
     m.add_function(wrap_pyfunction!(list_events, m)?)?;
     m.add("DEFAULT_CONTENT_MAX", Config::default().content_max)?;
     m.add("DEFAULT_ARGV_MAX", Config::default().argv_max)?;

@@ -1,8 +1,10 @@
 //! NativeTracer: the tracer as the Python package's tracer_ebpf.Tracer uses it.
 
+use super::arrow::ArrowBatch;
 use super::columns::{columns, Schema};
 use super::errors::{poisoned, to_py};
 use super::event::PyEvent;
+use crate::columnar::BatchBuilder;
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::Event;
@@ -189,6 +191,19 @@ impl NativeTracer {
         let cols = columns(py, &mut *self.schema.lock().map_err(|_| poisoned())?, &evs);
         self.recycle(evs);
         cols
+    }
+
+    /// Like poll(), as one Arrow record batch (an ArrowBatch, possibly of no
+    /// rows) of this tracer's schema (see docs/columnar.md).
+    fn poll_arrow(&self, py: Python<'_>, max_events: usize, timeout: f64) -> PyResult<ArrowBatch> {
+        let schema = self.lock()?.arrow_schema();
+        let evs = self.wait(py, max_events, timeout)?;
+        let built = py.detach(|| {
+            let mut b = BatchBuilder::with_capacity(schema, evs.len());
+            b.extend(&evs).and_then(|_| b.finish())
+        });
+        self.recycle(evs);
+        Ok(ArrowBatch { batch: built.map_err(|e| to_py(py, e))? })
     }
 
     /// Every counter, by name.
