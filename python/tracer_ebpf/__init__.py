@@ -10,7 +10,7 @@ import os
 from typing import Dict, List, Optional, Tuple, TypedDict
 
 from . import _native
-from ._native import BytesColumn, Event
+from ._native import ArrowBatch, BytesColumn, Event
 from .errors import (
     BtfMissingError,
     ConfigError,
@@ -97,6 +97,7 @@ __all__ = [
     "Event",
     "Columns",
     "BytesColumn",
+    "ArrowBatch",
     "EventInfo",
     "trace",
     "TraceResult",
