@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _native
 from ._native import LIMITS, ArrowBatch, Event
@@ -241,7 +241,7 @@ class Tracer:
         it traces (null where a row's event has none); see docs/columnar.md.
         """
         n, wait, native = checks.size("max_events", max_events, 1, 1 << 24), checks.seconds("timeout", timeout), self._n()
-        return cast(ArrowBatch, self._interruptible(lambda: native.poll_arrow(n, wait)))
+        return self._interruptible(lambda: native.poll_arrow(n, wait))
 
     def __iter__(self) -> Iterator[Event]:
         while True:
