@@ -317,8 +317,9 @@ MIXED = [WRITE, EXIT, "syscalls/sys_*_openat"]
 MIXED_CMD = ["sh", "-c", "printf 'a\\377\\n'; cat /nonexistent 2>/dev/null; exit 5"]
 
 
-def both_forms(cmd, events):
-    """The same workload seen by two tracers at once: as Events and as columns."""
+def both_forms(cmd, events, arrow=False):
+    """The same workload seen by two tracers at once: as Events and as
+    columns (poll_columns batches, or ArrowBatches with `arrow`)."""
     proc, gate = start_gated(cmd, stdout=subprocess.DEVNULL)
     with tracer_ebpf.Tracer(events, pids=proc.pid, follow_children=True) as a, \
             tracer_ebpf.Tracer(events, pids=proc.pid, follow_children=True) as b:
@@ -328,9 +329,9 @@ def both_forms(cmd, events):
         evs = a.drain()
         batches = []
         while True:
-            c = b.poll_columns(max_events=5, timeout=0)
+            c = b.poll_arrow(max_events=5, timeout=0) if arrow else b.poll_columns(max_events=5, timeout=0)
             batches.append(c)
-            if not c["event_id"]:
+            if not len(c["event_id"] if isinstance(c, dict) else c):
                 break
     return evs, batches
 
@@ -392,9 +393,9 @@ def test_bytes_column():
         assert "BytesColumn" in repr(bc)
 
 
-def test_dataframe_from_columns_and_from_events_agree():
+def test_dataframe_from_arrow_batches_and_from_events_agree():
     pd = pytest.importorskip("pandas")
-    evs, batches = both_forms(MIXED_CMD, MIXED)
+    evs, batches = both_forms(MIXED_CMD, MIXED, arrow=True)
     df = tracer_ebpf.to_dataframe(batches)
     df2 = tracer_ebpf.to_dataframe(evs)
     assert len(df) == len(df2) == len(evs)
@@ -404,7 +405,9 @@ def test_dataframe_from_columns_and_from_events_agree():
             assert df[k].astype(object).where(df[k].notna(), None).tolist() == \
                 df2[k].astype(object).where(df2[k].notna(), None).tolist(), k
     assert str(df["pid"].dtype) == "uint32" and str(df["event_id"].dtype) == "uint64"
-    assert str(df["payload.fd"].dtype) == "Int64" and str(df["payload.count"].dtype) == "UInt64"
+    # Declared widths, nullable where an event has no such field.
+    assert str(df["payload.fd"].dtype) == "Int32" and str(df["payload.count"].dtype) == "UInt64"
+    assert str(df["payload.ret"].dtype) == "Int64" and str(df["payload.flags"].dtype) == "UInt32"
     assert str(df["timestamp"].dtype) == "datetime64[ns, UTC]"
     w = df[df.event_type == WRITE]
     assert w["payload.content"].tolist()[0] == b"a\xff\n" and w["payload.fd"].tolist()[0] == 1

@@ -1,11 +1,14 @@
-"""pandas DataFrames of events (optional extra: ``pip install 'tracer-ebpf[pandas]'``)."""
+"""pandas DataFrames of events, built through Arrow (optional extra:
+``pip install 'tracer-ebpf[pandas]'``: pandas and pyarrow)."""
 
 from __future__ import annotations
 
+import importlib
 from array import array
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Sequence, Set, Union, cast
 
-from ._native import BytesColumn, Event
+from . import _native
+from ._native import ArrowBatch, BytesColumn, Event
 from .columns import Columns
 from .events import CATALOGUE
 
@@ -20,31 +23,66 @@ _TYPECODES = {"event_id": "Q", "timestamp_ns": "Q", "pid": "I", "tid": "I", "ppi
 
 
 def require_pandas() -> Any:
+    """pandas, and pyarrow which DataFrames are built through."""
     try:
         import pandas
+        importlib.import_module("pyarrow")
     except ImportError:
-        raise ImportError("DataFrames need pandas: pip install 'tracer-ebpf[pandas]'") from None
+        raise ImportError("DataFrames need pandas and pyarrow: pip install 'tracer-ebpf[pandas]'") from None
     return pandas
 
 
-def to_dataframe(source: Union[Dict[str, Sequence[Any]], Iterable[Dict[str, Sequence[Any]]], Iterable[Event]]) -> "pandas.DataFrame":
-    """A DataFrame with one row per event: ``HEADER`` columns, ``cpu``,
-    ``payload_lost``, one ``payload.<field>`` column per payload field
-    (``<NA>``/None where an event has no such field or its bytes were not
-    captured) and ``timestamp`` (UTC datetimes).
+Source = Union[ArrowBatch, Dict[str, Sequence[Any]], Iterable[ArrowBatch], Iterable[Dict[str, Sequence[Any]]], Iterable[Event]]
 
-    ``source``: a batch from ``Tracer.poll_columns()``, a list of batches, or
-    events (a list of ``Event``, ``TraceResult.events``).
+
+def to_dataframe(source: Source) -> "pandas.DataFrame":
+    """A DataFrame with one row per event, built through Arrow: the columns
+    of ``Tracer.poll_arrow()`` (docs/columnar.md): header columns
+    (``event_type`` categorical, ``timestamp`` UTC datetimes), then one
+    ``payload.<field>`` column per payload field with its companions;
+    integers keep their declared width (nullable dtypes where an event has
+    no such field), bytes stay ``bytes``, lists are lists, missing values
+    ``<NA>``/None.
+
+    ``source``: an ``ArrowBatch`` from ``Tracer.poll_arrow()`` or a list of
+    them, events (a list of ``Event``, ``TraceResult.events``), or
+    ``Tracer.poll_columns()`` batches (their own, older columns).
     """
+    require_pandas()
+    if isinstance(source, ArrowBatch):
+        return arrow_to_dataframe([source])
     if isinstance(source, dict):
         return columns_to_dataframe([source])
     items: List[Any] = list(source)
     if items and all(isinstance(x, dict) for x in items):
         return columns_to_dataframe(items)
+    if items and all(isinstance(x, ArrowBatch) for x in items):
+        return arrow_to_dataframe(items)
     for x in items:
         if not isinstance(x, Event):
-            raise TypeError(f"to_dataframe takes events or poll_columns() batches, not {type(x).__name__}")
-    return columns_to_dataframe([events_to_columns(items)])
+            raise TypeError(f"to_dataframe takes events, ArrowBatches or poll_columns() batches, not {type(x).__name__}")
+    return arrow_to_dataframe([_native.events_to_arrow(items)])
+
+
+def arrow_to_dataframe(batches: Sequence[ArrowBatch]) -> "pandas.DataFrame":
+    """One DataFrame of record batches of one schema: non-null integer
+    columns as numpy integers, nullable ones as pandas' nullable integer
+    dtypes, lists as Python lists."""
+    pd = require_pandas()
+    pa: Any = importlib.import_module("pyarrow")
+    table = pa.Table.from_batches([pa.record_batch(b) for b in batches])
+    nullable = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+                pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
+                pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype()}
+    data: Dict[str, Any] = {}
+    for field, col in zip(table.schema, table.columns):
+        if pa.types.is_list(field.type):
+            data[field.name] = pd.Series(col.to_pylist(), dtype=object)
+        elif field.nullable and field.type in nullable:
+            data[field.name] = col.to_pandas(types_mapper=nullable.get)
+        else:
+            data[field.name] = col.to_pandas()
+    return cast("pandas.DataFrame", pd.DataFrame(data, columns=table.column_names))
 
 
 def events_to_columns(events: Sequence[Event]) -> Columns:

@@ -10,7 +10,7 @@ from ._native import LIMITS, ArrowBatch, Event
 from . import checks
 from .columns import Columns
 from .errors import TracerClosedError, TracerError
-from .frame import require_pandas, columns_to_dataframe
+from .frame import arrow_to_dataframe, require_pandas
 
 if TYPE_CHECKING:
     import pandas
@@ -295,23 +295,23 @@ class Tracer:
 
     def to_dataframe(self, duration: float, max_events: Optional[int] = None) -> "pandas.DataFrame":
         """The events of the next ``duration`` seconds (stopping early at
-        ``max_events``) as a pandas DataFrame, built from columnar batches
-        (``pip install 'tracer-ebpf[pandas]'``)."""
+        ``max_events``) as a pandas DataFrame, built from Arrow batches (``poll_arrow()``;
+        ``pip install 'tracer-ebpf[pandas]'``)."""
         # Without pandas: ImportError now, not after collecting for `duration`.
         self._interruptible(require_pandas)
 
         limit = None if max_events is None else checks.size("max_events", max_events, 1, 1 << 40)
         end = time.monotonic() + checks.duration("duration", duration)
-        batches: List[Columns] = []
+        batches: List[ArrowBatch] = []
         got = 0
         native = self._n()
         try:
             while True:
                 left = end - time.monotonic()
                 want = _BATCH if limit is None else min(_BATCH, limit - got)
-                batch = Columns(native.poll_columns(want, max(0.0, min(left, _POLL_INTERVAL))), native.event_columns)
+                batch = native.poll_arrow(want, max(0.0, min(left, _POLL_INTERVAL)))
                 batches.append(batch)
-                got += len(batch["event_id"])
+                got += len(batch)
                 if left <= 0 or (limit is not None and got >= limit):
                     break
         except KeyboardInterrupt:
@@ -319,14 +319,13 @@ class Tracer:
             native.stop()
             stop_end = time.monotonic() + STOP_DRAIN_SECONDS
             while time.monotonic() < stop_end and (limit is None or got < limit):
-                batch = Columns(native.poll_columns(_BATCH if limit is None else min(_BATCH, limit - got), 0.0),
-                                native.event_columns)
-                if not batch["event_id"] and native.drained:
+                batch = native.poll_arrow(_BATCH if limit is None else min(_BATCH, limit - got), 0.0)
+                if not len(batch) and native.drained:
                     break
                 batches.append(batch)
-                got += len(batch["event_id"])
+                got += len(batch)
             self.close()
-        return columns_to_dataframe(batches)
+        return arrow_to_dataframe(batches)
 
     # -- state -------------------------------------------------------------
     def stats(self) -> Dict[str, int]:
