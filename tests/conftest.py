@@ -26,6 +26,18 @@ def pytest_configure(config):
             signal.signal(sig, handler)
 
 
+def path_of_length(n, letter="p"):
+    """An absolute path of exactly n bytes (components under NAME_MAX)."""
+    parts, left = [], n - 1
+    while left > 0:
+        k = min(200, left)
+        parts.append(letter * k)
+        left -= k + 1
+    p = ("/" + "/".join(parts))[:n]
+    assert len(p) == n
+    return p
+
+
 @contextlib.contextmanager
 def gated_process(cmd, **kw):
     """Starts `cmd` held before exec (tracer_ebpf.run.start_gated), so a

@@ -12,7 +12,7 @@ import pytest
 
 import tracer_ebpf
 from tracer_ebpf import events as catalogue
-from conftest import PY, gated_process
+from conftest import PY, gated_process, path_of_length
 
 pa = pytest.importorskip("pyarrow")
 
@@ -21,18 +21,6 @@ EXEC = "sched/sched_process_exec"
 EXIT = "sched/sched_process_exit"
 EVENTS = [WRITE, EXEC, EXIT, "syscalls/sys_enter_openat", "syscalls/sys_exit_openat"]
 MIB = 1 << 20
-
-
-def path_of_length(n):
-    """An absolute path of exactly n bytes (components under NAME_MAX)."""
-    parts, left = [], n - 1
-    while left > 0:
-        k = min(200, left)
-        parts.append("q" * k)
-        left -= k + 1
-    p = ("/" + "/".join(parts))[:n]
-    assert len(p) == n
-    return p
 
 
 LONG_PATH = path_of_length(4095)

@@ -11,7 +11,7 @@ import pytest
 
 import tracer_ebpf
 from tracer_ebpf.run import release, start_gated
-from conftest import PY
+from conftest import PY, path_of_length
 
 
 def run_traced(cmd, events, settle=0.3, **kw):
@@ -81,19 +81,6 @@ def test_exec_argv_over_the_limit_is_flagged_truncated():
 
 
 # -- openat --------------------------------------------------------------------
-
-def path_of_length(n):
-    """An absolute path of exactly n bytes (components under NAME_MAX)."""
-    parts, left = [], n - 1
-    while left > 0:
-        k = min(200, left)
-        parts.append("p" * k)
-        left -= k + 1
-    p = "/" + "/".join(parts)
-    p = p[:n]
-    assert len(p) == n
-    return p
-
 
 @pytest.mark.parametrize("n", [63, 64, 255, 4095])
 def test_openat_paths_of_every_length_are_exact(n):
