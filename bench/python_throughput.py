@@ -12,6 +12,8 @@ and captures the 64 content bytes; it runs in its own process:
   ``ev.payload["content"]`` (bytes) of each event;
 - tracer-ebpf, columns: ``tracer.poll_columns()`` batches (the form behind
   ``to_dataframe()``): no per-event Python object at all;
+- tracer-ebpf, Arrow: ``tracer.poll_arrow()`` batches taken by pyarrow
+  (``pyarrow.record_batch(batch)``, no copy) and made one ``pyarrow.Table``;
 - bcc, callback: the usual bcc ring-buffer consumer, a Python callback per
   event casting it with ``b["rb"].event(data)``;
 - bcc, callback + fields: the same, reading ``ev.pid`` and the content as
@@ -54,6 +56,7 @@ FORMS = {
     "tracer-ebpf iterator": "tracer:iter",
     "tracer-ebpf iterator + fields": "tracer:fields",
     "tracer-ebpf columns": "tracer:columns",
+    "tracer-ebpf Arrow into pyarrow": "tracer:arrow",
     "bcc callback": "bcc:iter",
     "bcc callback + fields": "bcc:fields",
 }
@@ -118,6 +121,15 @@ def consume_tracer(form: str, n: int) -> float:
                 got += 1
                 if got >= n:
                     break
+        elif form == "arrow":
+            import pyarrow as pa
+
+            batches = []
+            while got < n:
+                b = pa.record_batch(t.poll_arrow(0.1, 1 << 20))
+                batches.append(b)
+                got += b.num_rows
+            got = pa.Table.from_batches(batches).num_rows
         else:
             while got < n:
                 got += len(t.poll_columns(0.1, 65536)["event_id"])

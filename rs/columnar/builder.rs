@@ -79,7 +79,7 @@ impl BatchBuilder {
     /// Adds `events`. An event type the schema lacks is an error, and then
     /// nothing of `events` is added.
     pub fn extend<'a>(&mut self, events: impl IntoIterator<Item = &'a Event> + Clone) -> Result<()> {
-        if let Some(e) = events.clone().into_iter().find(|e| self.schema.lookup(e.event_type.name()).is_none()) {
+        if let Some(e) = events.clone().into_iter().find(|e| self.key_of(e.event_type.name()).is_none()) {
             return Err(Error::Config(format!(
                 "event type {} is not in this schema (it has {})",
                 e.event_type.name(),
@@ -87,22 +87,29 @@ impl BatchBuilder {
             )));
         }
         for e in events {
-            self.push(e);
+            if let Some(key) = self.key_of(e.event_type.name()) {
+                self.push(e, key);
+            }
         }
         Ok(())
     }
 
-    /// Adds one event whose type the schema has (checked by `extend`).
-    fn push(&mut self, e: &Event) {
-        let name = e.event_type.name();
-        let key = match self.last {
-            Some((n, k)) if n == name => k,
-            _ => {
-                let Some((k, _)) = self.schema.lookup(name) else { return };
-                self.last = Some((name, k));
-                k
+    /// The dictionary key of an event type. Consecutive events mostly share
+    /// their type, and type names are interned: the last one is compared
+    /// by address first.
+    fn key_of(&mut self, name: &'static str) -> Option<usize> {
+        if let Some((n, k)) = self.last {
+            if std::ptr::eq(n, name) || n == name {
+                return Some(k);
             }
-        };
+        }
+        let (k, _) = self.schema.lookup(name)?;
+        self.last = Some((name, k));
+        Some(k)
+    }
+
+    /// Adds one event of the schema's type `key`.
+    fn push(&mut self, e: &Event, key: usize) {
         let row = self.rows;
         self.event_id.push(e.event_id);
         self.event_type.push(key as i32);
@@ -125,13 +132,12 @@ impl BatchBuilder {
         }
         self.cpu.push(e.cpu);
         self.payload_lost.append(e.payload_lost());
-        let schema = self.schema.clone();
-        let slots = schema.lookup(name).map(|(_, s)| s).unwrap_or_default();
-        let mut fields = slots.iter();
+        let mut slots = self.schema.slots(key).iter();
         let cols = &mut self.payload;
         e.payload.for_each_field(|f, v| {
-            let Some(slot) = fields.next() else { return };
-            fill(cols, row, slot, f.kind, f.decode, v);
+            if let Some(slot) = slots.next() {
+                fill(cols, row, slot, f.kind, f.decode, v);
+            }
         });
         self.rows += 1;
     }

@@ -169,6 +169,11 @@ impl EventSchema {
         &self.columns
     }
 
+    /// The field slots of the event type of dictionary key `key`.
+    pub(crate) fn slots(&self, key: usize) -> &[FieldSlot] {
+        &self.slots[key]
+    }
+
     /// The dictionary key of an event type and its field slots.
     pub(crate) fn lookup(&self, event_type: &str) -> Option<(usize, &[FieldSlot])> {
         let i = *self.index.get(event_type)?;
