@@ -40,7 +40,7 @@ with tracer_ebpf.Tracer("syscalls/sys_enter_write", comm="python") as t:
 print(df.groupby("comm")["payload.count"].sum())
 
 with tracer_ebpf.Tracer("syscalls/sys_enter_write") as t:
-    cols = t.poll_columns(max_events=100_000, timeout=1.0)   # one batch, column by column
-    contents = cols["payload.content"]    # a BytesColumn: a sequence of bytes (or None)
-    print(len(cols["pid"]), sum(len(c or b"") for c in contents))
-frame = tracer_ebpf.to_dataframe(cols)    # also from a list of batches, or of Events
+    batch = t.poll_arrow(max_events=100_000, timeout=1.0)    # one Arrow record batch
+import duckdb, polars                     # pyarrow.table(batch) too: each takes it without a copy
+frame = polars.DataFrame(batch)
+print(duckdb.execute('select comm, sum("payload.count") from batch group by comm').fetchall())
