@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * tracer-ebpf C library (libbootstrap.a): load the BPF tracer, receive each
- * event decoded through a callback, print it as the project's JSON line.
+ * event decoded through a callback, print it as the project's JSON line, or
+ * take events as Arrow record batches (tb_poll_arrow, below).
  *
  * The library is the C ABI of the Rust core (rs/capi, built by `make -C c`
  * with cargo): the same loader, reader thread, queue, decoder, counters and
@@ -9,7 +10,8 @@
  * (events.toml) and any other tracepoint ("sched/sched_process_fork", or a
  * wildcard), decoded from its tracefs format. A reader thread drains the
  * kernel buffers into a bounded userspace queue as records arrive; tb_poll()
- * and tb_consume() deliver from that queue.
+ * and tb_consume() deliver from that queue, tb_poll_arrow() and
+ * tb_consume_arrow() hand it out as Arrow record batches.
  *
  *     struct tb_options o = {0};          // zero means "default" everywhere
  *     const char *ev[] = { "syscalls/sys_enter_write" };
@@ -42,8 +44,75 @@
 extern "C" {
 #endif
 
-/* Status codes. tb_poll()/tb_consume() return a count (>= 0) or one of the
- * negative values; everything else returns TB_OK or a negative value. */
+/*
+ * The Arrow C data interface (https://arrow.apache.org/docs/format/CDataInterface.html),
+ * declared exactly as the specification does, behind its guards so that this
+ * header and nanoarrow's or Arrow C++'s (arrow/c/abi.h) can be included
+ * together in any order.
+ */
+#ifndef ARROW_C_DATA_INTERFACE
+#define ARROW_C_DATA_INTERFACE
+
+#define ARROW_FLAG_DICTIONARY_ORDERED 1
+#define ARROW_FLAG_NULLABLE 2
+#define ARROW_FLAG_MAP_KEYS_SORTED 4
+
+struct ArrowSchema {
+	/* Array type description */
+	const char *format;
+	const char *name;
+	const char *metadata;
+	int64_t flags;
+	int64_t n_children;
+	struct ArrowSchema **children;
+	struct ArrowSchema *dictionary;
+
+	/* Release callback */
+	void (*release)(struct ArrowSchema *);
+	/* Opaque producer-specific data */
+	void *private_data;
+};
+
+struct ArrowArray {
+	/* Array data description */
+	int64_t length;
+	int64_t null_count;
+	int64_t offset;
+	int64_t n_buffers;
+	int64_t n_children;
+	const void **buffers;
+	struct ArrowArray **children;
+	struct ArrowArray *dictionary;
+
+	/* Release callback */
+	void (*release)(struct ArrowArray *);
+	/* Opaque producer-specific data */
+	void *private_data;
+};
+
+#endif /* ARROW_C_DATA_INTERFACE */
+
+#ifndef ARROW_C_STREAM_INTERFACE
+#define ARROW_C_STREAM_INTERFACE
+
+struct ArrowArrayStream {
+	/* Callbacks providing stream functionality */
+	int (*get_schema)(struct ArrowArrayStream *, struct ArrowSchema *out);
+	int (*get_next)(struct ArrowArrayStream *, struct ArrowArray *out);
+	const char *(*get_last_error)(struct ArrowArrayStream *);
+
+	/* Release callback */
+	void (*release)(struct ArrowArrayStream *);
+
+	/* Opaque producer-specific data */
+	void *private_data;
+};
+
+#endif /* ARROW_C_STREAM_INTERFACE */
+
+/* Status codes. tb_poll()/tb_consume() and their Arrow variants return a
+ * count (>= 0) or one of the negative values; everything else returns TB_OK
+ * or a negative value. */
 enum tb_status {
 	TB_OK = 0,
 	TB_STOPPED = -1,               /* tb_stop() was called: not an error */
@@ -102,7 +171,7 @@ struct tb_event {
 
 /* Called once per event, from tb_poll()/tb_consume(). Return 0 to go on, or
  * non-zero to make that call return after this event. Must not call tb_poll,
- * tb_consume or tb_close on the same tracer. */
+ * tb_consume, tb_poll_arrow, tb_consume_arrow or tb_close on the same tracer. */
 typedef int (*tb_event_fn)(const struct tb_event *ev, void *ctx);
 
 /* What to trace. All-zero is a valid configuration: every non-optional
@@ -134,7 +203,8 @@ struct tb_options {
 	                               * (12 to 64 MiB) over the CPUs, at least 2 MiB each (docs/protocol.md); rounded up to 1 MiB */
 	uint64_t wake_ns;            /* each CPU wakes the reader at most once per this; 0: 1 ms */
 	int trace_self;              /* trace this process too (off: it would see its own output) */
-	tb_event_fn on_event;        /* required */
+	tb_event_fn on_event;        /* required by tb_poll/tb_consume; NULL for a tracer read
+	                              * only with tb_poll_arrow/tb_consume_arrow */
 	void *ctx;                   /* passed to on_event */
 };
 
@@ -153,7 +223,8 @@ int tb_open(const struct tb_options *opts, struct tb_tracer **out, char *errbuf,
  * Waits up to `timeout_ms` (-1: forever) for events and delivers them to the
  * callback. Returns the number delivered (possibly 0 on timeout or when a
  * signal interrupts the wait), TB_STOPPED if tb_stop() was called (then it
- * delivers nothing: see tb_consume), or a negative error.
+ * delivers nothing: see tb_consume), or a negative error (TB_ERR_INVALID
+ * without an on_event callback).
  */
 int tb_poll(struct tb_tracer *t, int timeout_ms);
 
@@ -181,11 +252,62 @@ int tb_fd(const struct tb_tracer *t);
 int tb_set_pids(struct tb_tracer *t, const uint32_t *pids, size_t npids, char *errbuf, size_t errlen);
 int tb_set_comms(struct tb_tracer *t, const char *const *comms, size_t ncomms, char *errbuf, size_t errlen);
 
+/*
+ * Arrow record batches, built by the Rust core (the columns of the Python
+ * and Rust front ends' poll_arrow: header columns such as "event_id" (format
+ * "L"), "event_type" (a dictionary), "timestamp" ("tsn:UTC"), "pid" ("I"),
+ * then "payload.<field>" columns with their "_truncated", "_lost", "_size",
+ * "_bytes" and "_name" companions, null where a row's event has no such
+ * field; a write's "payload.content" is large binary, "Z").
+ *
+ * tb_arrow_schema() writes the tracer's schema: a struct ("+s") with one
+ * child per column, the same for every batch of this tracer.
+ *
+ * tb_poll_arrow() is tb_poll() returning rows instead of calling back: it
+ * waits up to `timeout_ms` (-1: forever) while nothing is queued, then
+ * writes one batch of up to `max_events` events (0: up to 65536) as a
+ * struct array of the schema's columns into `out` and returns its row
+ * count: possibly 0 (a valid, empty batch) on timeout or when a signal
+ * interrupts the wait. Like tb_poll(), it returns TB_STOPPED once tb_stop()
+ * was called (also during the wait), until tb_resume(), and then hands out
+ * nothing: tb_consume_arrow() is its tb_consume(), returning without
+ * waiting the events already captured, even after tb_stop() (0 rows: none).
+ * So stopping ends a reading loop at once, however busy the traced
+ * processes are, and what was captured is still there to drain:
+ *
+ *     struct ArrowArray a;
+ *     while (tb_poll_arrow(t, 100, 0, &a) >= 0) {   // TB_STOPPED after tb_stop()
+ *         use(&schema, &a);
+ *         a.release(&a);
+ *     }
+ *     while (tb_consume_arrow(t, 0, &a) > 0) {      // what is left
+ *         use(&schema, &a);
+ *         a.release(&a);
+ *     }
+ *     if (a.release)                                // the last, empty batch
+ *         a.release(&a);
+ *
+ * Events a callback left undelivered (it returned non-zero) come first; the
+ * rows count as `delivered` in tb_stats(). The callback is not called.
+ *
+ * Ownership (the C data interface's rules): the caller provides `out` (its
+ * content on entry is ignored) and owns what is written there: it must call
+ * out->release(out) once it is done with a schema or batch (whatever the row
+ * count, 0 included), may move the struct elsewhere first, and may keep it
+ * after tb_close(): the buffers belong to the batch, not the tracer. On
+ * error and on TB_STOPPED, *out is released already (out->release == NULL),
+ * so there is nothing to free. Same thread rule as tb_poll(); not from the
+ * callback.
+ */
+int tb_arrow_schema(struct tb_tracer *t, struct ArrowSchema *out);
+int tb_poll_arrow(struct tb_tracer *t, int timeout_ms, size_t max_events, struct ArrowArray *out);
+int tb_consume_arrow(struct tb_tracer *t, size_t max_events, struct ArrowArray *out);
+
 /* Every counter (the Rust core's). Kernel ones are the per-CPU `stats` map
  * summed over CPUs, indexed by enum tb_stat; named by tb_stat_name(). */
 struct tb_stats {
 	uint64_t kernel[TB_STAT_COUNT];
-	uint64_t delivered;      /* events handed to the callback */
+	uint64_t delivered;      /* events handed to the callback or in Arrow batches */
 	uint64_t decode_errors;  /* malformed records (never expected) */
 	uint64_t overwritten;    /* records whose payload was overwritten while read (never expected) */
 	uint64_t seq_gaps;       /* records missing from a CPU's sequence (also counted by the kernel) */

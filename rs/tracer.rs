@@ -2,7 +2,7 @@
 
 use crate::byte_blocks::BlockWriter;
 use crate::clock::{clock_offset, epoch_ns};
-use crate::columnar::{BatchBuilder, EventSchema};
+use crate::columnar::{record_batch, EventSchema};
 use crate::config::{Config, ResolvedConfig};
 use crate::decode::read_array;
 use crate::error::{Error, Result};
@@ -319,11 +319,7 @@ impl Tracer {
         let mut events = std::mem::take(&mut self.arrow_scratch);
         events.clear();
         let polled = self.poll_into(&mut events, max, timeout);
-        let batch = polled.and_then(|_| {
-            let mut b = BatchBuilder::with_capacity(self.arrow_schema(), events.len());
-            b.extend(&events)?;
-            b.finish()
-        });
+        let batch = polled.and_then(|_| record_batch(self.arrow_schema(), &events));
         events.clear();
         self.arrow_scratch = events;
         batch

@@ -1,15 +1,19 @@
 //! The tracer handle (`struct tb_tracer`) and its functions: a `Tracer`
 //! (with its reader thread and queue) plus what C callers need on top: the
 //! callback, a stop flag that a signal handler may set, the events taken
-//! from the queue but not yet delivered, and the descriptors.
+//! from the queue but not yet delivered, and the descriptors. Events leave
+//! either through the callback (tb_poll, tb_consume) or as Arrow batches
+//! (tb_poll_arrow, tb_consume_arrow), from the same queue.
 
 use super::desc::{self, EventDesc};
 use super::event::fill;
 use super::options;
 use super::status::{guard, Failure, TB_ERR_INVALID, TB_OK, TB_STOPPED};
 use super::types::{TbEventDesc, TbOptions, TbStats};
+use crate::columnar::{ffi_array, ffi_schema, record_batch};
 use crate::event::{Event, EventKind};
 use crate::tracer::Tracer;
+use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
 use std::cell::UnsafeCell;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_char, c_int, c_uint, c_void};
@@ -18,8 +22,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Events taken from the queue per tb_poll/tb_consume at most: bounds one
-/// call's work when a producer never pauses.
+/// Events taken from the queue per tb_poll/tb_consume at most (and per
+/// Arrow batch when the caller sets no bound): bounds one call's work when
+/// a producer never pauses.
 const BATCH: usize = 65536;
 
 /// What tb_stop() touches: an atomic flag and an eventfd that wakes a
@@ -69,11 +74,13 @@ impl StopSignal {
 /// header's rule), never while a callback runs except through shared reads.
 struct Inner {
     tracer: Tracer,
-    on_event: unsafe extern "C" fn(*const super::types::TbEvent, *mut c_void) -> c_int,
+    /// None for a tracer read only as Arrow batches.
+    on_event: Option<unsafe extern "C" fn(*const super::types::TbEvent, *mut c_void) -> c_int>,
     ctx: *mut c_void,
-    /// Taken from the queue, not yet delivered (a callback ended a call).
+    /// Taken from the queue, not yet delivered (a callback ended a call);
+    /// handed out before the queue by every way out.
     pending: VecDeque<Event>,
-    /// Reused by `fetch`.
+    /// Reused by `fetch` and `take_arrow`.
     batch: Vec<Event>,
     delivered: u64,
     /// Descriptors of the events attached: typed, then generic.
@@ -89,6 +96,15 @@ pub struct TbTracer {
 }
 
 impl Inner {
+    /// tb_poll and tb_consume need the callback; Arrow readers may go
+    /// without.
+    fn check_callback(&self) -> Result<(), Failure> {
+        match self.on_event {
+            Some(_) => Ok(()),
+            None => Err(Failure::invalid("this tracer has no on_event callback: read it with tb_poll_arrow/tb_consume_arrow")),
+        }
+    }
+
     fn desc_of(&mut self, kind: &EventKind) -> *const EventDesc {
         match kind {
             EventKind::Typed(t) => desc::typed(*t),
@@ -119,10 +135,11 @@ unsafe fn deliver(t: *const TbTracer) -> c_int {
         // SAFETY: the caller's promise.
         let (ev, d, on_event, ctx) = {
             let inner = unsafe { &mut *(*t).inner.get() };
+            let Some(on_event) = inner.on_event else { break };
             let Some(ev) = inner.pending.pop_front() else { break };
             let d = inner.desc_of(&ev.event_type);
             inner.delivered += 1;
-            (ev, d, inner.on_event, inner.ctx)
+            (ev, d, on_event, inner.ctx)
         };
         // SAFETY: descriptors live as long as the tracer.
         let tb = fill(&ev, unsafe { &*d }, &mut fields);
@@ -157,7 +174,6 @@ pub unsafe extern "C" fn tb_open(opts: *const TbOptions, out: *mut *mut TbTracer
             if out.is_null() {
                 return Err(Failure::invalid("out is NULL"));
             }
-            let on_event = o.on_event.ok_or_else(|| Failure::invalid("on_event is required (the callback that receives each event)"))?;
             let tracer = Tracer::new(options::config(o)?)?;
             let mut generic = HashMap::new();
             let mut attached: Vec<*const TbEventDesc> = tracer.events().iter().map(|&e| &desc::typed(e).raw as *const _).collect();
@@ -165,13 +181,43 @@ pub unsafe extern "C" fn tb_open(opts: *const TbOptions, out: *mut *mut TbTracer
                 let d: &EventDesc = generic.entry(f.id).or_insert_with(|| desc::generic(f));
                 attached.push(&d.raw);
             }
-            let inner =
-                Inner { tracer, on_event, ctx: o.ctx, pending: VecDeque::new(), batch: Vec::new(), delivered: 0, attached, generic };
+            let inner = Inner {
+                tracer,
+                on_event: o.on_event,
+                ctx: o.ctx,
+                pending: VecDeque::new(),
+                batch: Vec::new(),
+                delivered: 0,
+                attached,
+                generic,
+            };
             let t = Box::new(TbTracer { stop: StopSignal::new()?, inner: UnsafeCell::new(inner) });
             *out = Box::into_raw(t);
             Ok(TB_OK)
         })
     }
+}
+
+/// tb_poll's wait: up to `timeout_ms` for queued events, if none is
+/// pending. False once tb_stop() was called, before or during the wait;
+/// otherwise true, events or not (a timeout, or a signal: EINTR ends the
+/// wait early).
+fn wait(h: &TbTracer, inner: &Inner, timeout_ms: c_int) -> bool {
+    if h.stop.is_raised() {
+        return false;
+    }
+    if inner.pending.is_empty() {
+        // Wait for queued events or tb_stop(). The caller then looks at the
+        // ring also after a timeout: records can sit there with no wake-up
+        // to come.
+        let mut pfds = [
+            libc::pollfd { fd: inner.tracer.ready_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: h.stop.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: two valid pollfds.
+        unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout_ms.max(-1)) };
+    }
+    !h.stop.is_raised()
 }
 
 /// # Safety
@@ -182,23 +228,12 @@ pub unsafe extern "C" fn tb_poll(t: *mut TbTracer, timeout_ms: c_int) -> c_int {
     unsafe {
         guard(std::ptr::null_mut(), 0, || {
             let h = handle(t)?;
-            if h.stop.is_raised() {
+            let inner = &mut *h.inner.get();
+            inner.check_callback()?;
+            if !wait(h, inner, timeout_ms) {
                 return Ok(TB_STOPPED);
             }
-            let inner = &mut *h.inner.get();
             if inner.pending.is_empty() {
-                // Wait for queued events or tb_stop(); a signal (EINTR) ends
-                // the wait early, like a timeout.
-                let mut pfds = [
-                    libc::pollfd { fd: inner.tracer.ready_fd(), events: libc::POLLIN, revents: 0 },
-                    libc::pollfd { fd: h.stop.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-                ];
-                libc::poll(pfds.as_mut_ptr(), 2, timeout_ms.max(-1));
-                if h.stop.is_raised() {
-                    return Ok(TB_STOPPED);
-                }
-                // Also after a timeout: records can sit in the ring with no
-                // wake-up to come.
                 fetch(inner)?;
             }
             Ok(deliver(t))
@@ -214,10 +249,95 @@ pub unsafe extern "C" fn tb_consume(t: *mut TbTracer) -> c_int {
     unsafe {
         guard(std::ptr::null_mut(), 0, || {
             let inner = &mut *handle(t)?.inner.get();
+            inner.check_callback()?;
             if inner.pending.is_empty() {
                 fetch(inner)?;
             }
             Ok(deliver(t))
+        })
+    }
+}
+
+/// Marks the caller's `*out` released before anything can fail, so that
+/// on every error it holds nothing to free (it may hold garbage on entry:
+/// written, never dropped). Returns it, or TB_ERR_INVALID for NULL.
+///
+/// # Safety
+/// `out` is NULL or valid for writes.
+unsafe fn released<'a, T>(out: *mut T, empty: fn() -> T) -> Result<&'a mut T, Failure> {
+    if out.is_null() {
+        return Err(Failure::invalid("out is NULL"));
+    }
+    // SAFETY: the caller's promise; nothing is read from `out`.
+    unsafe {
+        out.write(empty());
+        Ok(&mut *out)
+    }
+}
+
+/// Up to `max_events` events (0: up to BATCH), those a callback left
+/// pending first (they are older than the queue's), as one batch of the
+/// tracer's schema in `out`. Never waits. Returns the row count.
+fn take_arrow(inner: &mut Inner, max_events: usize, out: &mut FFI_ArrowArray) -> Result<c_int, Failure> {
+    // The count is returned as an int.
+    let max = if max_events == 0 { BATCH } else { max_events.min(c_int::MAX as usize) };
+    inner.batch.clear();
+    let from_pending = inner.pending.len().min(max);
+    inner.batch.extend(inner.pending.drain(..from_pending));
+    let room = max - from_pending;
+    if room > 0 {
+        inner.tracer.poll_into(&mut inner.batch, room, Duration::ZERO)?;
+    }
+    let built = record_batch(inner.tracer.arrow_schema(), &inner.batch);
+    let n = inner.batch.len();
+    inner.batch.clear();
+    *out = ffi_array(built?);
+    inner.delivered += n as u64;
+    Ok(n as c_int)
+}
+
+/// # Safety
+/// As tb_poll; `out` NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn tb_poll_arrow(t: *mut TbTracer, timeout_ms: c_int, max_events: usize, out: *mut FFI_ArrowArray) -> c_int {
+    // SAFETY: the caller's promises.
+    unsafe {
+        guard(std::ptr::null_mut(), 0, || {
+            let out = released(out, FFI_ArrowArray::empty)?;
+            let h = handle(t)?;
+            let inner = &mut *h.inner.get();
+            if !wait(h, inner, timeout_ms) {
+                return Ok(TB_STOPPED);
+            }
+            take_arrow(inner, max_events, out)
+        })
+    }
+}
+
+/// # Safety
+/// As tb_poll_arrow.
+#[no_mangle]
+pub unsafe extern "C" fn tb_consume_arrow(t: *mut TbTracer, max_events: usize, out: *mut FFI_ArrowArray) -> c_int {
+    // SAFETY: the caller's promises.
+    unsafe {
+        guard(std::ptr::null_mut(), 0, || {
+            let out = released(out, FFI_ArrowArray::empty)?;
+            take_arrow(&mut *handle(t)?.inner.get(), max_events, out)
+        })
+    }
+}
+
+/// # Safety
+/// `t` live; `out` NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn tb_arrow_schema(t: *mut TbTracer, out: *mut FFI_ArrowSchema) -> c_int {
+    // SAFETY: the caller's promises; a shared read of the tracer.
+    unsafe {
+        guard(std::ptr::null_mut(), 0, || {
+            let out = released(out, FFI_ArrowSchema::empty)?;
+            let inner = &*handle(t)?.inner.get();
+            *out = ffi_schema(&inner.tracer.arrow_schema().schema())?;
+            Ok(TB_OK)
         })
     }
 }

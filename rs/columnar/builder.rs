@@ -174,6 +174,14 @@ impl BatchBuilder {
     }
 }
 
+/// `events` as one record batch of `schema`: what every front end's
+/// `poll_arrow` returns.
+pub fn record_batch(schema: Arc<EventSchema>, events: &[Event]) -> Result<RecordBatch> {
+    let mut b = BatchBuilder::with_capacity(schema, events.len());
+    b.extend(events)?;
+    b.finish()
+}
+
 pub(crate) fn arrow_error(e: arrow_schema::ArrowError) -> Error {
     Error::Arrow { context: "building a record batch".into(), source: e }
 }

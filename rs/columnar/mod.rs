@@ -5,7 +5,9 @@
 
 mod builder;
 mod column;
+mod ffi;
 mod schema;
 
-pub use builder::{lost_reasons, BatchBuilder};
+pub use builder::{lost_reasons, record_batch, BatchBuilder};
+pub use ffi::{ffi_array, ffi_schema};
 pub use schema::{EventSchema, HEADER_COLUMNS};

@@ -5,12 +5,11 @@
 
 use super::errors::to_py;
 use super::event::PyEvent;
-use crate::columnar::{BatchBuilder, EventSchema};
+use crate::columnar::{ffi_array, ffi_schema, record_batch, EventSchema};
 use crate::error::Error;
 use crate::event::{Event, EventKind};
-use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::ffi_stream::FFI_ArrowArrayStream;
-use arrow_array::{Array, RecordBatch, RecordBatchIterator, StructArray};
+use arrow_array::{RecordBatch, RecordBatchIterator};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyList, PyTuple};
@@ -25,7 +24,7 @@ pub struct ArrowBatch {
     pub(crate) batch: RecordBatch,
 }
 
-fn ffi_error(e: arrow_schema::ArrowError) -> PyErr {
+fn ffi_error(e: Error) -> PyErr {
     PyValueError::new_err(format!("Arrow export failed: {e}"))
 }
 
@@ -54,7 +53,7 @@ impl ArrowBatch {
 
     /// The schema as an Arrow C schema capsule.
     fn __arrow_c_schema__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
-        let schema = FFI_ArrowSchema::try_from(self.batch.schema().as_ref()).map_err(ffi_error)?;
+        let schema = ffi_schema(self.batch.schema().as_ref()).map_err(ffi_error)?;
         capsule(py, schema, "arrow_schema")
     }
 
@@ -63,9 +62,8 @@ impl ArrowBatch {
     #[pyo3(signature = (requested_schema=None))]
     fn __arrow_c_array__<'py>(&self, py: Python<'py>, requested_schema: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyTuple>> {
         let _ = requested_schema;
-        let array = StructArray::from(self.batch.clone()).into_data();
-        let schema = FFI_ArrowSchema::try_from(self.batch.schema().as_ref()).map_err(ffi_error)?;
-        let array = FFI_ArrowArray::new(&array);
+        let schema = ffi_schema(self.batch.schema().as_ref()).map_err(ffi_error)?;
+        let array = ffi_array(self.batch.clone());
         PyTuple::new(py, [capsule(py, schema, "arrow_schema")?.into_any(), capsule(py, array, "arrow_array")?.into_any()])
     }
 
@@ -91,9 +89,7 @@ pub(crate) fn events_batch(events: &[Event]) -> crate::error::Result<RecordBatch
             kinds.push(e.event_type.clone());
         }
     }
-    let mut b = BatchBuilder::with_capacity(Arc::new(EventSchema::new(&kinds)), events.len());
-    b.extend(events)?;
-    b.finish()
+    record_batch(Arc::new(EventSchema::new(&kinds)), events)
 }
 
 /// events_to_arrow(events): a list of Event as one ArrowBatch.

@@ -4,7 +4,7 @@ use super::arrow::ArrowBatch;
 use super::columns::{columns, Schema};
 use super::errors::{poisoned, to_py};
 use super::event::PyEvent;
-use crate::columnar::BatchBuilder;
+use crate::columnar::record_batch;
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::Event;
@@ -198,10 +198,7 @@ impl NativeTracer {
     fn poll_arrow(&self, py: Python<'_>, max_events: usize, timeout: f64) -> PyResult<ArrowBatch> {
         let schema = self.lock()?.arrow_schema();
         let evs = self.wait(py, max_events, timeout)?;
-        let built = py.detach(|| {
-            let mut b = BatchBuilder::with_capacity(schema, evs.len());
-            b.extend(&evs).and_then(|_| b.finish())
-        });
+        let built = py.detach(|| record_batch(schema, &evs));
         self.recycle(evs);
         Ok(ArrowBatch { batch: built.map_err(|e| to_py(py, e))? })
     }
