@@ -107,10 +107,10 @@ impl PartFile {
         }
         let done = (|| {
             let temp = self.temp.display();
-            w.finish().map_err(|e| parquet_error(format!("finishing {temp}"), e))?;
-            let bytes = w.bytes_written() as u64;
+            // Writes the last row group and the footer.
             let file = w.into_inner().map_err(|e| parquet_error(format!("finishing {temp}"), e))?;
             file.sync_all().map_err(|e| Error::io(format!("syncing {temp}"), e))?;
+            let bytes = file.metadata().map_err(|e| Error::io(format!("reading the size of {temp}"), e))?.len();
             drop(file);
             rename_new(&self.temp, &self.path)?;
             sync_dir(&self.dir)?;
