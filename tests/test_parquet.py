@@ -551,3 +551,36 @@ def test_cli_stop_signal_completes_every_file(tracer_example, tmp_path, sig):
     (side,) = glob.glob(f"{d}/host=s/_tracer_ebpf-*.json")
     meta = json.loads(Path(side).read_text())
     assert meta["complete"] is True and meta["rows"] == rows and meta["stats"]["delivered"] == rows
+
+
+# -- the Rust example ------------------------------------------------------------------------
+
+RUST_WRITER = r"""
+import os, time
+with open("/proc/self/comm", "w") as f:
+    f.write("tbrustpq")
+time.sleep(1.0)                            # the example attaches meanwhile
+for i in range(20):
+    os.write(1, b"line %d\xff\n" % i)
+"""
+
+
+def test_rust_example_writes_a_dataset(rust_example, tmp_path):
+    d = str(tmp_path / "ds")
+    w = subprocess.Popen([PY, "-c", RUST_WRITER], stdout=subprocess.DEVNULL)
+    try:
+        r = subprocess.run([rust_example, "--events", WRITE, "--comm", "tbrustpq", "--parquet", d, "--host", "r",
+                            "--duration", "3"], capture_output=True, text=True, timeout=60)
+    finally:
+        w.wait(timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    files = parquet_files(d)
+    rows = [row for f in files for row in pq.read_table(f).to_pylist()]
+    assert sorted(row["payload.content"] for row in rows) == sorted(b"line %d\xff\n" % i for i in range(20))
+    assert f"example: parquet: {len(files)} files, 20 rows" in r.stderr, r.stderr
+    md = pq.read_metadata(files[0]).metadata
+    assert json.loads(md[b"tracer_ebpf.stats"])["delivered"] == 20
+    r = subprocess.run([rust_example, "--parquet", d, "--host", "a/b", "--duration", "1"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "'/' is not allowed" in r.stderr, r.stderr
