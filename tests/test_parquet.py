@@ -584,3 +584,37 @@ def test_rust_example_writes_a_dataset(rust_example, tmp_path):
     r = subprocess.run([rust_example, "--parquet", d, "--host", "a/b", "--duration", "1"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "'/' is not allowed" in r.stderr, r.stderr
+
+
+# -- a full disk ---------------------------------------------------------------------------
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 1 MiB tmpfs, unmounted afterwards."""
+    d = tmp_path / "small"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tbtest", str(d)],
+                       capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], timeout=30)
+
+
+def test_cli_full_disk_is_one_line_exit_1_and_stops_the_command(tracer_example, small_fs):
+    d = str(small_fs / "ds")
+    r = subprocess.run([tracer_example, "-q", "--events", WRITE, "--parquet", d, "--host", "f",
+                        "--max-file-bytes", "256K", "--", PY, "-c", KILL_WRITER],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("tracer-example: error: cannot write the Parquet dataset: ")
+    assert "No space left on device" in lines[0] and lines[0].endswith("; stopping the command"), lines[0]
+    # What was completed before the disk filled is whole; nothing partial is visible.
+    for f in parquet_files(d):
+        assert pq.read_table(f).num_rows == pq.read_metadata(f).num_rows > 0
+    assert temp_files(d) == []

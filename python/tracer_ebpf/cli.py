@@ -119,10 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         "sizes (BYTES) take a K, M or G suffix, powers of 1024: 64K, 16M, 1G.\n"
         "\n"
         "exit status: with a command, the command's (128+N if signal N killed it);\n"
-        "otherwise 0, 1 on a tracing error or when the JSON lines (or the Parquet files)\n"
-        "cannot be written\n"
-        "(e.g. a full disk: the command is then stopped, SIGTERM then SIGKILL), 2 on\n"
-        "bad arguments (nothing is traced, run or written then).\n"
+        "otherwise 0, 1 on a tracing error or when the JSON lines cannot be written\n"
+        "(or the --parquet files; e.g. a full disk: the command is then stopped, SIGTERM\n"
+        "then SIGKILL), 2 on bad arguments (nothing is traced, run or written then).\n"
         "Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -29,6 +29,8 @@ mod file;
 mod layout;
 mod options;
 mod side;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 pub use file::FileDone;

@@ -89,6 +89,8 @@ pub struct Dataset {
     rows_lost: u64,
     /// The latest hour seen and when it was first seen.
     newest_hour: Option<(u64, Instant)>,
+    /// HOUR_GRACE (shorter in tests).
+    pub(super) hour_grace: Duration,
     closed: bool,
 }
 
@@ -149,6 +151,7 @@ impl Dataset {
             done: Vec::new(),
             rows_lost: 0,
             newest_hour: None,
+            hour_grace: HOUR_GRACE,
             closed: false,
         };
         // The side file was claimed empty: now say what this run is.
@@ -428,7 +431,8 @@ impl Dataset {
                 self.newest_hour = Some((h, now));
             }
         }
-        let boundary = self.newest_hour.filter(|(_, since)| now.duration_since(*since) >= HOUR_GRACE).map(|(h, _)| h);
+        let grace = self.hour_grace;
+        let boundary = self.newest_hour.filter(|(_, since)| now.duration_since(*since) >= grace).map(|(h, _)| h);
         let max_age = self.options.max_file_age;
         let due: Vec<Key> = self
             .parts
