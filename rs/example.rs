@@ -147,6 +147,18 @@ impl Sink<'_> {
     }
 }
 
+/// CPU time of this process so far, in seconds (every thread).
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
 fn bytes(v: String, flag: &str) -> Result<usize, String> {
     v.parse().map_err(|_| format!("{flag}: not a byte count: {v:?}"))
 }
@@ -192,6 +204,7 @@ fn main() -> ExitCode {
         tracer.startup_time().as_millis()
     );
     let deadline = duration.and_then(|d| Instant::now().checked_add(d));
+    let cpu_start = cpu_seconds();
     let stdout = std::io::stdout();
     let mut sink = match dataset {
         Some(ds) => Sink::Parquet { ds: Box::new(ds), last_stats: Instant::now() },
@@ -242,12 +255,15 @@ fn main() -> ExitCode {
             let dir = ds.host_dir().display().to_string();
             match ds.close(stats.as_ref().ok()) {
                 Ok(s) => {
-                    let per_event = if s.rows > 0 { s.bytes as f64 / s.rows as f64 } else { 0.0 };
+                    let cpu = cpu_seconds() - cpu_start;
+                    let rows = s.rows.max(1) as f64;
                     eprintln!(
-                        "example: parquet: {} files, {} rows, {} bytes ({per_event:.1} bytes/event) in {dir}",
+                        "example: parquet: {} files, {} rows, {} bytes ({:.1} bytes/event, {:.2} us CPU/event), {cpu:.2} s CPU, in {dir}",
                         s.files.len(),
                         s.rows,
-                        s.bytes
+                        s.bytes,
+                        s.bytes as f64 / rows,
+                        cpu * 1e6 / rows
                     );
                 }
                 Err(e) => failed = failed.or(Some(e.to_string())),

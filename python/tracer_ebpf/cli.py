@@ -8,6 +8,7 @@ import errno
 import fcntl
 import os
 import re
+import resource
 import signal
 import stat
 import subprocess
@@ -593,12 +594,20 @@ def _open_dataset(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--parquet {args.parquet!r}: {e}")
 
 
-def _parquet_summary(s: DatasetSummary, root: str) -> str:
-    per_event = f" ({s['bytes'] / s['rows']:.1f} bytes/event)" if s["rows"] else ""
+def _cpu_seconds() -> float:
+    """CPU time of this process so far (every thread: the reader's too)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _parquet_summary(s: DatasetSummary, root: str, cpu: float) -> str:
+    """Files, rows, bytes, and per event: bytes on disk and CPU time of
+    tracer-example while tracing (decoding and writing)."""
+    per_event = f" ({s['bytes'] / s['rows']:.1f} bytes/event, {cpu * 1e6 / s['rows']:.2f} us CPU/event)" if s["rows"] else ""
     where = os.path.join(root, f"host={s['host']}")
     lost = f"; {s['rows_lost']} rows lost with files that could not be completed" if s["rows_lost"] else ""
-    return (f"parquet: {s['files']} file(s), {s['rows']} rows, {s['bytes']} bytes{per_event} in {where} "
-            f"(run {s['run']}){lost}")
+    return (f"parquet: {s['files']} file(s), {s['rows']} rows, {s['bytes']} bytes{per_event}, {cpu:.2f} s CPU, "
+            f"in {where} (run {s['run']}){lost}")
 
 
 def _run_to(out: Optional[IO[bytes]], parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[str],
@@ -625,6 +634,7 @@ def _run_to(out: Optional[IO[bytes]], parser: argparse.ArgumentParser, args: arg
     broken_pipe = False
     write_error: Optional[OSError] = None
     started = time.monotonic()
+    cpu_started = 0.0
     try:
         try:
             tracer = Tracer(
@@ -684,6 +694,7 @@ def _run_to(out: Optional[IO[bytes]], parser: argparse.ArgumentParser, args: arg
         # lines or the command's output would break it up).
         status = sys.stderr.isatty() and not args.quiet and not (sys.stdout.isatty() and (out_is_tty or cmd))
         started = time.monotonic()
+        cpu_started = _cpu_seconds()
         end = None if args.duration is None else started + args.duration
         last_status, last_n = started, 0
         try:
@@ -766,7 +777,7 @@ def _run_to(out: Optional[IO[bytes]], parser: argparse.ArgumentParser, args: arg
         counters = " ".join(f"{k}={v}" for k, v in stats.items())
         _say(f"{n_events} events in {time.monotonic() - started:.1f} s; {counters}")
         if summary is not None:
-            _say(_parquet_summary(summary, args.parquet))
+            _say(_parquet_summary(summary, args.parquet, _cpu_seconds() - cpu_started))
         if stats.get("discarded") and not (broken_pipe or write_error):
             _say(f"{stats['discarded']} captured events were not {'written' if dataset else 'printed'} "
                  "(discarded at stop): the output was too slow for --drain-seconds")
