@@ -9,6 +9,7 @@ import glob
 import importlib.util
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -44,6 +45,12 @@ GROUP BY ALL ORDER BY ALL
 def readme_spark(spark, d):
     df = spark.read.option("mergeSchema", "true").parquet(d)
     return df.groupBy("host", "event").count().orderBy("host", "event")
+
+
+def readline_within(f, seconds):
+    """A line of a text pipe, or "" if none came within `seconds`."""
+    ready, _, _ = select.select([f], [], [], seconds)
+    return f.readline() if ready else ""
 
 
 # -- reading back -------------------------------------------------------------------------
@@ -349,15 +356,15 @@ def kill_mid_file(tracer_example, d):
             if len(parquet_files(d)) >= 2 and [t for t in temp_files(d) if os.path.getsize(t) > 0]:
                 break
             time.sleep(0.01)
-        assert p.poll() is None, p.stderr.read() if p.stderr else ""
+        if p.poll() is not None:
+            _, err = p.communicate(timeout=10)
+            pytest.fail(f"tracer-example ended by itself: {err}")
         p.send_signal(signal.SIGKILL)
-        p.wait(timeout=10)
+        p.communicate(timeout=10)
     finally:
         if p.poll() is None:
             p.kill()
-            p.wait(timeout=10)
-        if p.stderr:
-            p.stderr.close()
+            p.communicate(timeout=10)
     assert p.returncode == -signal.SIGKILL
     return bool(temp_files(d))
 
@@ -531,7 +538,8 @@ def test_cli_stop_signal_completes_every_file(tracer_example, tmp_path, sig):
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert p.stderr is not None
-        assert p.stderr.readline().startswith("tracer-example: tracing")
+        line = readline_within(p.stderr, 30)
+        assert line.startswith("tracer-example: tracing"), line
         deadline = time.monotonic() + 30
         while not temp_files(d) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -618,3 +626,36 @@ def test_cli_full_disk_is_one_line_exit_1_and_stops_the_command(tracer_example, 
     for f in parquet_files(d):
         assert pq.read_table(f).num_rows == pq.read_metadata(f).num_rows > 0
     assert temp_files(d) == []
+
+
+# -- threads -------------------------------------------------------------------------------
+
+def test_closing_a_dataset_while_another_thread_writes_it(tmp_path):
+    import threading
+
+    from tracer_ebpf import TracerClosedError
+
+    ended = []
+    with tracer_ebpf.Tracer(WRITE, all_fds=True) as t:
+        ds = ParquetDataset(str(tmp_path / "ds"), host="c")
+
+        def writer():
+            deadline = time.monotonic() + 30
+            try:
+                while time.monotonic() < deadline:
+                    t.write_parquet(ds, timeout=0.01)
+            except TracerClosedError as e:
+                ended.append(str(e))
+
+        th = threading.Thread(target=writer, daemon=True)
+        th.start()
+        time.sleep(0.5)
+        for _ in range(20):
+            with open(os.devnull, "wb") as f:
+                f.write(b"x")
+        s = ds.close()
+        th.join(timeout=20)
+        assert not th.is_alive(), "the writing thread hung"
+    assert ended == ["I/O operation on a closed dataset"]
+    assert s["rows"] == sum(pq.read_metadata(f).num_rows for f in s["paths"])
+    assert ds.close() == s  # idempotent

@@ -49,19 +49,54 @@ pub(crate) fn summary_dict<'py>(py: Python<'py>, s: &DatasetSummary) -> PyResult
     Ok(d)
 }
 
+/// Why `with_open` could not run its function.
+enum Failed {
+    Poisoned,
+    Closed,
+    Error(Error),
+}
+
 impl PyDataset {
-    /// The open dataset, locked; an error once closed (or in a forked child).
-    pub(crate) fn lock(&self) -> PyResult<MutexGuard<'_, Option<Dataset>>> {
+    fn check_owner(&self, py: Python<'_>) -> PyResult<()> {
         if crate::fork_guard::current_pid() != self.owner {
-            return Python::attach(|py| {
-                Err(to_py(py, config("this dataset belongs to another process (a forked child cannot write it)".into())))
-            });
+            return Err(to_py(py, config("this dataset belongs to another process (a forked child cannot use it)".into())));
         }
+        Ok(())
+    }
+
+    /// The open dataset, locked (briefly: never held while waiting for the
+    /// GIL); an error once closed or in a forked child.
+    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Option<Dataset>>> {
+        self.check_owner(py)?;
         let g = self.inner.lock().map_err(|_| poisoned())?;
         if g.is_none() {
-            return Python::attach(|py| Err(closed(py)));
+            return Err(closed(py));
         }
         Ok(g)
+    }
+
+    /// Runs `f` on the open dataset with the GIL released; the lock is
+    /// taken and let go without the GIL (a thread waiting for it with the
+    /// GIL, e.g. in close(), cannot deadlock with this one).
+    pub(crate) fn with_open<R: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut Dataset) -> Result<R, Error> + Send) -> PyResult<R> {
+        self.check_owner(py)?;
+        let r = py.detach(|| match self.inner.lock() {
+            Err(_) => Err(Failed::Poisoned),
+            Ok(mut g) => match g.as_mut() {
+                None => Err(Failed::Closed),
+                Some(ds) => f(ds).map_err(Failed::Error),
+            },
+        });
+        r.map_err(|e| match e {
+            Failed::Poisoned => poisoned(),
+            Failed::Closed => closed(py),
+            Failed::Error(e) => dataset_error(py, e),
+        })
+    }
+
+    /// Fails if closed.
+    pub(crate) fn check_open(&self, py: Python<'_>) -> PyResult<()> {
+        self.lock(py).map(drop)
     }
 }
 
@@ -108,17 +143,17 @@ impl PyDataset {
     /// Writes a list of Event.
     fn write(&self, py: Python<'_>, events: &Bound<'_, PyList>) -> PyResult<()> {
         let evs = events_of(events, "ParquetDataset.write")?;
-        let mut g = self.lock()?;
-        let ds = g.as_mut().ok_or_else(poisoned)?;
-        py.detach(|| ds.write(&evs)).map_err(|e| dataset_error(py, e))
+        self.with_open(py, |ds| ds.write(&evs))
     }
 
     /// The tracer's counters (a dict as Tracer.stats() gives), recorded in
     /// the files closed from now on.
-    fn set_stats(&self, stats: HashMap<String, u64>) -> PyResult<()> {
-        let mut g = self.lock()?;
-        g.as_mut().ok_or_else(poisoned)?.set_stats(&stats_of(stats));
-        Ok(())
+    fn set_stats(&self, py: Python<'_>, stats: HashMap<String, u64>) -> PyResult<()> {
+        let stats = stats_of(stats);
+        self.with_open(py, |ds| {
+            ds.set_stats(&stats);
+            Ok(())
+        })
     }
 
     /// Closes every file; returns the summary. Idempotent (a second call
@@ -129,9 +164,7 @@ impl PyDataset {
         if let Some(s) = sg.as_ref() {
             return summary_dict(py, s);
         }
-        if crate::fork_guard::current_pid() != self.owner {
-            return Err(to_py(py, config("this dataset belongs to another process (a forked child cannot close it)".into())));
-        }
+        self.check_owner(py)?;
         let ds = self.inner.lock().map_err(|_| poisoned())?.take();
         let Some(ds) = ds else { return Err(closed(py)) };
         let stats = stats.map(stats_of);
@@ -151,23 +184,23 @@ impl PyDataset {
         if let Some(s) = self.summary.lock().map_err(|_| poisoned())?.as_ref() {
             return summary_dict(py, s);
         }
-        let g = self.lock()?;
-        summary_dict(py, &g.as_ref().ok_or_else(poisoned)?.summary())
+        let summary = self.lock(py)?.as_ref().ok_or_else(poisoned)?.summary();
+        summary_dict(py, &summary)
     }
 
     #[getter]
-    fn host(&self) -> PyResult<String> {
+    fn host(&self, py: Python<'_>) -> PyResult<String> {
         if let Some(s) = self.summary.lock().map_err(|_| poisoned())?.as_ref() {
             return Ok(s.host.clone());
         }
-        Ok(self.lock()?.as_ref().ok_or_else(poisoned)?.host().to_string())
+        Ok(self.lock(py)?.as_ref().ok_or_else(poisoned)?.host().to_string())
     }
 
     #[getter]
-    fn run(&self) -> PyResult<String> {
+    fn run(&self, py: Python<'_>) -> PyResult<String> {
         if let Some(s) = self.summary.lock().map_err(|_| poisoned())?.as_ref() {
             return Ok(s.run.clone());
         }
-        Ok(self.lock()?.as_ref().ok_or_else(poisoned)?.run().to_string())
+        Ok(self.lock(py)?.as_ref().ok_or_else(poisoned)?.run().to_string())
     }
 }

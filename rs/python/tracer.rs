@@ -3,7 +3,7 @@
 use super::arrow::ArrowBatch;
 use super::columns::{columns, Schema};
 use super::dataset::PyDataset;
-use super::errors::{dataset_error, poisoned, to_py};
+use super::errors::{poisoned, to_py};
 use super::event::PyEvent;
 use crate::columnar::BatchBuilder;
 use crate::config::Config;
@@ -55,29 +55,24 @@ impl NativeTracer {
 
     /// Polls into `dataset`; with `json`, also returns the JSON lines.
     fn to_dataset(&self, py: Python<'_>, dataset: &PyDataset, max_events: usize, timeout: f64, json: bool) -> PyResult<(usize, String)> {
-        drop(dataset.lock()?); // closed: fail before taking events
+        dataset.check_open(py)?; // closed: fail before taking events
         let evs = self.wait(py, max_events, timeout)?;
         let stats = self.lock().ok().and_then(|t| t.stats().ok());
         let n = evs.len();
-        let written = (|| {
-            let mut g = dataset.lock()?;
-            let ds = g.as_mut().ok_or_else(poisoned)?;
+        let written = dataset.with_open(py, |ds| {
             if let Some(s) = &stats {
                 ds.set_stats(s);
             }
-            py.detach(|| {
-                let mut text = String::new();
-                if json {
-                    text.reserve(evs.len() * 256);
-                    for e in &evs {
-                        crate::json::write_event(&mut text, e);
-                        text.push('\n');
-                    }
+            let mut text = String::new();
+            if json {
+                text.reserve(evs.len() * 256);
+                for e in &evs {
+                    crate::json::write_event(&mut text, e);
+                    text.push('\n');
                 }
-                ds.write(&evs).map(|_| text)
-            })
-            .map_err(|e| dataset_error(py, e))
-        })();
+            }
+            ds.write(&evs).map(|_| text)
+        });
         self.recycle(evs);
         written.map(|t| (n, t))
     }
