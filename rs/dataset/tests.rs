@@ -100,6 +100,21 @@ fn partitions_by_event_type_and_hour_and_completes_a_past_hour() {
 }
 
 #[test]
+fn a_past_hour_still_written_to_stays_open() {
+    let dir = tmp("replay");
+    let mut ds = Dataset::create(&dir, DatasetOptions::new().host("h")).unwrap();
+    ds.hour_grace = Duration::from_secs(60);
+    for i in 0..10 {
+        ds.write(&[read(2 * i, T0 + i), read(2 * i + 1, T0 + HOUR + i)]).unwrap();
+    }
+    assert_eq!(ds.open_files(), 2);
+    assert!(files(&dir, ".parquet").is_empty());
+    let s = ds.close(None).unwrap();
+    assert_eq!((s.files.len(), s.rows), (2, 20));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn open_files_are_bounded_and_dropping_completes_them() {
     let dir = tmp("open");
     let mut o = DatasetOptions::new().host("h");

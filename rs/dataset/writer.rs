@@ -22,9 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// After the first event of a new hour, files of earlier hours stay open
-/// this long for stragglers (events of other CPUs delivered a little
-/// later), then close.
+/// Once a newer hour has begun, the file of an earlier hour is completed
+/// when it has had no rows for this long (stragglers: events of other CPUs
+/// delivered a little later). One still written to (events replayed out of
+/// order) stays open until its size, age or the open-file limit ends it.
 const HOUR_GRACE: Duration = Duration::from_secs(5);
 
 /// Most events handed to a file in one write: between writes the file's
@@ -66,6 +67,7 @@ struct Partition {
     file: Option<PartFile>,
     /// When it was last written to (a counter of writes).
     last_used: u64,
+    last_write: Instant,
 }
 
 /// A Parquet dataset being written (see the module documentation of
@@ -87,8 +89,8 @@ pub struct Dataset {
     stats: Option<Stats>,
     done: Vec<FileDone>,
     rows_lost: u64,
-    /// The latest hour seen and when it was first seen.
-    newest_hour: Option<(u64, Instant)>,
+    /// The latest hour of an event written.
+    newest_hour: Option<u64>,
     /// HOUR_GRACE (shorter in tests).
     pub(super) hour_grace: Duration,
     closed: bool,
@@ -318,22 +320,19 @@ impl Dataset {
         })
     }
 
+    /// Writes events of one partition into its open file (opened if none):
+    /// the rows of a chunk that cannot reach a file count in `rows_lost`.
     fn write_chunk(&mut self, key: Key, evs: &[&Event]) -> Result<()> {
         self.tick += 1;
-        if !self.parts.contains_key(&key) {
-            let p = self.new_partition(key)?;
-            self.parts.insert(key, p);
-        }
-        if self.parts.get(&key).is_some_and(|p| p.file.is_none()) {
-            self.make_room()?;
-            self.open_file(key)?;
-        }
-        let tick = self.tick;
+        let batch = match self.prepare(key, evs) {
+            Ok(b) => b,
+            Err(e) => {
+                self.rows_lost += evs.len() as u64;
+                return Err(e);
+            }
+        };
         let max_bytes = self.options.max_file_bytes;
         let part = self.parts.get_mut(&key).ok_or(Error::Closed)?;
-        part.last_used = tick;
-        part.builder.extend(evs.iter().copied())?;
-        let batch = file_batch(&part.builder.finish()?, &part.file_schema)?;
         let Some(file) = part.file.as_mut() else { return Err(Error::Closed) };
         if let Err(e) = file.write(&batch) {
             // The file cannot be completed: dropped (its temporary file removed).
@@ -351,6 +350,30 @@ impl Dataset {
         Ok(())
     }
 
+    /// The partition's file open and the events as one batch of its schema.
+    fn prepare(&mut self, key: Key, evs: &[&Event]) -> Result<arrow_array::RecordBatch> {
+        if !self.parts.contains_key(&key) {
+            let p = self.new_partition(key)?;
+            self.parts.insert(key, p);
+        }
+        if self.parts.get(&key).is_some_and(|p| p.file.is_none()) {
+            self.make_room()?;
+            if let Err(e) = self.open_file(key) {
+                // Its directory may have gone: made again next time.
+                if let Some(p) = self.parts.remove(&key) {
+                    self.dirs.remove(&p.dir);
+                }
+                return Err(e);
+            }
+        }
+        let tick = self.tick;
+        let part = self.parts.get_mut(&key).ok_or(Error::Closed)?;
+        part.last_used = tick;
+        part.last_write = Instant::now();
+        part.builder.extend(evs.iter().copied())?;
+        file_batch(&part.builder.finish()?, &part.file_schema)
+    }
+
     fn new_partition(&mut self, key: Key) -> Result<Partition> {
         let dir = self.layout.partition_dir(key.0, key.1);
         if !self.dirs.contains(&dir) {
@@ -366,7 +389,14 @@ impl Dataset {
             self.dirs.insert(dir.clone());
         }
         let t = self.types.get(key.0).ok_or_else(|| Error::Config(format!("no schema for {}", key.0)))?;
-        Ok(Partition { dir, builder: BatchBuilder::new(t.events.clone()), file_schema: t.file.clone(), file: None, last_used: 0 })
+        Ok(Partition {
+            dir,
+            builder: BatchBuilder::new(t.events.clone()),
+            file_schema: t.file.clone(),
+            file: None,
+            last_used: 0,
+            last_write: Instant::now(),
+        })
     }
 
     fn open_file(&mut self, key: Key) -> Result<()> {
@@ -425,19 +455,16 @@ impl Dataset {
     /// Closes the files that are due (age, a past hour), forgets past
     /// partitions, and writes out row groups while buffers hold too much.
     fn upkeep(&mut self, newest: Option<u64>) -> Result<()> {
-        let now = Instant::now();
-        if let Some(h) = newest {
-            if self.newest_hour.is_none_or(|(n, _)| h > n) {
-                self.newest_hour = Some((h, now));
-            }
-        }
+        self.newest_hour = self.newest_hour.max(newest);
         let grace = self.hour_grace;
-        let boundary = self.newest_hour.filter(|(_, since)| now.duration_since(*since) >= grace).map(|(h, _)| h);
+        let newest = self.newest_hour;
+        // A partition of a past hour that has had no rows for `grace`.
+        let past = |k: &Key, p: &Partition| newest.is_some_and(|h| k.1 < h) && p.last_write.elapsed() >= grace;
         let max_age = self.options.max_file_age;
         let due: Vec<Key> = self
             .parts
             .iter()
-            .filter(|(k, p)| p.file.as_ref().is_some_and(|f| f.age() >= max_age || boundary.is_some_and(|h| k.1 < h)))
+            .filter(|(k, p)| p.file.as_ref().is_some_and(|f| f.age() >= max_age) || (p.file.is_some() && past(k, p)))
             .map(|(k, _)| *k)
             .collect();
         let mut first_err = None;
@@ -446,9 +473,7 @@ impl Dataset {
                 first_err.get_or_insert(e);
             }
         }
-        if let Some(h) = boundary {
-            self.parts.retain(|k, p| k.1 >= h || p.file.is_some());
-        }
+        self.parts.retain(|k, p| p.file.is_some() || !past(k, p));
         let limit = self.options.max_buffered_bytes as usize;
         loop {
             let total: usize = self.parts.values().filter_map(|p| p.file.as_ref()).map(|f| f.memory()).sum();
