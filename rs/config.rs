@@ -237,6 +237,12 @@ pub const LIMITS: &[(&str, u64, u64)] = &[
     ("generic_max", 8, 8190),
     // pid_max is at most 2^22: pids are below it.
     ("pid", 1, (1 << 22) - 1),
+    // Parquet datasets (dataset::DatasetOptions).
+    ("max_file_bytes", 64 << 10, 1 << 40),
+    ("max_file_seconds", 1, 3600),
+    ("row_group_bytes", 64 << 10, 1 << 30),
+    ("max_buffered_bytes", 1 << 20, 1 << 36),
+    ("max_open_files", 1, 4096),
 ];
 
 /// The range of option `name` (one of LIMITS).

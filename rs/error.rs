@@ -70,6 +70,13 @@ pub enum Error {
     },
 
     #[error("{context}: {source}")]
+    Parquet {
+        context: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+
+    #[error("{context}: {source}")]
     Io {
         context: String,
         #[source]

@@ -28,6 +28,7 @@ mod byte_blocks;
 mod clock;
 pub mod columnar;
 mod config;
+pub mod dataset;
 pub mod decode;
 mod error;
 pub mod event;

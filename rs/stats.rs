@@ -49,6 +49,36 @@ impl Stats {
         v
     }
 
+    /// A snapshot from counters by name, as `pairs()` gives them (a counter
+    /// missing is 0; other names are ignored).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, u64)>) -> Stats {
+        let mut s = Stats {
+            kernel: crate::types::KERNEL_STATS.iter().map(|n| (*n, 0)).collect(),
+            user: UserCounters::default(),
+            queued: 0,
+            queued_bytes: 0,
+            queue_peak_bytes: 0,
+        };
+        for (name, v) in pairs {
+            if let Some(k) = s.kernel.iter_mut().find(|(n, _)| *n == name) {
+                k.1 = v;
+                continue;
+            }
+            match name {
+                "delivered" => s.user.delivered = v,
+                "discarded" => s.user.discarded = v,
+                "decode_errors" => s.user.decode_errors = v,
+                "overwritten" => s.user.overwritten = v,
+                "seq_gaps" => s.user.seq_gaps = v,
+                "queued" => s.queued = v,
+                "queued_bytes" => s.queued_bytes = v,
+                "queue_peak_bytes" => s.queue_peak_bytes = v,
+                _ => {}
+            }
+        }
+        s
+    }
+
     /// One counter by name.
     pub fn get(&self, name: &str) -> Option<u64> {
         self.pairs().into_iter().find(|(n, _)| *n == name).map(|(_, v)| v)

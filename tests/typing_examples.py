@@ -44,3 +44,21 @@ with tracer_ebpf.Tracer("syscalls/sys_enter_write") as t:
 import duckdb, polars                     # pyarrow.table(batch) too: each takes it without a copy
 frame = polars.DataFrame(batch)
 print(duckdb.execute('select comm, sum("payload.count") from batch group by comm').fetchall())
+
+# -- docs/parquet.md: Parquet datasets ------------------------------------------
+from tracer_ebpf import DatasetError, ParquetDataset
+
+with tracer_ebpf.Tracer("syscalls/sys_enter_write") as t, ParquetDataset("/var/tmp/trace", host="lab") as ds:
+    for _ in range(600):
+        n: int = t.write_parquet(ds, timeout=0.1)    # no Python object per event
+    lines, count = t.write_parquet_json(ds, 0.0)     # the same, and the JSON lines of those events
+    ds.write(t.poll(0.1))                             # Events from Python
+    t.close()
+    summary = ds.close(t.stats())
+    print(summary["files"], summary["rows"], summary["bytes"], summary["paths"][:1], summary["side_file"])
+try:
+    ParquetDataset("/var/tmp/trace", host="a/b", max_file_bytes=64 << 20, max_file_seconds=60.0)
+except ValueError as e:                               # ConfigError: host, sizes
+    print(e)
+except DatasetError as e:                             # an OSError: the directory cannot be written
+    print(e)

@@ -14,6 +14,7 @@ from ._native import ArrowBatch, BytesColumn, Event
 from .errors import (
     BtfMissingError,
     ConfigError,
+    DatasetError,
     TracerClosedError,
     TracefsError,
     TracepointMissingError,
@@ -26,6 +27,7 @@ from .errors import (
 from .frame import to_dataframe
 from .run import TraceResult, trace
 from .columns import Columns
+from .dataset import DatasetSummary, ParquetDataset
 from .tracer import Tracer
 
 __version__ = "0.1.0"
@@ -98,6 +100,8 @@ __all__ = [
     "Columns",
     "BytesColumn",
     "ArrowBatch",
+    "ParquetDataset",
+    "DatasetSummary",
     "EventInfo",
     "trace",
     "TraceResult",
@@ -110,6 +114,7 @@ __all__ = [
     "UnknownEventError",
     "TracepointMissingError",
     "ConfigError",
+    "DatasetError",
     "TracerClosedError",
     "TracerMemoryError",
     "VerifierError",

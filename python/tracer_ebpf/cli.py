@@ -1,4 +1,5 @@
-"""tracer-example: print every captured event as one JSON line."""
+"""tracer-example: print every captured event as one JSON line (or write
+them into a Parquet dataset)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import errno
 import fcntl
 import os
 import re
+import resource
 import signal
 import stat
 import subprocess
@@ -16,7 +18,8 @@ from types import FrameType
 from typing import IO, Callable, Dict, List, NoReturn, Optional, Tuple
 
 from . import _native
-from .errors import TracerError
+from .dataset import DatasetSummary, ParquetDataset
+from .errors import DatasetError, TracerError
 from .run import release, start_gated
 from .tracer import STOP_DRAIN_SECONDS, Tracer
 
@@ -112,13 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
         "  tracer-example -o out.jsonl -- make         # one command and its children\n"
         "  tracer-example --comm python --events 'syscalls/sys_enter_write*'\n"
         "  tracer-example --pid 1234 --follow --content-fds 1,2,5\n"
+        "  tracer-example --parquet /var/tmp/trace --duration 60   # a Parquet dataset\n"
         "\n"
         "sizes (BYTES) take a K, M or G suffix, powers of 1024: 64K, 16M, 1G.\n"
         "\n"
         "exit status: with a command, the command's (128+N if signal N killed it);\n"
         "otherwise 0, 1 on a tracing error or when the JSON lines cannot be written\n"
-        "(e.g. a full disk: the command is then stopped, SIGTERM then SIGKILL), 2 on\n"
-        "bad arguments (nothing is traced, run or written then).\n"
+        "(or the --parquet files; e.g. a full disk: the command is then stopped, SIGTERM\n"
+        "then SIGKILL), 2 on bad arguments (nothing is traced, run or written then).\n"
         "Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -178,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--append", action="store_true",
                    help="with --output: add to FILE if it is a regular file of yours (created 0600 "
                    "if missing; symbolic links and other users' files are still refused)")
+    p.add_argument("--parquet", metavar="DIR",
+                   help="write the events into a Parquet dataset in DIR instead of JSON lines on "
+                   "stdout: DIR/host=HOST/date=YYYY-MM-DD/hour=HH/event=CATEGORY.NAME/part-*.parquet, "
+                   "zstd, one event type per file; each file is renamed to its final name only once "
+                   "complete (a stop closes every file; see docs/parquet.md). With --output, the "
+                   "JSON lines go to FILE as well. The summary (files, rows, bytes) goes to stderr")
+    p.add_argument("--host", metavar="NAME",
+                   help="with --parquet: the host=NAME directory (default: this machine's host name; "
+                   "ASCII letters, digits, '-', '_', '.')")
+    p.add_argument("--max-file-bytes", type=_size_in(*_native.LIMITS["max_file_bytes"]), default=None, metavar="BYTES",
+                   help="with --parquet: start a new file once one holds about BYTES (default: 128M)")
+    p.add_argument("--max-file-seconds", type=_int_in(*_native.LIMITS["max_file_seconds"]), default=None,
+                   metavar="SECS", help="with --parquet: start a new file once one has been open SECS "
+                   "seconds (default: 300); files also end at each UTC hour")
     p.add_argument("--quiet", "-q", action="store_true", help="no status line and no summary on stderr")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
                    help="run CMD with ARGS and trace it and its children until it exits; "
@@ -265,6 +283,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--follow needs --pid (or a command after --)")
     if args.append and not args.output:
         parser.error("--append needs --output FILE")
+    for flag, value in (("--host", args.host), ("--max-file-bytes", args.max_file_bytes),
+                        ("--max-file-seconds", args.max_file_seconds)):
+        if value is not None and args.parquet is None:
+            parser.error(f"{flag} needs --parquet DIR")
+    if args.parquet == "":
+        parser.error("--parquet needs a directory")
     args.pid = _check_pids(parser, args.pid)
     with _Signals() as sig:
         return _run(parser, args, cmd, sig)
@@ -533,6 +557,7 @@ def _stop_command(proc: Optional["subprocess.Popen[bytes]"]) -> None:
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[str], sig: _Signals) -> int:
     created = False
+    out: Optional[IO[bytes]] = None
     if args.output:
         try:
             out, created = _open_output(args.output, args.append)
@@ -540,13 +565,13 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[st
             parser.error(f"--output {args.output!r} {e}")
         except OSError as e:
             parser.error(f"cannot open --output {args.output!r}: {e.strerror or e}")
-    else:
+    elif args.parquet is None:
         problem = _stdout_problem()
         if problem:
             _say(f"error: cannot write the JSON lines: {problem} (use -o FILE)")
             return 1
         out = sys.stdout.buffer
-    ident = os.fstat(out.fileno()) if created else None
+    ident = os.fstat(out.fileno()) if created and out is not None else None
     args.traced = False
     try:
         return _run_to(out, parser, args, cmd, sig)
@@ -555,7 +580,37 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[st
             _discard_output(args.output, ident)
 
 
-def _run_to(out: IO[bytes], parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[str],
+def _open_dataset(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ParquetDataset:
+    """The --parquet dataset; bad options or a directory that cannot be
+    written: exit 2 (the caller has started nothing that runs on)."""
+    opts = {}
+    if args.max_file_bytes is not None:
+        opts["max_file_bytes"] = args.max_file_bytes
+    try:
+        if args.max_file_seconds is not None:
+            return ParquetDataset(args.parquet, args.host, max_file_seconds=args.max_file_seconds, **opts)
+        return ParquetDataset(args.parquet, args.host, **opts)
+    except TracerError as e:  # ConfigError (bad host), DatasetError (the directory)
+        parser.error(f"--parquet {args.parquet!r}: {e}")
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process so far (every thread: the reader's too)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _parquet_summary(s: DatasetSummary, root: str, cpu: float) -> str:
+    """Files, rows, bytes, and per event: bytes on disk and CPU time of
+    tracer-example while tracing (decoding and writing)."""
+    per_event = f" ({s['bytes'] / s['rows']:.1f} bytes/event, {cpu * 1e6 / s['rows']:.2f} us CPU/event)" if s["rows"] else ""
+    where = os.path.join(root, f"host={s['host']}")
+    lost = f"; {s['rows_lost']} rows lost with files that could not be completed" if s["rows_lost"] else ""
+    return (f"parquet: {s['files']} file(s), {s['rows']} rows, {s['bytes']} bytes{per_event}, {cpu:.2f} s CPU, "
+            f"in {where} (run {s['run']}){lost}")
+
+
+def _run_to(out: Optional[IO[bytes]], parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[str],
             sig: _Signals) -> int:
     proc: Optional["subprocess.Popen[bytes]"] = None
     gate = -1
@@ -573,10 +628,13 @@ def _run_to(out: IO[bytes], parser: argparse.ArgumentParser, args: argparse.Name
         pids.append(proc.pid)
 
     tracer: Optional[Tracer] = None
+    dataset: Optional[ParquetDataset] = None
+    summary: Optional[DatasetSummary] = None
     n_events = 0
     broken_pipe = False
     write_error: Optional[OSError] = None
     started = time.monotonic()
+    cpu_started = 0.0
     try:
         try:
             tracer = Tracer(
@@ -602,6 +660,12 @@ def _run_to(out: IO[bytes], parser: argparse.ArgumentParser, args: argparse.Name
             _abandon(proc, gate)
             _say(f"error: {e}")
             return 1
+        if args.parquet is not None:
+            try:
+                dataset = _open_dataset(parser, args)
+            except SystemExit:
+                _abandon(proc, gate)
+                raise
         args.traced = True
         if not args.quiet:
             _say(f"tracing {len(tracer.events)} event(s) (attached in {tracer.startup_seconds * 1000:.0f} ms); "
@@ -609,18 +673,28 @@ def _run_to(out: IO[bytes], parser: argparse.ArgumentParser, args: argparse.Name
             if tracer.output_readers:
                 _say(f"not tracing the readers of this output: {_describe(tracer.output_readers)} "
                      "(--trace-output-readers to trace them)")
-            if cmd and not args.output:
+            if cmd and not args.output and dataset is None:
                 # `tracer-example -- CMD | jq`: CMD writes to that pipe too.
                 _say("warning: the command writes to stdout too, between the JSON lines; "
                      "use -o FILE to keep them apart")
         if proc is not None:
             release(gate)
             gate = -1
-        out_is_tty = out.isatty()
+        out_is_tty = out is not None and out.isatty()
+
+        def read(wait: float) -> Tuple[bytes, int]:
+            assert tracer is not None
+            if dataset is None:
+                return tracer.read_json(wait, 65536)
+            if out is None:
+                return b"", tracer.write_parquet(dataset, wait, 65536)
+            return tracer.write_parquet_json(dataset, wait, 65536)
+
         # The status line only where nothing else scrolls the terminal (JSON
         # lines or the command's output would break it up).
         status = sys.stderr.isatty() and not args.quiet and not (sys.stdout.isatty() and (out_is_tty or cmd))
         started = time.monotonic()
+        cpu_started = _cpu_seconds()
         end = None if args.duration is None else started + args.duration
         last_status, last_n = started, 0
         try:
@@ -634,13 +708,14 @@ def _run_to(out: IO[bytes], parser: argparse.ArgumentParser, args: argparse.Name
                     if not args.quiet:
                         _say("every --pid process has exited" + (" (and its children)" if args.follow else ""))
                     break
-                data, n = tracer.read_json(0.1 if end is None else max(0.0, min(0.1, end - now)), 65536)
+                data, n = read(0.1 if end is None else max(0.0, min(0.1, end - now)))
                 if n:
-                    out.write(data)
+                    if out is not None:
+                        out.write(data)
+                        if out_is_tty:
+                            out.flush()
                     n_events += n
-                    if out_is_tty:
-                        out.flush()
-                elif not out_is_tty:
+                elif out is not None and not out_is_tty:
                     out.flush()
                 if status and now - last_status >= 0.5:
                     rate = (n_events - last_n) / (now - last_status)
@@ -652,15 +727,19 @@ def _run_to(out: IO[bytes], parser: argparse.ArgumentParser, args: argparse.Name
             signals_at_stop = len(sig.received)
             drain_end = time.monotonic() + args.drain_seconds
             while time.monotonic() < drain_end and len(sig.received) == signals_at_stop:
-                data, n = tracer.read_json(0.0, 65536)
+                data, n = read(0.0)
                 if n:
-                    out.write(data)
+                    if out is not None:
+                        out.write(data)
                     n_events += n
                 elif tracer.drained:
                     break
-            out.flush()
+            if out is not None:
+                out.flush()
         except BrokenPipeError:
             broken_pipe = True  # the reader went away (e.g. `| head`): not an error
+        except DatasetError as e:  # a Parquet file could not be written
+            write_error = e
         except TracerError:
             raise
         except OSError as e:  # ENOSPC, EIO, EBADF...: the trace cannot be kept
@@ -669,6 +748,12 @@ def _run_to(out: IO[bytes], parser: argparse.ArgumentParser, args: argparse.Name
             sys.stderr.write("\r\x1b[K")
         tracer.close()
         stats = tracer.stats()
+        if dataset is not None:
+            # Every file completed, with the final counters.
+            try:
+                summary = dataset.close(stats)
+            except DatasetError as e:
+                write_error = write_error or e
     except TracerError as e:
         _say(f"error: {e}")
         _abandon(proc, gate)
@@ -676,7 +761,12 @@ def _run_to(out: IO[bytes], parser: argparse.ArgumentParser, args: argparse.Name
     finally:
         if tracer is not None:
             tracer.close()
-        if args.output:
+        if dataset is not None and not dataset.closed:
+            try:
+                dataset.close()
+            except TracerError as e:
+                _say(f"error: {e}")
+        if args.output and out is not None:
             try:
                 out.close()
             except OSError as e:  # the last buffered lines could not be written either
@@ -684,11 +774,13 @@ def _run_to(out: IO[bytes], parser: argparse.ArgumentParser, args: argparse.Name
         elif broken_pipe or write_error:
             _silence_stdout()
     if not args.quiet:
-        summary = " ".join(f"{k}={v}" for k, v in stats.items())
-        _say(f"{n_events} events in {time.monotonic() - started:.1f} s; {summary}")
+        counters = " ".join(f"{k}={v}" for k, v in stats.items())
+        _say(f"{n_events} events in {time.monotonic() - started:.1f} s; {counters}")
+        if summary is not None:
+            _say(_parquet_summary(summary, args.parquet, _cpu_seconds() - cpu_started))
         if stats.get("discarded") and not (broken_pipe or write_error):
-            _say(f"{stats['discarded']} captured events were not printed (discarded at stop): "
-                 "the output was too slow for --drain-seconds")
+            _say(f"{stats['discarded']} captured events were not {'written' if dataset else 'printed'} "
+                 "(discarded at stop): the output was too slow for --drain-seconds")
     if write_error is not None:
         return _write_failed(write_error, args.output, proc)
     return _wait(proc, sig)
@@ -709,7 +801,8 @@ def _describe(pids: List[int]) -> str:
 def _write_failed(e: OSError, output: Optional[str], proc: Optional["subprocess.Popen[bytes]"]) -> int:
     """One line, the command stopped (its trace is lost from here on), exit 1."""
     where = repr(output) if output else "stdout"
-    _say(f"error: cannot write the JSON lines to {where}: {e.strerror or e}"
+    what = f"the Parquet dataset: {e}" if isinstance(e, DatasetError) else f"the JSON lines to {where}: {e.strerror or e}"
+    _say(f"error: cannot write {what}"
          + ("; stopping the command" if proc is not None and proc.poll() is None else ""))
     _stop_command(proc)
     return 1

@@ -48,7 +48,14 @@ class VerifierError(TracerError):
     """The kernel's verifier rejected the BPF program; the message has the log."""
 
 
+class DatasetError(TracerError, OSError):
+    """A Parquet dataset could not be written (a full disk, a directory that
+    went away...); the message names the file. The rows of a file that
+    could not be completed are counted in the summary's ``rows_lost``."""
+
+
 __all__ = [
+    "DatasetError",
     "TracerError",
     "TracerPermissionError",
     "BtfMissingError",

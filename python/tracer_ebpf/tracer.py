@@ -9,6 +9,7 @@ from . import _native
 from ._native import LIMITS, ArrowBatch, Event
 from . import checks
 from .columns import Columns
+from .dataset import ParquetDataset
 from .errors import TracerClosedError, TracerError
 from .frame import arrow_to_dataframe, require_pandas
 
@@ -242,6 +243,30 @@ class Tracer:
         """
         n, wait, native = checks.size("max_events", max_events, 1, 1 << 24), checks.seconds("timeout", timeout), self._n()
         return self._interruptible(lambda: native.poll_arrow(n, wait))
+
+    def write_parquet(self, dataset: "ParquetDataset", timeout: float = _POLL_INTERVAL,
+                      max_events: int = _BATCH) -> int:
+        """Like ``poll()``, but the events go straight into ``dataset`` (a
+        ``ParquetDataset``), with no Python object per event; returns how
+        many were written. Each call also records the tracer's counters for
+        the files it closes and closes the files that are due, so call it
+        in a loop even when nothing happens."""
+        n, wait, native = checks.size("max_events", max_events, 1, 1 << 24), checks.seconds("timeout", timeout), self._n()
+        if not isinstance(dataset, ParquetDataset):
+            raise TypeError(f"dataset must be a ParquetDataset, not {type(dataset).__name__}")
+        target = dataset._n()
+        return self._interruptible(lambda: native.write_parquet(target, n, wait))
+
+    def write_parquet_json(self, dataset: "ParquetDataset", timeout: float = _POLL_INTERVAL,
+                           max_events: int = _BATCH) -> Tuple[bytes, int]:
+        """``write_parquet()`` that also returns the same events as JSON
+        lines, as ``read_json()`` does: ``(lines, count)``.
+        ``tracer-example --parquet DIR -o FILE`` writes both."""
+        n, wait, native = checks.size("max_events", max_events, 1, 1 << 24), checks.seconds("timeout", timeout), self._n()
+        if not isinstance(dataset, ParquetDataset):
+            raise TypeError(f"dataset must be a ParquetDataset, not {type(dataset).__name__}")
+        target = dataset._n()
+        return self._interruptible(lambda: native.write_parquet_json(target, n, wait))
 
     def __iter__(self) -> Iterator[Event]:
         while True:

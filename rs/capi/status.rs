@@ -42,7 +42,7 @@ impl From<Error> for Failure {
             Error::OutOfMemory { .. } => TB_ERR_NOMEM,
             Error::Verifier { .. } => TB_ERR_VERIFIER,
             Error::Bpf { .. } => TB_ERR_BPF,
-            Error::Io { .. } | Error::Arrow { .. } => TB_ERR_IO,
+            Error::Io { .. } | Error::Arrow { .. } | Error::Parquet { .. } => TB_ERR_IO,
         };
         Failure { status, message: e.to_string() }
     }

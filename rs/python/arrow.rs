@@ -4,7 +4,7 @@
 //! copy and without this package depending on any of them.
 
 use super::errors::to_py;
-use super::event::PyEvent;
+use super::event::events_of;
 use crate::columnar::{ffi_array, ffi_schema, record_batch, EventSchema};
 use crate::error::Error;
 use crate::event::{Event, EventKind};
@@ -95,16 +95,7 @@ pub(crate) fn events_batch(events: &[Event]) -> crate::error::Result<RecordBatch
 /// events_to_arrow(events): a list of Event as one ArrowBatch.
 #[pyfunction]
 pub(crate) fn events_to_arrow(py: Python<'_>, events: &Bound<'_, PyList>) -> PyResult<ArrowBatch> {
-    let mut evs = Vec::with_capacity(events.len());
-    for item in events.iter() {
-        let e = item.cast::<PyEvent>().map_err(|_| {
-            pyo3::exceptions::PyTypeError::new_err(format!(
-                "events_to_arrow takes Event objects, not {}",
-                item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
-            ))
-        })?;
-        evs.push(e.get().ev.clone());
-    }
+    let evs = events_of(events, "events_to_arrow")?;
     let batch = py.detach(|| events_batch(&evs)).map_err(|e: Error| to_py(py, e))?;
     Ok(ArrowBatch { batch })
 }

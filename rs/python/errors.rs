@@ -16,9 +16,22 @@ pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::Closed => "TracerClosedError",
         Error::OutOfMemory { .. } => "TracerMemoryError",
         Error::Verifier { .. } => "VerifierError",
-        Error::Forked { .. } | Error::Bpf { .. } | Error::Io { .. } | Error::Arrow { .. } => "TracerError",
+        Error::Forked { .. } | Error::Bpf { .. } | Error::Io { .. } | Error::Arrow { .. } | Error::Parquet { .. } => "TracerError",
     };
-    let msg = e.to_string();
+    raise(py, class, e.to_string())
+}
+
+/// Maps an error of a Parquet dataset: bad values as ConfigError, a closed
+/// dataset as TracerClosedError, anything else (a file that could not be
+/// written) as DatasetError, an OSError.
+pub(crate) fn dataset_error(py: Python<'_>, e: Error) -> PyErr {
+    match e {
+        Error::Config(_) | Error::Closed => to_py(py, e),
+        e => raise(py, "DatasetError", e.to_string()),
+    }
+}
+
+pub(crate) fn raise(py: Python<'_>, class: &str, msg: String) -> PyErr {
     match py.import("tracer_ebpf.errors").and_then(|m| m.getattr(class)).and_then(|c| c.call1((msg.clone(),))) {
         Ok(exc) => PyErr::from_value(exc),
         Err(_) => PyRuntimeError::new_err(msg),

@@ -17,6 +17,22 @@ pub(crate) fn value_to_py<'py>(py: Python<'py>, kind: FieldKind, v: FieldValue<'
     })
 }
 
+/// The events of a Python list of Event (copied); a TypeError naming
+/// `what` for anything else in it.
+pub(crate) fn events_of(list: &Bound<'_, PyList>, what: &str) -> PyResult<Vec<Event>> {
+    let mut evs = Vec::with_capacity(list.len());
+    for item in list.iter() {
+        let e = item.cast::<PyEvent>().map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err(format!(
+                "{what} takes Event objects, not {}",
+                item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            ))
+        })?;
+        evs.push(e.get().ev.clone());
+    }
+    Ok(evs)
+}
+
 /// One captured event.
 #[pyclass(name = "Event", module = "tracer_ebpf._native", frozen)]
 pub struct PyEvent {

@@ -7,6 +7,7 @@
 
 mod arrow;
 mod columns;
+mod dataset;
 mod errors;
 mod event;
 mod tracer;
@@ -45,6 +46,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEvent>()?;
     m.add_class::<BytesColumn>()?;
     m.add_class::<ArrowBatch>()?;
+    m.add_class::<dataset::PyDataset>()?;
     m.add_function(wrap_pyfunction!(events_to_arrow, m)?)?;
     m.add_function(wrap_pyfunction!(list_events, m)?)?;
     m.add("DEFAULT_CONTENT_MAX", Config::default().content_max)?;

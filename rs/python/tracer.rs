@@ -2,6 +2,7 @@
 
 use super::arrow::ArrowBatch;
 use super::columns::{columns, Schema};
+use super::dataset::PyDataset;
 use super::errors::{poisoned, to_py};
 use super::event::PyEvent;
 use crate::columnar::record_batch;
@@ -50,6 +51,30 @@ impl NativeTracer {
         } else {
             Ok(())
         }
+    }
+
+    /// Polls into `dataset`; with `json`, also returns the JSON lines.
+    fn to_dataset(&self, py: Python<'_>, dataset: &PyDataset, max_events: usize, timeout: f64, json: bool) -> PyResult<(usize, String)> {
+        dataset.check_open(py)?; // closed: fail before taking events
+        let evs = self.wait(py, max_events, timeout)?;
+        let stats = self.lock().ok().and_then(|t| t.stats().ok());
+        let n = evs.len();
+        let written = dataset.with_open(py, |ds| {
+            if let Some(s) = &stats {
+                ds.set_stats(s);
+            }
+            let mut text = String::new();
+            if json {
+                text.reserve(evs.len() * 256);
+                for e in &evs {
+                    crate::json::write_event(&mut text, e);
+                    text.push('\n');
+                }
+            }
+            ds.write(&evs).map(|_| text)
+        });
+        self.recycle(evs);
+        written.map(|t| (n, t))
     }
 
     /// Keeps an emptied `wait` buffer for the next call.
@@ -201,6 +226,26 @@ impl NativeTracer {
         let built = py.detach(|| record_batch(schema, &evs));
         self.recycle(evs);
         Ok(ArrowBatch { batch: built.map_err(|e| to_py(py, e))? })
+    }
+
+    /// Like poll(), writing the events into a ParquetDataset (with the
+    /// tracer's counters, for the files it closes) instead of returning
+    /// them: no Python object per event. Returns how many were written.
+    fn write_parquet(&self, py: Python<'_>, dataset: &Bound<'_, PyDataset>, max_events: usize, timeout: f64) -> PyResult<usize> {
+        Ok(self.to_dataset(py, dataset.get(), max_events, timeout, false)?.0)
+    }
+
+    /// write_parquet(), also returning the events as JSON lines (as
+    /// poll_json() does): (bytes, count).
+    fn write_parquet_json<'py>(
+        &self,
+        py: Python<'py>,
+        dataset: &Bound<'_, PyDataset>,
+        max_events: usize,
+        timeout: f64,
+    ) -> PyResult<(Bound<'py, PyBytes>, usize)> {
+        let (n, text) = self.to_dataset(py, dataset.get(), max_events, timeout, true)?;
+        Ok((PyBytes::new(py, text.as_bytes()), n))
     }
 
     /// Every counter, by name.
