@@ -266,6 +266,13 @@ def test_python_events_round_trip_byte_exact_through_parquet_duckdb_and_spark(tm
     assert_same_events(rows_pyarrow(d), lines, "pyarrow")
     assert_same_events(rows_duckdb(d), lines, "DuckDB")
     assert_same_events(rows_spark(spark, d), lines, "Spark")
+    if importlib.util.find_spec("polars") is not None:  # CI has it
+        import polars as pl  # docs/parquet.md's way: the union of the files' columns
+
+        frame = pl.concat([pl.read_parquet(f, hive_partitioning=False) for f in parquet_files(d)], how="diagonal_relaxed")
+        assert frame.height == len(events)
+        assert sorted(frame["event_id"].to_list()) == sorted(e.event_id for e in events)
+        assert bytes(range(256)) * 4096 in frame["payload.content"].to_list()
 
     # The bytes, spelled out once, as DuckDB returns them.
     got = rows_duckdb(d, "\"payload.filename\" IS NOT NULL AND length(\"payload.filename\") = 4095")

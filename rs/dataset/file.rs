@@ -3,15 +3,14 @@
 //! and fsynced), so that a reader never takes a partial file for a whole
 //! one, whatever happens to the writer.
 
+use super::fs::{rename_new, sync_dir};
 use crate::error::{Error, Result};
 use arrow_array::{Array, ArrayRef, RecordBatch, TimestampMicrosecondArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
-use std::ffi::CString;
 use std::fs::File;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,35 +130,6 @@ impl Drop for PartFile {
             let _ = std::fs::remove_file(&self.temp);
         }
     }
-}
-
-fn cstr(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::Config(format!("path {} contains a NUL byte", p.display())))
-}
-
-/// Renames `from` to `to`, failing if `to` exists (renameat2 with
-/// RENAME_NOREPLACE; a hard link then unlink where the file system lacks it).
-pub(crate) fn rename_new(from: &Path, to: &Path) -> Result<()> {
-    let (a, b) = (cstr(from)?, cstr(to)?);
-    // SAFETY: two valid NUL-terminated paths.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_NOREPLACE) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    let context = || format!("renaming {} to {}", from.display(), to.display());
-    match err.raw_os_error() {
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-            std::fs::hard_link(from, to).map_err(|e| Error::io(context(), e))?;
-            std::fs::remove_file(from).map_err(|e| Error::io(context(), e))
-        }
-        _ => Err(Error::io(context(), err)),
-    }
-}
-
-/// fsync of a directory: its new entries survive a crash.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
 }
 
 /// The schema of a file: the batch schema with `timestamp` in microseconds

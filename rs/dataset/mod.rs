@@ -26,6 +26,7 @@
 //! ```
 
 mod file;
+mod fs;
 mod layout;
 mod options;
 mod side;

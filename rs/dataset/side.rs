@@ -4,13 +4,18 @@
 //! starts with `_` and does not end in `.parquet`: no reader takes it for
 //! data.
 
+use super::fs::sync_dir;
+use super::layout::{side_name, Layout};
 use super::options::DatasetOptions;
 use super::writer::{DatasetSummary, TypeInfo};
+use crate::error::{Error, Result};
 use crate::json::write_str;
 use crate::stats::Stats;
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::path::Path;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 pub(super) struct SideInfo<'a> {
     pub host: &'a str,
@@ -112,4 +117,47 @@ pub(super) fn side_json(i: &SideInfo<'_>) -> String {
     }
     s.push_str("]}\n");
     s
+}
+
+/// Claims a run id in `host_dir` by creating its side file (never over
+/// another run's): `<start>-<pid>`, or `<start>-<pid>-<n>` when a run of
+/// this process started in the same second.
+pub(super) fn claim_run(host_dir: &Path, start: &str) -> Result<(PathBuf, String, std::io::Result<std::fs::File>)> {
+    let pid = std::process::id();
+    for n in 0..10_000u32 {
+        let run = if n == 0 { format!("{start}-{pid}") } else { format!("{start}-{pid}-{n}") };
+        let path = host_dir.join(side_name(&run));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => return Ok((host_dir.to_path_buf(), run, Ok(f))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(format!("cannot write in the dataset directory {}", host_dir.display()), e)),
+        }
+    }
+    Err(Error::Config(format!("too many runs named {start}-{pid} in {}", host_dir.display())))
+}
+
+/// Replaces the side file with `text` (temporary file, fsync, rename over,
+/// fsync of the directory).
+pub(super) fn replace_side_file(layout: &Layout, text: &str) -> Result<()> {
+    let (temp, path) = (layout.side_temp(), layout.side_file());
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&temp)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.sync_all()))
+        .and_then(|_| std::fs::rename(&temp, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(Error::io(format!("writing {}", path.display()), e));
+    }
+    sync_dir(&layout.host_dir)
 }

@@ -2,10 +2,11 @@
 //! hour), each writing one file at a time, and rotates those files by
 //! size, age and hour.
 
-use super::file::{file_batch, file_schema, parquet_error, sync_dir, FileDone, PartFile};
-use super::layout::{check_host, compact_utc, host_dir, hour_of, machine_host, side_name, Layout};
+use super::file::{file_batch, file_schema, parquet_error, FileDone, PartFile};
+use super::fs::{make_dirs, sync_dir};
+use super::layout::{check_host, compact_utc, host_dir, hour_of, machine_host, Layout};
 use super::options::DatasetOptions;
-use super::side::{side_json, SideInfo};
+use super::side::{claim_run, replace_side_file, side_json, SideInfo};
 use crate::columnar::{BatchBuilder, EventSchema};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
@@ -17,7 +18,6 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -515,25 +515,9 @@ impl Dataset {
         })
     }
 
-    /// Replaces the side file with the final one (temporary file, fsync,
-    /// rename over, fsync of the directory).
+    /// Replaces the side file with the final one.
     fn write_side_file(&self) -> Result<()> {
-        let (temp, path) = (self.layout.side_temp(), self.layout.side_file());
-        let text = self.side_text(true);
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&temp)
-            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.sync_all()))
-            .and_then(|_| std::fs::rename(&temp, &path));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&temp);
-            return Err(Error::io(format!("writing {}", path.display()), e));
-        }
-        sync_dir(&self.layout.host_dir)
+        replace_side_file(&self.layout, &self.side_text(true))
     }
 }
 
@@ -556,57 +540,4 @@ fn approx_bytes(e: &Event) -> usize {
         }
     });
     n
-}
-
-/// Creates `dir` and its missing parents (mode 0700), appending those it
-/// made to `created`. An existing part of the path that is not a directory
-/// is an error.
-fn make_dirs(dir: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut p = Some(dir);
-    while let Some(d) = p {
-        if d.as_os_str().is_empty() {
-            break;
-        }
-        match std::fs::metadata(d) {
-            Ok(m) if m.is_dir() => break,
-            Ok(_) => {
-                return Err(Error::Config(format!("cannot write a dataset into {}: {} is not a directory", dir.display(), d.display())))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(d.to_path_buf()),
-            Err(e) => return Err(Error::io(format!("cannot write a dataset into {}", dir.display()), e)),
-        }
-        p = d.parent();
-    }
-    for d in missing.into_iter().rev() {
-        match std::fs::DirBuilder::new().mode(0o700).create(&d) {
-            Ok(()) => created.push(d),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
-            Err(e) => return Err(Error::io(format!("cannot create the dataset directory {}", d.display()), e)),
-        }
-    }
-    Ok(())
-}
-
-/// Claims a run id in `host_dir` by creating its side file (never over
-/// another run's): `<start>-<pid>`, or `<start>-<pid>-<n>` when a run of
-/// this process started in the same second.
-fn claim_run(host_dir: &Path, start: &str) -> Result<(PathBuf, String, std::io::Result<std::fs::File>)> {
-    let pid = std::process::id();
-    for n in 0..10_000u32 {
-        let run = if n == 0 { format!("{start}-{pid}") } else { format!("{start}-{pid}-{n}") };
-        let path = host_dir.join(side_name(&run));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&path)
-        {
-            Ok(f) => return Ok((host_dir.to_path_buf(), run, Ok(f))),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(format!("cannot write in the dataset directory {}", host_dir.display()), e)),
-        }
-    }
-    Err(Error::Config(format!("too many runs named {start}-{pid} in {}", host_dir.display())))
 }
