@@ -14,6 +14,7 @@ from ._native import ArrowBatch, BytesColumn, Event
 from .errors import (
     BtfMissingError,
     ConfigError,
+    ExporterClosedError,
     TracerClosedError,
     TracefsError,
     TracepointMissingError,
@@ -26,6 +27,7 @@ from .errors import (
 from .frame import to_dataframe
 from .run import TraceResult, trace
 from .columns import Columns
+from .otlp import OtlpExporter
 from .tracer import Tracer
 
 __version__ = "0.1.0"
@@ -94,6 +96,7 @@ def list_events(*, generic: bool = True) -> List[EventInfo]:
 
 __all__ = [
     "Tracer",
+    "OtlpExporter",
     "Event",
     "Columns",
     "BytesColumn",
@@ -111,6 +114,7 @@ __all__ = [
     "TracepointMissingError",
     "ConfigError",
     "TracerClosedError",
+    "ExporterClosedError",
     "TracerMemoryError",
     "VerifierError",
 ]

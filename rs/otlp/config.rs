@@ -112,9 +112,13 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// One line for people: "http/protobuf to https://host/v1/logs (gzip)".
+    /// One line for people: "http/protobuf to https://host/v1/logs, gzip".
     pub fn describe(&self) -> String {
-        format!("{} to {} ({} compression)", self.protocol.name(), self.endpoint, self.compression.name())
+        let compression = match self.compression {
+            Compression::Gzip => "gzip",
+            Compression::None => "uncompressed",
+        };
+        format!("{} to {}, {compression}", self.protocol.name(), self.endpoint)
     }
 }
 
