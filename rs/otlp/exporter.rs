@@ -21,9 +21,11 @@ use tokio::sync::watch;
 
 /// How long the first record of a batch waits for others to join it.
 pub const LINGER: Duration = Duration::from_millis(100);
-/// Events mapped at a time by `export` (bounds the memory of records on
-/// their way into the buffer).
+/// Records mapped at a time by `export` before they go into the buffer:
+/// at most this many, of at most CHUNK_BYTES (bounds the memory of records
+/// on their way in, beyond the buffer's).
 const CHUNK: usize = 256;
+const CHUNK_BYTES: usize = 1 << 20;
 
 /// An OTLP logs exporter (docs/otlp.md).
 ///
@@ -142,11 +144,18 @@ impl Exporter {
         let observed = epoch_ns();
         let first = self.shared.reserve_seq(events.len() as u64);
         let mut kept = 0;
-        for (c, chunk) in events.chunks(CHUNK).enumerate() {
-            let base = first + (c * CHUNK) as u64;
-            let records: Vec<Pending> = chunk.iter().enumerate().map(|(i, e)| pending(log_record(e, base + i as u64, observed))).collect();
-            kept += self.shared.push(records.into_iter());
+        let mut chunk: Vec<Pending> = Vec::with_capacity(CHUNK.min(events.len()));
+        let mut chunk_bytes = 0;
+        for (seq, e) in (first..).zip(events) {
+            let p = pending(log_record(e, seq, observed));
+            chunk_bytes += p.weight;
+            chunk.push(p);
+            if chunk.len() == CHUNK || chunk_bytes >= CHUNK_BYTES {
+                kept += self.shared.push(chunk.drain(..));
+                chunk_bytes = 0;
+            }
         }
+        kept += self.shared.push(chunk.drain(..));
         Ok(kept)
     }
 
