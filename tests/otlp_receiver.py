@@ -19,6 +19,8 @@ bytes of the decoded request, "gzip": bool (HTTP; null for gRPC), "headers": {..
 --refuse: answer every request INVALID_ARGUMENT / 400 (a google.rpc.Status
     body saying "refused by the test receiver").
 --reject N: accept, but say in a partial success that N records were rejected.
+--tls CERT KEY: serve TLS (https, or gRPC over TLS) with this PEM certificate
+    chain and key.
 Prints "PORT <n>" on stdout once it listens (PORT 0: any free port).
 """
 
@@ -27,6 +29,7 @@ import base64
 import gzip
 import http.server
 import json
+import ssl
 import sys
 import threading
 import time
@@ -93,7 +96,11 @@ def serve_grpc(port, log, args):
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     pb_grpc.add_LogsServiceServicer_to_server(Logs(), server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    if args.tls:
+        cert, key = (open(f, "rb").read() for f in args.tls)
+        bound = server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials([(key, cert)]))
+    else:
+        bound = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     print(f"PORT {bound}", flush=True)
     server.wait_for_termination()
@@ -137,6 +144,10 @@ def serve_http(port, log, args):
         daemon_threads = True
 
     srv = Server(("127.0.0.1", port), Handler)
+    if args.tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*args.tls)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     print(f"PORT {srv.server_port}", flush=True)
     srv.serve_forever()
 
@@ -151,6 +162,7 @@ def main():
     p.add_argument("--retry-after", type=int)
     p.add_argument("--refuse", action="store_true")
     p.add_argument("--reject", type=int, default=0)
+    p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     args = p.parse_args()
     log = Log(args.out)
     log.unavailable_left = args.unavailable

@@ -25,13 +25,15 @@ import time
 from pathlib import Path
 
 import pytest
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as pb
 
 import tracer_ebpf
 from tracer_ebpf import events as catalogue
 from conftest import PY, gated_process
 
 pytestmark = pytest.mark.timeout(180)
+pytest.importorskip("grpc", reason="pip install grpcio opentelemetry-proto")
+pb = pytest.importorskip("opentelemetry.proto.collector.logs.v1.logs_service_pb2",
+                         reason="pip install grpcio opentelemetry-proto")
 
 HERE = Path(__file__).resolve().parent
 WRITE = "syscalls/sys_enter_write"
@@ -568,6 +570,45 @@ def test_batches_stay_under_4_mib(receivers, protocol):
     assert len(sizes) >= 3 and max(sizes) <= 4 * MIB, sizes
     bodies = [any_value(r.body) for r in rx.records()]
     assert all(len(b) == MIB for b in bodies) and len(set(bodies)) == 1
+
+
+# -- TLS ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    """A CA and a server certificate it signed for 127.0.0.1 (openssl)."""
+    d = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=tracer-ebpf test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=127.0.0.1")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                               "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    return d
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_tls_with_a_given_ca(receivers, tls_files, protocol):
+    rx = receivers(protocol, "--tls", str(tls_files / "server.pem"), str(tls_files / "server.key"))
+    https = f"https://127.0.0.1:{rx.port}"
+    ex = exporter_for(protocol, https, certificate=tls_files / "ca.pem")
+    export_workload(steady(0.2), WRITE, ex)
+    final = ex.close(10)
+    assert final["exported"] == final["export_records"] > 10, (final, ex.last_error)
+    check_each_once(rx.records(), final)
+    # The system's roots do not know the test CA: nothing is sent, the
+    # error says why, and every record is counted.
+    untrusting = exporter_for(protocol, https)
+    export_workload(steady(0.2), WRITE, untrusting)
+    final = untrusting.close(1.0)
+    assert final["exported"] == 0 and final["export_dropped"] == final["export_records"] > 10, final
+    assert "certificate" in (untrusting.last_error or "").lower(), untrusting.last_error
 
 
 # -- configuration ---------------------------------------------------------------------------

@@ -71,6 +71,9 @@ impl Exporter {
             std::thread::Builder::new()
                 .name("tracer-otlp".into())
                 .spawn(move || {
+                    // However the thread ends (a panic included), flush()
+                    // and close() are told.
+                    let _finished = Finished(&shared);
                     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                         Ok(rt) => rt,
                         Err(e) => {
@@ -78,14 +81,19 @@ impl Exporter {
                             return;
                         }
                     };
-                    let transport = {
+                    let transport = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         let _in_runtime = rt.enter();
                         Transport::new(&settings)
-                    };
+                    }));
                     let transport = match transport {
-                        Ok(t) => t,
-                        Err(e) => {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => {
                             let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                        Err(_) => {
+                            let bug = std::io::Error::other("setting up the client panicked (a bug in tracer-ebpf: please report it)");
+                            let _ = ready_tx.send(Err(Error::io("starting the OTLP exporter", bug)));
                             return;
                         }
                     };
@@ -95,8 +103,6 @@ impl Exporter {
                     // Name resolution may still be running on a blocking
                     // thread: not waited for.
                     rt.shutdown_background();
-                    shared.lock().finished = true;
-                    shared.progress.notify_all();
                 })
                 .map_err(|e| Error::io("starting the OTLP exporter's thread", e))?
         };
@@ -108,7 +114,8 @@ impl Exporter {
             }
             Err(_) => {
                 let _ = thread.join();
-                return Err(Error::io("starting the OTLP exporter's thread", std::io::Error::other("it ended at once")));
+                let bug = std::io::Error::other("it ended before it started (a bug in tracer-ebpf: please report it)");
+                return Err(Error::io("starting the OTLP exporter's thread", bug));
             }
         }
         Ok(Exporter {
@@ -240,6 +247,16 @@ impl Drop for Exporter {
     /// Without `close()`: what is buffered is dropped (and counted).
     fn drop(&mut self) {
         self.close(Duration::ZERO);
+    }
+}
+
+/// Marks the exporter's thread finished when dropped.
+struct Finished<'a>(&'a Shared);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.lock().finished = true;
+        self.0.progress.notify_all();
     }
 }
 

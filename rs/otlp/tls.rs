@@ -35,8 +35,8 @@ fn roots(tls: &Tls) -> Result<rustls::RootCertStore> {
     Ok(store)
 }
 
-/// A rustls client configuration for HTTP/1.1 (no TLS: one that is never
-/// used, for a client that only speaks plain http).
+/// A rustls client configuration for HTTP/1.1 (without TLS settings: one
+/// that is never used, for a client that only speaks plain http).
 pub fn rustls_config(tls: Option<&Tls>) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -46,7 +46,7 @@ pub fn rustls_config(tls: Option<&Tls>) -> Result<rustls::ClientConfig> {
         return Ok(builder.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth());
     };
     let builder = builder.with_root_certificates(roots(tls)?);
-    let mut config = match &tls.identity {
+    let config = match &tls.identity {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
             let chain: std::result::Result<Vec<_>, _> = CertificateDer::pem_slice_iter(cert).collect();
@@ -55,7 +55,7 @@ pub fn rustls_config(tls: Option<&Tls>) -> Result<rustls::ClientConfig> {
             builder.with_client_auth_cert(chain, key).map_err(|e| bad(format!("client certificate and key: {e}")))?
         }
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // ALPN is hyper-rustls's to set (it refuses a configuration that has it).
     Ok(config)
 }
 
