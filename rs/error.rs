@@ -35,6 +35,14 @@ pub enum Error {
     #[error("I/O operation on a closed tracer")]
     Closed,
 
+    /// A bad OTLP exporter setting (docs/otlp.md): from an environment
+    /// variable (`setting` is its name) or an explicit option.
+    #[error("invalid OTLP setting {setting}: {problem}")]
+    OtlpConfig { setting: String, problem: String },
+
+    #[error("export to a closed OTLP exporter")]
+    ExporterClosed,
+
     #[error(
         "the kernel could not allocate the tracer's buffers ({asked}){limit}: lower them with \
          ring_bytes / payload_bytes_per_cpu (--ring-bytes / --payload-bytes-per-cpu), or raise the memory limit"

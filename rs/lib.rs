@@ -36,6 +36,8 @@ mod fork_guard;
 pub mod json;
 mod loader;
 pub mod memory;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 mod output_readers;
 pub mod payload_area;
 mod queue;

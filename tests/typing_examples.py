@@ -32,6 +32,15 @@ except PermissionError as e:              # names the capabilities to grant
 except ValueError as e:                   # unknown event (lists close names) or bad option
     print(e)
 
+# -- README "### OpenTelemetry export" ----------------------------------------
+import tracer_ebpf
+
+with tracer_ebpf.OtlpExporter("http://collector:4318") as exporter:   # or the OTEL_* variables
+    with tracer_ebpf.Tracer("sched/sched_process_exec") as t:
+        for _ in range(100):
+            t.export(exporter, timeout=0.1)   # events to OTLP log records, never waits
+    print(exporter.stats())                   # exported, export_failed, export_dropped, ...
+
 # -- README "### Notebooks" ---------------------------------------------------
 import tracer_ebpf
 

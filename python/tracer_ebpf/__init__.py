@@ -15,6 +15,7 @@ from .errors import (
     BtfMissingError,
     ConfigError,
     DatasetError,
+    ExporterClosedError,
     TracerClosedError,
     TracefsError,
     TracepointMissingError,
@@ -28,6 +29,7 @@ from .frame import to_dataframe
 from .run import TraceResult, trace
 from .columns import Columns
 from .dataset import DatasetSummary, ParquetDataset
+from .otlp import OtlpExporter
 from .tracer import Tracer
 
 __version__ = "0.1.0"
@@ -96,6 +98,7 @@ def list_events(*, generic: bool = True) -> List[EventInfo]:
 
 __all__ = [
     "Tracer",
+    "OtlpExporter",
     "Event",
     "Columns",
     "BytesColumn",
@@ -116,6 +119,7 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "TracerClosedError",
+    "ExporterClosedError",
     "TracerMemoryError",
     "VerifierError",
 ]

@@ -1,5 +1,6 @@
-"""tracer-example: print every captured event as one JSON line (or write
-them into a Parquet dataset)."""
+"""tracer-example: print every captured event as one JSON line, write the
+events into a Parquet dataset (--parquet), or export them as OpenTelemetry
+logs (--otlp)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ import subprocess
 import sys
 import time
 from types import FrameType
-from typing import IO, Callable, Dict, List, NoReturn, Optional, Tuple
+from typing import IO, Callable, Dict, List, NoReturn, Optional, Tuple, Union
 
 from . import _native
 from .dataset import DatasetSummary, ParquetDataset
 from .errors import DatasetError, TracerError
 from .run import release, start_gated
+from .sinks import JsonLines, Otlp, ParquetSink, add_otlp_arguments, otlp_exporter
 from .tracer import STOP_DRAIN_SECONDS, Tracer
 
 PROG = "tracer-example"
@@ -109,13 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
         "not write to) and a summary of the counters go to stderr. At --duration, Ctrl-C,\n"
         "SIGTERM or the command's end the tracer detaches, then prints every event it\n"
         "had captured (for at most --drain-seconds; a second Ctrl-C cuts it short); what\n"
-        "is left is counted as discarded in the summary.",
+        "is left is counted as discarded in the summary. With --otlp the events go to an\n"
+        "OpenTelemetry Collector (or any OTLP logs receiver) instead, flushed at the end\n"
+        "within --drain-seconds too.",
         epilog="examples:\n"
         "  tracer-example --duration 5                 # every typed event, 5 seconds\n"
         "  tracer-example -o out.jsonl -- make         # one command and its children\n"
         "  tracer-example --comm python --events 'syscalls/sys_enter_write*'\n"
         "  tracer-example --pid 1234 --follow --content-fds 1,2,5\n"
         "  tracer-example --parquet /var/tmp/trace --duration 60   # a Parquet dataset\n"
+        "  tracer-example --otlp http://collector:4318 -- make   # as OpenTelemetry logs\n"
         "\n"
         "sizes (BYTES) take a K, M or G suffix, powers of 1024: 64K, 16M, 1G.\n"
         "\n"
@@ -173,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop tracing after SECS seconds (a command keeps running; its exit "
                    "status is still returned)")
     p.add_argument("--drain-seconds", type=_seconds, default=STOP_DRAIN_SECONDS, metavar="SECS",
-                   help="on stopping, print what was captured for at most SECS seconds "
+                   help="on stopping, print (or export) what was captured for at most SECS seconds "
                    f"(default: {STOP_DRAIN_SECONDS:g})")
     p.add_argument("--output", "-o", metavar="FILE",
                    help="write the JSON lines to FILE instead of stdout. FILE is created with mode "
@@ -197,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="SECS", help="with --parquet: start a new file once one has been open SECS "
                    "seconds (default: 300); files also end at each UTC hour")
     p.add_argument("--quiet", "-q", action="store_true", help="no status line and no summary on stderr")
+    add_otlp_arguments(p, _seconds, _size_in(4 << 20, 64 << 30))
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
                    help="run CMD with ARGS and trace it and its children until it exits; "
                    "its output goes where tracer-example's does (use --output to keep them apart: "
@@ -289,6 +295,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.error(f"{flag} needs --parquet DIR")
     if args.parquet == "":
         parser.error("--parquet needs a directory")
+    if args.parquet is not None and args.otlp is not None:
+        parser.error("--parquet and --otlp: choose one output")
     args.pid = _check_pids(parser, args.pid)
     with _Signals() as sig:
         return _run(parser, args, cmd, sig)
@@ -556,6 +564,14 @@ def _stop_command(proc: Optional["subprocess.Popen[bytes]"]) -> None:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[str], sig: _Signals) -> int:
+    exporter = otlp_exporter(parser, args)
+    if exporter is not None:
+        args.traced = False
+        otlp = Otlp(exporter)
+        try:
+            return _run_to(otlp, parser, args, cmd, sig)
+        finally:
+            otlp.close(False)
     created = False
     out: Optional[IO[bytes]] = None
     if args.output:
@@ -573,8 +589,14 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[st
         out = sys.stdout.buffer
     ident = os.fstat(out.fileno()) if created and out is not None else None
     args.traced = False
+    sink: Union[JsonLines, ParquetSink]
+    if args.parquet is not None:
+        sink = ParquetSink(out, args.output)
+    else:
+        assert out is not None  # stdout, or --output FILE
+        sink = JsonLines(out, args.output)
     try:
-        return _run_to(out, parser, args, cmd, sig)
+        return _run_to(sink, parser, args, cmd, sig)
     finally:
         if ident is not None and not args.traced:
             _discard_output(args.output, ident)
@@ -610,8 +632,8 @@ def _parquet_summary(s: DatasetSummary, root: str, cpu: float) -> str:
             f"in {where} (run {s['run']}){lost}")
 
 
-def _run_to(out: Optional[IO[bytes]], parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: List[str],
-            sig: _Signals) -> int:
+def _run_to(sink: Union[JsonLines, Otlp, ParquetSink], parser: argparse.ArgumentParser, args: argparse.Namespace,
+            cmd: List[str], sig: _Signals) -> int:
     proc: Optional["subprocess.Popen[bytes]"] = None
     gate = -1
     pids = list(args.pid)
@@ -628,7 +650,6 @@ def _run_to(out: Optional[IO[bytes]], parser: argparse.ArgumentParser, args: arg
         pids.append(proc.pid)
 
     tracer: Optional[Tracer] = None
-    dataset: Optional[ParquetDataset] = None
     summary: Optional[DatasetSummary] = None
     n_events = 0
     broken_pipe = False
@@ -660,9 +681,9 @@ def _run_to(out: Optional[IO[bytes]], parser: argparse.ArgumentParser, args: arg
             _abandon(proc, gate)
             _say(f"error: {e}")
             return 1
-        if args.parquet is not None:
+        if isinstance(sink, ParquetSink):
             try:
-                dataset = _open_dataset(parser, args)
+                sink.open(_open_dataset(parser, args))
             except SystemExit:
                 _abandon(proc, gate)
                 raise
@@ -673,26 +694,18 @@ def _run_to(out: Optional[IO[bytes]], parser: argparse.ArgumentParser, args: arg
             if tracer.output_readers:
                 _say(f"not tracing the readers of this output: {_describe(tracer.output_readers)} "
                      "(--trace-output-readers to trace them)")
-            if cmd and not args.output and dataset is None:
+            if isinstance(sink, Otlp):
+                _say(f"exporting to {sink.exporter.describe()}")
+            elif cmd and not args.output and not isinstance(sink, ParquetSink):
                 # `tracer-example -- CMD | jq`: CMD writes to that pipe too.
                 _say("warning: the command writes to stdout too, between the JSON lines; "
                      "use -o FILE to keep them apart")
         if proc is not None:
             release(gate)
             gate = -1
-        out_is_tty = out is not None and out.isatty()
-
-        def read(wait: float) -> Tuple[bytes, int]:
-            assert tracer is not None
-            if dataset is None:
-                return tracer.read_json(wait, 65536)
-            if out is None:
-                return b"", tracer.write_parquet(dataset, wait, 65536)
-            return tracer.write_parquet_json(dataset, wait, 65536)
-
         # The status line only where nothing else scrolls the terminal (JSON
         # lines or the command's output would break it up).
-        status = sys.stderr.isatty() and not args.quiet and not (sys.stdout.isatty() and (out_is_tty or cmd))
+        status = sys.stderr.isatty() and not args.quiet and not (sys.stdout.isatty() and (sink.tty or cmd))
         started = time.monotonic()
         cpu_started = _cpu_seconds()
         end = None if args.duration is None else started + args.duration
@@ -708,18 +721,11 @@ def _run_to(out: Optional[IO[bytes]], parser: argparse.ArgumentParser, args: arg
                     if not args.quiet:
                         _say("every --pid process has exited" + (" (and its children)" if args.follow else ""))
                     break
-                data, n = read(0.1 if end is None else max(0.0, min(0.1, end - now)))
-                if n:
-                    if out is not None:
-                        out.write(data)
-                        if out_is_tty:
-                            out.flush()
-                    n_events += n
-                elif out is not None and not out_is_tty:
-                    out.flush()
+                n_events += sink.take(tracer, 0.1 if end is None else max(0.0, min(0.1, end - now)))
                 if status and now - last_status >= 0.5:
                     rate = (n_events - last_n) / (now - last_status)
-                    sys.stderr.write(f"\r\x1b[K{PROG}: {_status_line(n_events, rate, tracer.stats())}")
+                    line = _status_line(n_events, rate, {**tracer.stats(), **sink.stats()})
+                    sys.stderr.write(f"\r\x1b[K{PROG}: {line}")
                     sys.stderr.flush()
                     last_status, last_n = now, n_events
             # Detach, then deliver what was captured before stopping.
@@ -727,15 +733,11 @@ def _run_to(out: Optional[IO[bytes]], parser: argparse.ArgumentParser, args: arg
             signals_at_stop = len(sig.received)
             drain_end = time.monotonic() + args.drain_seconds
             while time.monotonic() < drain_end and len(sig.received) == signals_at_stop:
-                data, n = read(0.0)
-                if n:
-                    if out is not None:
-                        out.write(data)
-                    n_events += n
-                elif tracer.drained:
+                n = sink.drain(tracer)
+                n_events += n
+                if not n and tracer.drained:
                     break
-            if out is not None:
-                out.flush()
+            sink.finish(drain_end, lambda: len(sig.received) != signals_at_stop)
         except BrokenPipeError:
             broken_pipe = True  # the reader went away (e.g. `| head`): not an error
         except DatasetError as e:  # a Parquet file could not be written
@@ -747,11 +749,11 @@ def _run_to(out: Optional[IO[bytes]], parser: argparse.ArgumentParser, args: arg
         if status:
             sys.stderr.write("\r\x1b[K")
         tracer.close()
-        stats = tracer.stats()
-        if dataset is not None:
+        stats = {**tracer.stats(), **sink.stats()}
+        if isinstance(sink, ParquetSink):
             # Every file completed, with the final counters.
             try:
-                summary = dataset.close(stats)
+                summary = sink.close_dataset(tracer.stats())
             except DatasetError as e:
                 write_error = write_error or e
     except TracerError as e:
@@ -761,26 +763,17 @@ def _run_to(out: Optional[IO[bytes]], parser: argparse.ArgumentParser, args: arg
     finally:
         if tracer is not None:
             tracer.close()
-        if dataset is not None and not dataset.closed:
-            try:
-                dataset.close()
-            except TracerError as e:
-                _say(f"error: {e}")
-        if args.output and out is not None:
-            try:
-                out.close()
-            except OSError as e:  # the last buffered lines could not be written either
-                write_error = write_error or e
-        elif broken_pipe or write_error:
-            _silence_stdout()
+        # The last buffered lines of --output FILE may fail to be written too.
+        closing_error = sink.close(broken_pipe or write_error is not None)
+        write_error = write_error or closing_error
     if not args.quiet:
         counters = " ".join(f"{k}={v}" for k, v in stats.items())
         _say(f"{n_events} events in {time.monotonic() - started:.1f} s; {counters}")
         if summary is not None:
             _say(_parquet_summary(summary, args.parquet, _cpu_seconds() - cpu_started))
-        if stats.get("discarded") and not (broken_pipe or write_error):
-            _say(f"{stats['discarded']} captured events were not {'written' if dataset else 'printed'} "
-                 "(discarded at stop): the output was too slow for --drain-seconds")
+        lost = sink.lost_message(stats.get("discarded", 0))
+        if lost and not (broken_pipe or write_error):
+            _say(lost)
     if write_error is not None:
         return _write_failed(write_error, args.output, proc)
     return _wait(proc, sig)
@@ -808,13 +801,16 @@ def _write_failed(e: OSError, output: Optional[str], proc: Optional["subprocess.
     return 1
 
 
-_LOSS_COUNTERS = ("ring_full", "busy", "payload_full", "fault", "decode_errors", "overwritten", "discarded")
+_LOSS_COUNTERS = ("ring_full", "busy", "payload_full", "fault", "decode_errors", "overwritten", "discarded",
+                  "export_failed", "export_dropped")
 
 
 def _status_line(n_events: int, rate: float, st: Dict[str, int]) -> str:
     """Events so far, the rate, the backlog in this process, and every loss
     counter that is not zero."""
     parts = [f"{n_events:,} events", f"{rate:,.0f}/s", f"queued {st['queued']:,} ({st['queued_bytes'] / (1 << 20):.1f} MiB)"]
+    if "exported" in st:
+        parts.append(f"exported {st['exported']:,} (buffered {st['export_buffered_bytes'] / (1 << 20):.1f} MiB)")
     parts += [f"{k} {st[k]:,}" for k in _LOSS_COUNTERS if st.get(k)]
     return ", ".join(parts)
 
@@ -843,15 +839,6 @@ def _abandon(proc: Optional["subprocess.Popen[bytes]"], gate: int) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-
-
-def _silence_stdout() -> None:
-    # Python flushes stdout at exit: point it at /dev/null so that flush
-    # does not raise BrokenPipeError again.
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except OSError:
-        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,6 +39,11 @@ class TracerClosedError(TracerError, ValueError):
     reading from it or changing it is an error, as for a closed file."""
 
 
+class ExporterClosedError(TracerClosedError):
+    """The OTLP exporter is closed (``OtlpExporter.close()``): nothing more
+    can be exported through it."""
+
+
 class TracerMemoryError(TracerError, MemoryError):
     """The kernel could not allocate the tracer's buffers (the message says how
     much was asked and which options lower it)."""
@@ -64,6 +69,7 @@ __all__ = [
     "TracepointMissingError",
     "ConfigError",
     "TracerClosedError",
+    "ExporterClosedError",
     "TracerMemoryError",
     "VerifierError",
 ]

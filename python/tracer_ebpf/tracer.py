@@ -16,6 +16,8 @@ from .frame import arrow_to_dataframe, require_pandas
 if TYPE_CHECKING:
     import pandas
 
+    from .otlp import OtlpExporter
+
 EventSpec = Union[str, Iterable[str], None]
 
 _POLL_INTERVAL = 0.1  # seconds: how long the iterator waits per batch
@@ -267,6 +269,20 @@ class Tracer:
             raise TypeError(f"dataset must be a ParquetDataset, not {type(dataset).__name__}")
         target = dataset._n()
         return self._interruptible(lambda: native.write_parquet_json(target, n, wait))
+
+    def export(self, exporter: "OtlpExporter", timeout: float = _POLL_INTERVAL, max_events: int = _BATCH) -> int:
+        """Like ``poll()``, but hands the events to an ``OtlpExporter``
+        (docs/otlp.md), with no Python object per event: returns how many
+        events were handed over. It never waits for the network: events
+        that do not fit in the exporter's buffer are counted in its
+        ``export_dropped``."""
+        from .otlp import OtlpExporter
+
+        if not isinstance(exporter, OtlpExporter):
+            raise TypeError(f"exporter must be an OtlpExporter, not {type(exporter).__name__}")
+        n, wait, native = checks.size("max_events", max_events, 1, 1 << 24), checks.seconds("timeout", timeout), self._n()
+        target = exporter._n()
+        return self._interruptible(lambda: native.export(target, n, wait))
 
     def __iter__(self) -> Iterator[Event]:
         while True:

@@ -1,6 +1,6 @@
 //! The `tracer_ebpf._native` extension module (Cargo feature `python`),
 //! split by what it exposes: the tracer, events, columns, Arrow batches,
-//! errors.
+//! the OTLP exporter, errors.
 //!
 //! Thin by design: the Python package (python/tracer_ebpf/) holds the
 //! user-facing API.
@@ -10,6 +10,7 @@ mod columns;
 mod dataset;
 mod errors;
 mod event;
+mod exporter;
 mod tracer;
 
 use crate::config::Config;
@@ -17,6 +18,7 @@ use crate::types::EventType;
 use arrow::{events_to_arrow, ArrowBatch};
 use columns::BytesColumn;
 use event::PyEvent;
+use exporter::NativeExporter;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use tracer::NativeTracer;
@@ -47,6 +49,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BytesColumn>()?;
     m.add_class::<ArrowBatch>()?;
     m.add_class::<dataset::PyDataset>()?;
+    m.add_class::<NativeExporter>()?;
     m.add_function(wrap_pyfunction!(events_to_arrow, m)?)?;
     m.add_function(wrap_pyfunction!(list_events, m)?)?;
     m.add("DEFAULT_CONTENT_MAX", Config::default().content_max)?;
@@ -54,10 +57,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_RING_BYTES", Config::default().ring_bytes)?;
     m.add("DEFAULT_PAYLOAD_BYTES_PER_CPU", Config::default().payload_bytes_per_cpu)?;
     m.add("DEFAULT_QUEUE_BYTES", Config::default().queue_bytes)?;
+    m.add("DEFAULT_OTLP_BUFFER_BYTES", crate::otlp::DEFAULT_BUFFER_BYTES)?;
     let limits = PyDict::new(m.py());
     for &(name, lo, hi) in crate::config::LIMITS {
         limits.set_item(name, (lo, hi))?;
     }
+    limits.set_item("otlp_buffer_bytes", (crate::otlp::MIN_BUFFER_BYTES, crate::otlp::MAX_BUFFER_BYTES))?;
     m.add("LIMITS", limits)?;
     Ok(())
 }

@@ -5,6 +5,7 @@ use super::columns::{columns, Schema};
 use super::dataset::PyDataset;
 use super::errors::{poisoned, to_py};
 use super::event::PyEvent;
+use super::exporter::NativeExporter;
 use crate::columnar::record_batch;
 use crate::config::Config;
 use crate::error::Error;
@@ -246,6 +247,21 @@ impl NativeTracer {
     ) -> PyResult<(Bound<'py, PyBytes>, usize)> {
         let (n, text) = self.to_dataset(py, dataset.get(), max_events, timeout, true)?;
         Ok((PyBytes::new(py, text.as_bytes()), n))
+    }
+
+    /// Like poll(), but hands the events to an OTLP exporter (with no
+    /// Python object per event): returns how many were handed over (those
+    /// that did not fit in its buffer are counted in its export_dropped).
+    fn export(&self, py: Python<'_>, exporter: &NativeExporter, max_events: usize, timeout: f64) -> PyResult<usize> {
+        if exporter.inner.is_closed() {
+            return Err(to_py(py, Error::ExporterClosed));
+        }
+        let evs = self.wait(py, max_events, timeout)?;
+        let n = evs.len();
+        let exported = py.detach(|| exporter.inner.export(&evs));
+        self.recycle(evs);
+        exported.map_err(|e| to_py(py, e))?;
+        Ok(n)
     }
 
     /// Every counter, by name.

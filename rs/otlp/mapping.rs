@@ -1,0 +1,280 @@
+//! One event → one OTLP LogRecord (the table in docs/otlp.md#mapping).
+//!
+//! - `time_unix_nano` is the event's time, `observed_time_unix_nano` when
+//!   it was read, `event_name` its type (`syscalls/sys_enter_write`);
+//! - the body is the content bytes of an event with a `u8[]` field (write,
+//!   writev, pwrite64), exact; otherwise a map of the payload fields, named
+//!   as in the JSON lines: text that is valid UTF-8 as a string, other bytes
+//!   as bytes (exact), integers as integers (a u64 above i64's range as its
+//!   decimal string), `<field>_name` beside a field with a decode hint, a
+//!   field not captured as an empty value;
+//! - attributes: the semantic conventions' `process.pid`, `thread.id`,
+//!   `process.parent_pid`, `process.executable.name` (comm),
+//!   `process.command_args` and `process.args_count` (exec),
+//!   `process.exit.code` (exit, when no signal ended the task); then the
+//!   tracer's own under `tracer_ebpf.`: `upid`, `uppid`, `event_id`, `cpu`,
+//!   `seq` (per exporter, from 1, for gap detection), `comm_bytes` (when
+//!   the comm is not UTF-8), `payload.<field>_truncated` / `_size` / `_lost`
+//!   (the JSON keys), and for write-like events the other payload fields as
+//!   `payload.<field>`.
+
+use crate::event::Event;
+use crate::json::decoded_name;
+use crate::types::{FieldKind, FieldRef, FieldValue, Payload, Var};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+
+/// Prefix of the tracer's own attributes.
+pub const NS: &str = "tracer_ebpf.";
+/// Prefix of payload fields and their flags among the attributes.
+pub const PAYLOAD_NS: &str = "tracer_ebpf.payload.";
+
+pub fn kv(key: impl Into<String>, v: Value) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
+}
+
+fn int(i: impl Into<i64>) -> Value {
+    Value::IntValue(i.into())
+}
+
+/// An unsigned integer: an OTLP integer when it fits in one, else its
+/// decimal string (OTLP integers are i64).
+fn unsigned(u: u64) -> Value {
+    match i64::try_from(u) {
+        Ok(i) => Value::IntValue(i),
+        Err(_) => Value::StringValue(u.to_string()),
+    }
+}
+
+/// Text as a string when it is UTF-8, else the exact bytes.
+fn text(b: &[u8]) -> Value {
+    match std::str::from_utf8(b) {
+        Ok(s) => Value::StringValue(s.to_string()),
+        Err(_) => Value::BytesValue(b.to_vec()),
+    }
+}
+
+fn array(values: impl Iterator<Item = Value>) -> Value {
+    Value::ArrayValue(ArrayValue { values: values.map(|v| AnyValue { value: Some(v) }).collect() })
+}
+
+/// Whether the event's body is the bytes of its `u8[]` field.
+pub fn is_write_like(e: &Event) -> bool {
+    e.event_type.typed().is_some_and(|t| t.fields().iter().any(|f| f.kind == FieldKind::Bytes))
+}
+
+/// The value of a variable field; None when it was not captured.
+fn var_value(kind: FieldKind, v: &Var) -> Option<Value> {
+    if !v.captured() {
+        return None;
+    }
+    Some(match kind {
+        FieldKind::StrList => array(v.strings().map(text)),
+        FieldKind::Bytes => Value::BytesValue(v.data.to_vec()),
+        _ => text(&v.data),
+    })
+}
+
+/// `tracer_ebpf.payload.<field>_lost`, `_truncated`, `_size`: what the JSON
+/// line says beside the field.
+fn var_flags(attrs: &mut Vec<KeyValue>, name: &str, v: &Var) {
+    if let Some(why) = v.lost() {
+        attrs.push(kv(format!("{PAYLOAD_NS}{name}_lost"), Value::StringValue(why.to_string())));
+    }
+    if v.truncated() {
+        attrs.push(kv(format!("{PAYLOAD_NS}{name}_truncated"), Value::BoolValue(true)));
+        if v.size != 0 {
+            attrs.push(kv(format!("{PAYLOAD_NS}{name}_size"), unsigned(v.size)));
+        }
+    }
+}
+
+/// The LogRecord of `e`, the `seq`-th record of its exporter, read at
+/// `observed_ns` (epoch ns).
+pub fn log_record(e: &Event, seq: u64, observed_ns: u64) -> LogRecord {
+    let mut attrs = Vec::with_capacity(16);
+    attrs.push(kv("process.pid", int(e.pid)));
+    attrs.push(kv("thread.id", int(e.tid)));
+    attrs.push(kv("process.parent_pid", int(e.ppid)));
+    let comm = e.comm.as_bytes();
+    attrs.push(kv("process.executable.name", Value::StringValue(String::from_utf8_lossy(comm).into_owned())));
+    match &e.payload {
+        Payload::SchedSchedProcessExec(p) => {
+            attrs.push(kv("process.args_count", int(p.argc)));
+            if p.argv.captured() {
+                let args = p.argv.strings().map(|a| Value::StringValue(String::from_utf8_lossy(a).into_owned()));
+                attrs.push(kv("process.command_args", array(args)));
+            }
+        }
+        Payload::SchedSchedProcessExit(p) if p.signal == 0 => attrs.push(kv("process.exit.code", int(p.exit_status))),
+        _ => {}
+    }
+    if std::str::from_utf8(comm).is_err() {
+        attrs.push(kv(format!("{NS}comm_bytes"), Value::BytesValue(comm.to_vec())));
+    }
+    attrs.push(kv(format!("{NS}upid"), unsigned(e.upid)));
+    attrs.push(kv(format!("{NS}uppid"), unsigned(e.uppid)));
+    attrs.push(kv(format!("{NS}event_id"), unsigned(e.event_id)));
+    attrs.push(kv(format!("{NS}cpu"), int(e.cpu)));
+    attrs.push(kv(format!("{NS}seq"), unsigned(seq)));
+
+    let write_like = is_write_like(e);
+    let mut body: Option<Value> = None;
+    let mut fields: Vec<KeyValue> = Vec::new();
+    e.payload.for_each_field(|f: FieldRef<'_>, v: FieldValue<'_>| {
+        let (value, decoded) = match v {
+            FieldValue::Unsigned(u) => (Some(unsigned(u)), f.decode.and_then(|d| decoded_name(d, u as i64))),
+            FieldValue::Signed(i) => (Some(int(i)), f.decode.and_then(|d| decoded_name(d, i))),
+            FieldValue::UList(l) => (Some(array(l.iter().map(|&u| unsigned(u)))), None),
+            FieldValue::IList(l) => (Some(array(l.iter().map(|&i| int(i)))), None),
+            FieldValue::Var(var) => {
+                var_flags(&mut attrs, f.name, var);
+                if write_like && f.kind == FieldKind::Bytes {
+                    body = var_value(f.kind, var);
+                    return;
+                }
+                (var_value(f.kind, var), None)
+            }
+        };
+        if write_like {
+            if let Some(value) = value {
+                attrs.push(kv(format!("{PAYLOAD_NS}{}", f.name), value));
+            }
+            if let Some(n) = decoded {
+                attrs.push(kv(format!("{PAYLOAD_NS}{}_name", f.name), Value::StringValue(n)));
+            }
+        } else {
+            fields.push(KeyValue { key: f.name.to_string(), value: Some(AnyValue { value }), ..Default::default() });
+            if let Some(n) = decoded {
+                fields.push(kv(format!("{}_name", f.name), Value::StringValue(n)));
+            }
+        }
+    });
+    if !write_like {
+        body = Some(Value::KvlistValue(KeyValueList { values: fields }));
+    }
+    LogRecord {
+        time_unix_nano: e.timestamp_ns,
+        observed_time_unix_nano: observed_ns,
+        event_name: e.event_type.name().to_string(),
+        body: body.map(|v| AnyValue { value: Some(v) }),
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Comm, EventKind};
+    use crate::types::{payload, var_flags as vf, EventType};
+    use bytes::Bytes;
+
+    fn event(t: EventType, payload: Payload, comm: &[u8]) -> Event {
+        let mut raw = [0u8; 16];
+        raw[..comm.len()].copy_from_slice(comm);
+        Event {
+            event_id: 7,
+            event_type: EventKind::Typed(t),
+            timestamp_ns: 1_700_000_000_000_000_000,
+            cpu: 1,
+            pid: 10,
+            tid: 11,
+            ppid: 9,
+            upid: 123 << 22 | 10,
+            uppid: 100 << 22 | 9,
+            comm: Comm::from_padded(&raw),
+            flags: 0,
+            payload,
+        }
+    }
+
+    fn attr<'a>(r: &'a LogRecord, k: &str) -> Option<&'a Value> {
+        r.attributes.iter().find(|a| a.key == k).and_then(|a| a.value.as_ref()).and_then(|v| v.value.as_ref())
+    }
+
+    fn field<'a>(r: &'a LogRecord, k: &str) -> Option<&'a AnyValue> {
+        match r.body.as_ref().and_then(|b| b.value.as_ref()) {
+            Some(Value::KvlistValue(l)) => l.values.iter().find(|a| a.key == k).and_then(|a| a.value.as_ref()),
+            other => panic!("not a map: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_write_is_its_bytes_with_the_other_fields_as_attributes() {
+        let content = Var { data: Bytes::from_static(b"a\0\xff\n"), flags: vf::TRUNCATED, size: 10 };
+        let p = Payload::SyscallsSysEnterWrite(payload::SyscallsSysEnterWrite { fd: 1, count: 10, content });
+        let r = log_record(&event(EventType::SyscallsSysEnterWrite, p, b"sh\xff"), 5, 42);
+        assert_eq!(r.time_unix_nano, 1_700_000_000_000_000_000);
+        assert_eq!(r.observed_time_unix_nano, 42);
+        assert_eq!(r.event_name, "syscalls/sys_enter_write");
+        assert_eq!(r.body.as_ref().unwrap().value, Some(Value::BytesValue(b"a\0\xff\n".to_vec())));
+        assert_eq!(attr(&r, "process.pid"), Some(&Value::IntValue(10)));
+        assert_eq!(attr(&r, "thread.id"), Some(&Value::IntValue(11)));
+        assert_eq!(attr(&r, "process.parent_pid"), Some(&Value::IntValue(9)));
+        assert_eq!(attr(&r, "process.executable.name"), Some(&Value::StringValue("sh\u{fffd}".into())));
+        assert_eq!(attr(&r, "tracer_ebpf.comm_bytes"), Some(&Value::BytesValue(b"sh\xff".to_vec())));
+        assert_eq!(attr(&r, "tracer_ebpf.seq"), Some(&Value::IntValue(5)));
+        assert_eq!(attr(&r, "tracer_ebpf.upid"), Some(&Value::IntValue(123 << 22 | 10)));
+        assert_eq!(attr(&r, "tracer_ebpf.payload.fd"), Some(&Value::IntValue(1)));
+        assert_eq!(attr(&r, "tracer_ebpf.payload.count"), Some(&Value::IntValue(10)));
+        assert_eq!(attr(&r, "tracer_ebpf.payload.content_truncated"), Some(&Value::BoolValue(true)));
+        assert_eq!(attr(&r, "tracer_ebpf.payload.content_size"), Some(&Value::IntValue(10)));
+        assert_eq!(attr(&r, "tracer_ebpf.payload.content"), None);
+    }
+
+    #[test]
+    fn a_lost_content_is_no_body_and_says_why() {
+        let content = Var { data: Bytes::new(), flags: vf::NO_SPACE, size: 0 };
+        let p = Payload::SyscallsSysEnterWrite(payload::SyscallsSysEnterWrite { fd: 1, count: 3, content });
+        let r = log_record(&event(EventType::SyscallsSysEnterWrite, p, b"sh"), 1, 0);
+        assert_eq!(r.body, None);
+        assert_eq!(attr(&r, "tracer_ebpf.payload.content_lost"), Some(&Value::StringValue("payload_full".into())));
+        assert_eq!(attr(&r, "tracer_ebpf.comm_bytes"), None);
+    }
+
+    #[test]
+    fn an_exec_is_a_map_with_argv_exact_and_command_args() {
+        let p = Payload::SchedSchedProcessExec(payload::SchedSchedProcessExec {
+            old_pid: 10,
+            argc: 3,
+            filename: Var { data: Bytes::from_static(b"/bin/echo"), flags: 0, size: 0 },
+            argv: Var { data: Bytes::from_static(b"echo\0\xfe\0\0"), flags: 0, size: 0 },
+        });
+        let r = log_record(&event(EventType::SchedSchedProcessExec, p, b"echo"), 1, 0);
+        assert_eq!(field(&r, "filename").unwrap().value, Some(Value::StringValue("/bin/echo".into())));
+        assert_eq!(field(&r, "old_pid").unwrap().value, Some(Value::IntValue(10)));
+        assert_eq!(field(&r, "argv").unwrap().value, Some(array([text(b"echo"), text(b"\xfe"), text(b"")].into_iter())));
+        assert_eq!(
+            attr(&r, "process.command_args"),
+            Some(&array(["echo", "\u{fffd}", ""].into_iter().map(|s| Value::StringValue(s.into()))))
+        );
+        assert_eq!(attr(&r, "process.args_count"), Some(&Value::IntValue(3)));
+    }
+
+    #[test]
+    fn exit_codes_and_decoded_names() {
+        let exit = |status: i32, signal: i32| {
+            Payload::SchedSchedProcessExit(payload::SchedSchedProcessExit {
+                exit_code: status << 8 | signal,
+                exit_status: status,
+                signal,
+                core_dumped: 0,
+                group_leader: 1,
+            })
+        };
+        let r = log_record(&event(EventType::SchedSchedProcessExit, exit(3, 0), b"sh"), 1, 0);
+        assert_eq!(attr(&r, "process.exit.code"), Some(&Value::IntValue(3)));
+        let r = log_record(&event(EventType::SchedSchedProcessExit, exit(0, 9), b"sh"), 1, 0);
+        assert_eq!(attr(&r, "process.exit.code"), None);
+        assert_eq!(field(&r, "signal").unwrap().value, Some(Value::IntValue(9)));
+        assert_eq!(field(&r, "signal_name").unwrap().value, Some(Value::StringValue("SIGKILL".into())));
+    }
+
+    #[test]
+    fn big_unsigned_values_stay_exact() {
+        assert_eq!(unsigned(u64::MAX), Value::StringValue("18446744073709551615".into()));
+        assert_eq!(unsigned(i64::MAX as u64), Value::IntValue(i64::MAX));
+    }
+}
