@@ -126,7 +126,7 @@ def consume_tracer(form: str, n: int) -> float:
 
             batches = []
             while got < n:
-                b = pa.record_batch(t.poll_arrow(0.1, 1 << 20))
+                b = pa.record_batch(t.poll_arrow(0.1))  # the default batch size
                 batches.append(b)
                 got += b.num_rows
             got = pa.Table.from_batches(batches).num_rows
