@@ -1,21 +1,28 @@
 #!/usr/bin/env python3
-"""tracer-example writing a Parquet dataset beside writing JSON lines, same run.
+"""tracer-example's outputs side by side, same run: JSON lines, a Parquet
+dataset, OTLP export over HTTP/protobuf and gRPC.
 
-    python3 bench/parquet_vs_json.py [--python VENV_PYTHON] [--n 1000000] [--reps 3] [--size 64]
+    python3 bench/outputs.py [--python VENV_PYTHON] [--n 1000000] [--reps 3] [--size 64]
 
 The workload (bench/workload.c, comm "tbwork") makes N writes of SIZE bytes
 to /dev/null, once untraced and once under each output of tracer-example
 (defaults otherwise: the sizes a user gets):
 
-- JSON: ``tracer-example --comm tbwork -o FILE``;
-- Parquet: ``tracer-example --comm tbwork --parquet DIR`` (zstd).
+- json: ``tracer-example --comm tbwork -o FILE``;
+- parquet: ``tracer-example --comm tbwork --parquet DIR`` (zstd);
+- otlp-http / otlp-grpc: ``tracer-example --comm tbwork --otlp URL`` to a
+  local receiver (bench/otlp_sink.py) that takes each request's bytes and
+  answers success without decoding them, so the exporter is what is measured.
 
 Reported per output (median of --reps): the workload's slowdown against
-untraced, the events in the output (they must be all N), the tracer's CPU
-(every thread, from its rusage) per event, the output's bytes per event,
-its peak RSS and the time from start to the stop's end (the drain).
-Run as root from the repository root; needs pyarrow in --python to count
-the Parquet rows. Writes bench/results/parquet.md.
+untraced, the events that reached the output (they must be all N: rows in
+the file or dataset, `exported` for OTLP), the tracer's CPU (every thread,
+from its rusage) per event, the output's bytes per event (file sizes; for
+OTLP the request bytes the receiver got), the rate at which events reached
+the output (N over the time from the workload's start to the end of the
+stop's drain), start-up, drain time and peak RSS.
+Run as root from the repository root; --python needs pyarrow (to count
+Parquet rows) and grpcio. Writes bench/results/outputs.md.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -66,6 +74,17 @@ def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def start_sink(python: str, proto: str, tmp: Path) -> Tuple[subprocess.Popen, int, Path]:
+    counts = tmp / f"sink-{proto}.txt"
+    p = subprocess.Popen([python, str(BENCH / "otlp_sink.py"), proto, str(counts)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    if not line.startswith("PORT "):
+        p.kill()
+        raise RuntimeError(f"otlp_sink.py did not start: {line!r}")
+    return p, int(line.split()[1]), counts
+
+
 def count_rows(python: str, kind: str, out: Path) -> int:
     if kind == "json":
         with open(out, "rb") as f:
@@ -83,7 +102,16 @@ def run_one(python: str, cli: str, kind: str, n: int, size: int, tmp: Path) -> D
     if out.exists():
         out.unlink()
     argv = [cli, "--events", "syscalls/sys_enter_write", "--comm", COMM]
-    argv += ["-o", str(out)] if kind == "json" else ["--parquet", str(out), "--host", "bench"]
+    sink = None
+    if kind == "json":
+        argv += ["-o", str(out)]
+    elif kind == "parquet":
+        argv += ["--parquet", str(out), "--host", "bench"]
+    else:
+        proto = kind.split("-")[1]
+        sink, port, out = start_sink(python, proto, tmp)
+        argv += ["--otlp", f"http://127.0.0.1:{port}", "--otlp-protocol", "grpc" if proto == "grpc" else "http/protobuf"]
+        argv += ["--drain-seconds", "60"]
     err = open(tmp / "stderr", "w+")
     started = time.perf_counter()
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -103,9 +131,18 @@ def run_one(python: str, cli: str, kind: str, n: int, size: int, tmp: Path) -> D
     drained = time.perf_counter() - stop_at
     if ru is None:
         raise RuntimeError(f"{kind}: tracer-example did not end")
-    rows = count_rows(python, kind, out)
-    size_out = out.stat().st_size if kind == "json" else dir_bytes(out)
+    if sink is not None:
+        sink.terminate()
+        sink.wait(30)
+        err.seek(0)
+        counters = dict(re.findall(r"\b(exported|export_failed|export_dropped)=(\d+)", err.read()))
+        rows = int(counters.get("exported", 0))
+        size_out = int(out.read_text().split()[1]) if out.exists() else 0
+    else:
+        rows = count_rows(python, kind, out)
+        size_out = out.stat().st_size if kind == "json" else dir_bytes(out)
     return {"startup_s": ready, "workload_s": wl, "stop_s": drained, "rows": rows,
+            "rate_mps": rows / (wl + 0.5 + drained) / 1e6,
             "cpu_us_per_event": (ru.ru_utime + ru.ru_stime) / max(rows, 1) * 1e6,
             "bytes_per_event": size_out / max(rows, 1), "maxrss_mib": ru.ru_maxrss / 1024}
 
@@ -116,29 +153,30 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--out", default=str(BENCH / "results" / "parquet.md"))
+    ap.add_argument("--outputs", default="json,parquet,otlp-http,otlp-grpc")
+    ap.add_argument("--out", default=str(BENCH / "results" / "outputs.md"))
     a = ap.parse_args()
     if os.geteuid() != 0:
-        print("parquet_vs_json: run as root (it loads BPF programs)", file=sys.stderr)
+        print("outputs: run as root (it loads BPF programs)", file=sys.stderr)
         return 2
     cli = str(Path(a.python).parent / "tracer-example")
     subprocess.run(["make", "-s", "-C", str(BENCH)], check=True)
     base = statistics.median(workload(a.n, a.size) for _ in range(a.reps))
-    res: Dict[str, List[Dict[str, float]]] = {"json": [], "parquet": []}
+    res: Dict[str, List[Dict[str, float]]] = {k: [] for k in a.outputs.split(",")}
     with tempfile.TemporaryDirectory(prefix="tb-bench-") as d:
         for _ in range(a.reps):
             for kind in res:
                 res[kind].append(run_one(a.python, cli, kind, a.n, a.size, Path(d)))
-    lines = [f"# tracer-example: Parquet beside JSON lines ({datetime.date.today()})", "",
+    lines = [f"# tracer-example's outputs ({datetime.date.today()})", "",
              f"{platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release()}; "
              f"{a.n:,} writes of {a.size} B, untraced {base:.3f} s; median of {a.reps} runs, defaults.", "",
-             "| output | events | slowdown | tracer CPU µs/event | bytes/event | start-up s | stop (drain) s | peak RSS MiB |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| output | events | slowdown | tracer CPU µs/event | bytes/event | M events/s out | start-up s | stop (drain) s | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for kind, runs in res.items():
         def med(k: str) -> float:
             return statistics.median(r[k] for r in runs)
         lines.append(f"| {kind} | {int(med('rows')):,} | {med('workload_s') / base:.2f}x | {med('cpu_us_per_event'):.2f} | "
-                     f"{med('bytes_per_event'):.1f} | {med('startup_s'):.2f} | {med('stop_s'):.2f} | {med('maxrss_mib'):.0f} |")
+                     f"{med('bytes_per_event'):.1f} | {med('rate_mps'):.2f} | {med('startup_s'):.2f} | {med('stop_s'):.2f} | {med('maxrss_mib'):.0f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     print(json.dumps(res), file=sys.stderr)
