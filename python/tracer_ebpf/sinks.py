@@ -51,11 +51,8 @@ class JsonLines:
         """Closes --output FILE (an error if its last lines could not be
         written); after a failure on stdout, silences it."""
         if self.output:
-            try:
-                self.out.close()
-            except OSError as e:
-                return e
-        elif failed:
+            return _close_file(self.out)
+        if failed:
             _silence_stdout()
         return None
 
@@ -63,10 +60,7 @@ class JsonLines:
         return {}
 
     def lost_message(self, discarded: int) -> Optional[str]:
-        if not discarded:
-            return None
-        return (f"{discarded} captured events were not printed (discarded at stop): "
-                "the output was too slow for --drain-seconds")
+        return _discarded_message(discarded, "printed")
 
 
 class ParquetSink:
@@ -124,20 +118,14 @@ class ParquetSink:
             except OSError as e:  # DatasetError
                 error = e
         if self.output and self.out is not None:
-            try:
-                self.out.close()
-            except OSError as e:
-                error = error or e
+            error = error or _close_file(self.out)
         return error
 
     def stats(self) -> Dict[str, int]:
         return {}
 
     def lost_message(self, discarded: int) -> Optional[str]:
-        if not discarded:
-            return None
-        return (f"{discarded} captured events were not written (discarded at stop): "
-                "the output was too slow for --drain-seconds")
+        return _discarded_message(discarded, "written")
 
 
 class Otlp:
@@ -175,10 +163,7 @@ class Otlp:
     def lost_message(self, discarded: int) -> Optional[str]:
         st = self.stats()
         lost = st.get("export_failed", 0) + st.get("export_dropped", 0)
-        parts = []
-        if discarded:
-            parts.append(f"{discarded} captured events were not exported (discarded at stop): "
-                         "the export was too slow for --drain-seconds")
+        parts = [m for m in [_discarded_message(discarded, "exported", "the export")] if m]
         if lost:
             why = self.exporter.last_error
             parts.append(f"{lost} events did not reach the OTLP receiver (export_failed={st.get('export_failed', 0)}, "
@@ -248,6 +233,24 @@ def otlp_exporter(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         if args.otlp and "://" not in args.otlp and "not a URL" in str(e):
             hint = " (to run a command, put -- before it: --otlp -- CMD)"
         parser.error(f"{e}{hint}")
+
+
+def _close_file(out: IO[bytes]) -> Optional[OSError]:
+    """Closes --output FILE: an error if its last buffered lines could not
+    be written."""
+    try:
+        out.close()
+    except OSError as e:
+        return e
+    return None
+
+
+def _discarded_message(discarded: int, done: str, what: str = "the output") -> Optional[str]:
+    """The line that names events captured but never delivered at stop."""
+    if not discarded:
+        return None
+    return (f"{discarded} captured events were not {done} (discarded at stop): "
+            f"{what} was too slow for --drain-seconds")
 
 
 def _silence_stdout() -> None:
