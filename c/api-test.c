@@ -662,6 +662,9 @@ static void expect_json(const struct tb_field *fields, const char *comm, size_t 
 	ev.ppid = 4294967295u;
 	ev.upid = 5;
 	ev.uppid = 6;
+	ev.ns_pid = 8;
+	ev.ns_tid = 9;
+	ev.cgroup_id = 18446744073709551614ull;
 	memcpy(ev.comm, comm, comm_len);
 	ev.comm_len = (uint32_t)comm_len;
 	ev.nfields = 6;
@@ -672,6 +675,8 @@ static void expect_json(const struct tb_field *fields, const char *comm, size_t 
 }
 
 #define HEAD "{\"event_id\":7,\"event_type\":\"cat/synthetic\",\"timestamp_ns\":18446744073709551615,\"pid\":1,\"tid\":2,\"ppid\":4294967295,\"upid\":5,\"uppid\":6,\"comm\":"
+/* What follows comm (and comm_base64): the task's context. */
+#define CTX ",\"ns_pid\":8,\"ns_tid\":9,\"cgroup_id\":18446744073709551614"
 
 static void test_json_synthetic(void)
 {
@@ -691,7 +696,7 @@ static void test_json_synthetic(void)
 	f[5].i = 9;
 	f[5].u = 9;
 	expect_json(f, "x\x01\xff\"", 4,
-		    HEAD "\"x\\u0001\xef\xbf\xbd\\\"\",\"comm_base64\":\"eAH/Ig==\",\"payload\":{"
+		    HEAD "\"x\\u0001\xef\xbf\xbd\\\"\",\"comm_base64\":\"eAH/Ig==\"" CTX ",\"payload\":{"
 			 "\"s\":\"a\\\"b\\\\c\\n\\r\\t\\u0000\\u001b\\u007f\","
 			 "\"b\":\"\xe2\x82\xac\xf0\x9f\x98\x80\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\","
 			 "\"b_base64\":\"4oKs8J+YgP/D4oLtoIA=\","
@@ -711,7 +716,7 @@ static void test_json_synthetic(void)
 	f[5].i = 0;
 	f[5].u = 0;
 	expect_json(f, "", 0,
-		    HEAD "\"\",\"payload\":{"
+		    HEAD "\"\"" CTX ",\"payload\":{"
 			 "\"s\":null,\"s_lost\":\"payload_full\","
 			 "\"b\":\"ab\",\"b_lost\":\"fault\",\"b_truncated\":true,\"b_size\":99,"
 			 "\"l\":[\"\"],\"l_truncated\":true,"
@@ -729,7 +734,7 @@ static void test_json_synthetic(void)
 	f[5].i = -1;
 	f[5].u = (uint64_t)-1;
 	expect_json(f, "0123456789abcdef", 16,
-		    HEAD "\"0123456789abcdef\",\"payload\":{"
+		    HEAD "\"0123456789abcdef\"" CTX ",\"payload\":{"
 			 "\"s\":null,\"s_lost\":\"not_selected\","
 			 "\"b\":null,\"b_lost\":\"overwritten\","
 			 "\"l\":[\"\",\"\"],"
@@ -743,7 +748,7 @@ static void test_json_synthetic(void)
 	var(&f[1], "\xc2\x80\xc2\x9f\xc2\xa0", 6, 0, 6);
 	var(&f[2], "ok\0\xfe\0", 5, 0, 5);
 	expect_json(f, "t\xc2\x85", 3,
-		    HEAD "\"t\\u0085\",\"payload\":{"
+		    HEAD "\"t\\u0085\"" CTX ",\"payload\":{"
 			 "\"s\":\"\\u009b1m\xef\xbf\xbd\",\"s_base64\":\"wpsxbf8=\","
 			 "\"b\":\"\\u0080\\u009f\xc2\xa0\","
 			 "\"l\":[\"ok\",\"\xef\xbf\xbd\"],\"l_base64\":[\"b2s=\",\"/g==\"],"

@@ -167,6 +167,9 @@ struct tb_event {
 	uint32_t flags;        /* TB_REC_*: TB_REC_PAYLOAD_LOST if a field lost bytes */
 	uint32_t nfields;
 	const struct tb_field *fields; /* desc->fields order */
+	uint32_t ns_pid;       /* pid as seen in the task's own pid namespace */
+	uint32_t ns_tid;       /* tid as seen in the task's own pid namespace */
+	uint64_t cgroup_id;    /* cgroup v2 id (inode of the task's cgroup2 directory) */
 };
 
 /* Called once per event, from tb_poll()/tb_consume(). Return 0 to go on, or

@@ -15,7 +15,7 @@
 
 #define TB_COMM_LEN 16
 #define TB_FIXED_SLOT_SIZE 64
-#define TB_RECORD_SIZE 152
+#define TB_RECORD_SIZE 168
 #define TB_EVENT_COUNT 11
 #define TB_CHUNK_SIZE 1048576u /* data bytes per payload-area element */
 #define TB_PIECE_MAX 65536u /* bytes per copy helper call at most */
@@ -73,6 +73,9 @@ struct tb_record {
 	__u64 payload_pos; /* logical start of the variable bytes in this CPU's payload region */
 	__u32 payload_len; /* number of variable bytes in the payload region */
 	__u32 inline_len; /* bytes of a TB_VAR_INLINE field right after this record in its ring sample */
+	__u64 cgroup_id; /* cgroup v2 id of the task (the inode of its cgroup2 directory; the root's on v1-only hosts) */
+	__u32 ns_pid; /* process id as seen in the task's own pid namespace */
+	__u32 ns_tid; /* thread id as seen in the task's own pid namespace */
 	__u8 fixed[TB_FIXED_SLOT_SIZE]; /* struct tb_payload_<event> */
 };
 TB_STATIC_ASSERT(sizeof(struct tb_record) == TB_RECORD_SIZE, "tb_record size");
@@ -90,7 +93,10 @@ TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, comm) == 56, "tb_record.co
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, payload_pos) == 72, "tb_record.payload_pos");
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, payload_len) == 80, "tb_record.payload_len");
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, inline_len) == 84, "tb_record.inline_len");
-TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, fixed) == 88, "tb_record.fixed");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, cgroup_id) == 88, "tb_record.cgroup_id");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, ns_pid) == 96, "tb_record.ns_pid");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, ns_tid) == 100, "tb_record.ns_tid");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, fixed) == 104, "tb_record.fixed");
 
 enum tb_event_type {
 	TB_EVENT_SCHED__SCHED_PROCESS_EXEC = 1, /* A process executed a new program: the executed file and its full argv */

@@ -89,6 +89,12 @@ pub struct Event {
     pub upid: u64,
     pub uppid: u64,
     pub comm: Comm,
+    /// Process and thread id as seen in the task's own pid namespace (equal
+    /// to `pid`/`tid` for a task in the initial namespace).
+    pub ns_pid: u32,
+    pub ns_tid: u32,
+    /// cgroup v2 id of the task: the inode of its cgroup2 directory.
+    pub cgroup_id: u64,
     /// Record flags (TB_REC_*): 1 = some variable bytes were not delivered.
     pub flags: u32,
     pub payload: Payload,

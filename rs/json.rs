@@ -14,7 +14,9 @@
 //!   "unavailable"; "fault" also when the bytes before a fault are kept);
 //!   `<name>_truncated: true` and
 //!   `<name>_size` (original size, when known) mark a cut;
-//! - integer fields with a decode hint get `<name>_name`.
+//! - integer fields with a decode hint get `<name>_name`;
+//! - after `comm`: `ns_pid`/`ns_tid` (the ids in the task's own pid
+//!   namespace) and `cgroup_id` (its cgroup v2 id).
 
 use crate::event::Event;
 use crate::types::{Decode, FieldKind, FieldRef, FieldValue, VarRef, ERRNO, OPEN_ACCMODE, OPEN_FLAGS, SIGNALS};
@@ -32,6 +34,9 @@ pub struct Header<'a> {
     pub upid: u64,
     pub uppid: u64,
     pub comm: &'a [u8],
+    pub ns_pid: u32,
+    pub ns_tid: u32,
+    pub cgroup_id: u64,
 }
 
 /// One payload field's value, borrowed (a variable field as a `VarRef`).
@@ -67,6 +72,9 @@ pub fn write_event(s: &mut String, e: &Event) {
         upid: e.upid,
         uppid: e.uppid,
         comm: e.comm.as_bytes(),
+        ns_pid: e.ns_pid,
+        ns_tid: e.ns_tid,
+        cgroup_id: e.cgroup_id,
     };
     write_view(s, &h, |field| e.payload.for_each_field(|info, v| field(info, v.into())));
 }
@@ -84,6 +92,7 @@ pub fn write_view(s: &mut String, h: &Header<'_>, fields: impl FnOnce(&mut dyn F
         base64(s, h.comm);
         s.push('"');
     }
+    let _ = write!(s, ",\"ns_pid\":{},\"ns_tid\":{},\"cgroup_id\":{}", h.ns_pid, h.ns_tid, h.cgroup_id);
     s.push_str(",\"payload\":{");
     let mut first = true;
     fields(&mut |info: FieldRef<'_>, v: Value<'_>| {

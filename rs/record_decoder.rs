@@ -125,6 +125,9 @@ impl Inbox {
             upid: u64_at(rec::UPID)?,
             uppid: u64_at(rec::UPPID)?,
             comm: Comm::from_padded(&comm),
+            ns_pid: u32_at(rec::NS_PID)?,
+            ns_tid: u32_at(rec::NS_TID)?,
+            cgroup_id: u64_at(rec::CGROUP_ID)?,
             flags,
             payload,
         };

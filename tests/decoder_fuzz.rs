@@ -98,6 +98,9 @@ fn event_with(ty: EventType, payload: Payload, comm: [u8; 16], hdr: (u64, u64, u
         upid,
         uppid,
         comm: Comm::from_padded(&comm),
+        ns_pid: pid,
+        ns_tid: tid,
+        cgroup_id: upid ^ uppid,
         flags,
         payload,
     }

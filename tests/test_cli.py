@@ -178,7 +178,7 @@ def canonical(lines):
     out = []
     for line in lines:
         line = re.sub(r'"(event_id|timestamp_ns)":\d+', r'"\1":0', line)
-        line = re.sub(r'"(pid|tid|ppid|old_pid)":(\d+)', num("pid"), line)
+        line = re.sub(r'"(pid|tid|ppid|old_pid|ns_pid|ns_tid)":(\d+)', num("pid"), line)
         out.append(re.sub(r'"(upid|uppid)":(\d+)', num("upid"), line))
     return out
 

@@ -23,7 +23,8 @@ EXIT = "sched/sched_process_exit"
 COUNTERS = {"records", "ring_full", "payload_full", "fault", "truncated", "busy", "followed",
             "delivered", "discarded", "decode_errors", "overwritten", "seq_gaps", "queued", "queued_bytes",
             "queue_peak_bytes"}
-HEADER = ["event_id", "event_type", "timestamp_ns", "pid", "tid", "ppid", "upid", "uppid", "comm"]
+HEADER = ["event_id", "event_type", "timestamp_ns", "pid", "tid", "ppid", "upid", "uppid", "comm", "ns_pid", "ns_tid",
+          "cgroup_id"]
 
 
 def write_child(data: bytes, fd: int = 1) -> subprocess.Popen:
@@ -340,10 +341,10 @@ def test_poll_columns_match_the_events():
     evs, batches = both_forms(MIXED_CMD, MIXED)
     assert len(batches) > 2 and len(evs) == sum(len(c["event_id"]) for c in batches) > 5
     names = list(batches[0])
-    assert names[:11] == HEADER + ["cpu", "payload_lost"]
+    assert names[:len(HEADER) + 2] == HEADER + ["cpu", "payload_lost"]
     fields = {"payload." + f for n in (WRITE, EXIT, "syscalls/sys_enter_openat", "syscalls/sys_exit_openat")
               for f, _ in catalogue.CATALOGUE[n][2]}
-    assert set(names[11:]) == fields
+    assert set(names[len(HEADER) + 2:]) == fields
     rows = []
     for c in batches:
         assert list(c) == names  # every batch has the same columns
@@ -365,7 +366,7 @@ def test_poll_columns_match_the_events():
             if k not in ("event_id", "timestamp_ns"):  # each tracer has its own
                 assert row[k] == getattr(ev, k), k
         assert row["payload_lost"] == ev.payload_lost
-        for k in names[11:]:
+        for k in names[len(HEADER) + 2:]:
             f = k[len("payload."):]
             if f in ev.payload:
                 assert row[k] == ev.payload[f], k

@@ -8,6 +8,29 @@
 
 #include "maps.h"
 
+/* The task's cgroup v2 id and its ids in its own pid namespace. Plain CO-RE
+ * loads through the task's BTF pointer (no helper call) on the common path:
+ * the cgroup id is the kernfs node id of the task's cgroup on the default
+ * hierarchy (what bpf_get_current_cgroup_id() returns, without the call).
+ * Only a task in a child pid namespace (level > 0) pays for the reads of its
+ * own-namespace numbers: numbers[] is indexed by the level, and a variable
+ * index needs bpf_probe_read_kernel. */
+static __always_inline void tb_task_context(struct tb_record *r, struct task_struct *task)
+{
+	struct pid *tpid = task->thread_pid;
+	unsigned int level = tpid->level;
+
+	r->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	if (level == 0) {
+		r->ns_pid = r->pid;
+		r->ns_tid = r->tid;
+		return;
+	}
+	struct pid *gpid = task->group_leader->thread_pid;
+	r->ns_tid = BPF_CORE_READ(tpid, numbers[level].nr);
+	r->ns_pid = BPF_CORE_READ(gpid, numbers[level].nr);
+}
+
 /* Reserves the ring record, followed by TB_INLINE_ROOM bytes for an inline
  * field if `inline_room` (a constant per handler, so one path each: a
  * record size chosen at run time would make the verifier walk the rest of
@@ -42,6 +65,7 @@ static __always_inline bool tb_reserve(struct tb_ctx *t, __u32 event_type, bool 
 	r->upid = tb_upid(task->group_leader->start_boottime, tgid);
 	r->uppid = tb_upid(parent->group_leader->start_boottime, r->ppid);
 	__builtin_memcpy(r->comm, t->comm, TB_COMM_LEN);
+	tb_task_context(r, task);
 	r->payload_pos = t->ctl->head;
 	r->payload_len = 0;
 	r->inline_len = 0;

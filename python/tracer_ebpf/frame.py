@@ -16,10 +16,11 @@ if TYPE_CHECKING:
     import pandas
 
 #: Header columns, in JSON order, then the extra per-event columns.
-HEADER = ("event_id", "event_type", "timestamp_ns", "pid", "tid", "ppid", "upid", "uppid", "comm")
+HEADER = ("event_id", "event_type", "timestamp_ns", "pid", "tid", "ppid", "upid", "uppid", "comm", "ns_pid", "ns_tid",
+          "cgroup_id")
 EXTRA = ("cpu", "payload_lost")
 _TYPECODES = {"event_id": "Q", "timestamp_ns": "Q", "pid": "I", "tid": "I", "ppid": "I", "upid": "Q",
-              "uppid": "Q", "cpu": "I", "payload_lost": "B"}
+              "uppid": "Q", "ns_pid": "I", "ns_tid": "I", "cgroup_id": "Q", "cpu": "I", "payload_lost": "B"}
 
 
 def require_pandas() -> Any:

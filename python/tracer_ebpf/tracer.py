@@ -218,7 +218,8 @@ class Tracer:
     def poll_columns(self, timeout: float = _POLL_INTERVAL, max_events: int = _BATCH) -> Columns:
         """Like ``poll()``, column by column, with no Python object per event:
         ``{"event_id": array('Q'), "event_type": [str], "timestamp_ns",
-        "pid", "tid", "ppid", "upid", "uppid", "comm", "cpu", "payload_lost":
+        "pid", "tid", "ppid", "upid", "uppid", "comm", "ns_pid", "ns_tid",
+        "cgroup_id", "cpu", "payload_lost":
         array('B'), "payload.<field>": ...}``, one entry per event in each.
 
         Integer payload fields are ``array('Q')``/``array('q')`` (0 where an

@@ -53,5 +53,8 @@ pub fn fill(ev: &Event, desc: &EventDesc, fields: &mut Vec<TbField>) -> TbEvent 
         flags: ev.flags,
         nfields: fields.len() as u32,
         fields: fields.as_ptr(),
+        ns_pid: ev.ns_pid,
+        ns_tid: ev.ns_tid,
+        cgroup_id: ev.cgroup_id,
     }
 }

@@ -73,6 +73,9 @@ unsafe fn write_c_event(s: &mut String, e: &TbEvent) {
         upid: e.upid,
         uppid: e.uppid,
         comm,
+        ns_pid: e.ns_pid,
+        ns_tid: e.ns_tid,
+        cgroup_id: e.cgroup_id,
     };
     let fields: &[TbField] =
         if e.fields.is_null() || e.nfields == 0 { &[] } else { unsafe { std::slice::from_raw_parts(e.fields, e.nfields as usize) } };

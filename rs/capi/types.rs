@@ -58,6 +58,9 @@ pub struct TbEvent {
     pub flags: u32,
     pub nfields: u32,
     pub fields: *const TbField,
+    pub ns_pid: u32,
+    pub ns_tid: u32,
+    pub cgroup_id: u64,
 }
 
 /// tb_event_fn

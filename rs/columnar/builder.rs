@@ -29,6 +29,9 @@ pub struct BatchBuilder {
     uppid: Vec<u64>,
     comm: StringBuilder,
     comm_bytes: BinaryBuilder,
+    ns_pid: Vec<u32>,
+    ns_tid: Vec<u32>,
+    cgroup_id: Vec<u64>,
     cpu: Vec<u32>,
     payload_lost: BooleanBufferBuilder,
     payload: Vec<Column>,
@@ -56,6 +59,9 @@ impl BatchBuilder {
             uppid: Vec::with_capacity(rows),
             comm: StringBuilder::with_capacity(rows, rows * 16),
             comm_bytes: BinaryBuilder::new(),
+            ns_pid: Vec::with_capacity(rows),
+            ns_tid: Vec::with_capacity(rows),
+            cgroup_id: Vec::with_capacity(rows),
             cpu: Vec::with_capacity(rows),
             payload_lost: BooleanBufferBuilder::new(rows),
             payload,
@@ -130,6 +136,9 @@ impl BatchBuilder {
                 self.comm_bytes.append_value(comm);
             }
         }
+        self.ns_pid.push(e.ns_pid);
+        self.ns_tid.push(e.ns_tid);
+        self.cgroup_id.push(e.cgroup_id);
         self.cpu.push(e.cpu);
         self.payload_lost.append(e.payload_lost());
         let mut slots = self.schema.slots(key).iter();
@@ -163,6 +172,9 @@ impl BatchBuilder {
             Arc::new(UInt64Array::from(std::mem::take(&mut self.uppid))),
             Arc::new(self.comm.finish()),
             Arc::new(self.comm_bytes.finish()),
+            Arc::new(UInt32Array::from(std::mem::take(&mut self.ns_pid))),
+            Arc::new(UInt32Array::from(std::mem::take(&mut self.ns_tid))),
+            Arc::new(UInt64Array::from(std::mem::take(&mut self.cgroup_id))),
             Arc::new(UInt32Array::from(std::mem::take(&mut self.cpu))),
             Arc::new(BooleanArray::new(self.payload_lost.finish(), None)),
         ];

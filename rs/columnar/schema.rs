@@ -82,8 +82,9 @@ pub(crate) struct FieldSlot {
 }
 
 /// The header columns, in order (the JSON line's, with `timestamp` beside
-/// `timestamp_ns`, then `comm_bytes`, `cpu` and `payload_lost`).
-pub const HEADER_COLUMNS: [&str; 13] = [
+/// `timestamp_ns` and `comm_bytes` after `comm`; then `cpu` and
+/// `payload_lost`).
+pub const HEADER_COLUMNS: [&str; 16] = [
     "event_id",
     "event_type",
     "timestamp",
@@ -95,6 +96,9 @@ pub const HEADER_COLUMNS: [&str; 13] = [
     "uppid",
     "comm",
     "comm_bytes",
+    "ns_pid",
+    "ns_tid",
+    "cgroup_id",
     "cpu",
     "payload_lost",
 ];
@@ -103,7 +107,7 @@ fn header_fields() -> Vec<Field> {
     use DataType::*;
     let dict = Dictionary(Box::new(Int32), Box::new(Utf8));
     let ts = Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
-    let types = [UInt64, dict, ts, UInt64, UInt32, UInt32, UInt32, UInt64, UInt64, Utf8, Binary, UInt32, Boolean];
+    let types = [UInt64, dict, ts, UInt64, UInt32, UInt32, UInt32, UInt64, UInt64, Utf8, Binary, UInt32, UInt32, UInt64, UInt32, Boolean];
     HEADER_COLUMNS.iter().zip(types).map(|(n, t)| Field::new(*n, t, *n == "comm_bytes")).collect()
 }
 

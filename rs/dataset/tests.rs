@@ -26,6 +26,9 @@ fn read(id: u64, ts: u64) -> Event {
         upid: 42,
         uppid: 1,
         comm: Comm::from_padded(&comm),
+        ns_pid: 0,
+        ns_tid: 0,
+        cgroup_id: 0,
         flags: 0,
         payload: Payload::SyscallsSysEnterRead(payload::SyscallsSysEnterRead { fd: 3, count: id }),
     }

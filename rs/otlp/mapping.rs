@@ -13,6 +13,8 @@
 //!   `process.command_args` and `process.args_count` (exec),
 //!   `process.exit.code` (exit, when no signal ended the task); then the
 //!   tracer's own under `tracer_ebpf.`: `upid`, `uppid`, `event_id`, `cpu`,
+//!   `cgroup_id`, `ns_pid`/`ns_tid` (only for a task in a child pid
+//!   namespace, where they differ from `process.pid`/`thread.id`),
 //!   `seq` (per exporter, from 1, for gap detection), `comm_bytes` (when
 //!   the comm is not UTF-8), `payload.<field>_truncated` / `_size` / `_lost`
 //!   (the JSON keys), and for write-like events the other payload fields as
@@ -117,6 +119,11 @@ pub fn log_record(e: &Event, seq: u64, observed_ns: u64) -> LogRecord {
     attrs.push(kv(format!("{NS}uppid"), unsigned(e.uppid)));
     attrs.push(kv(format!("{NS}event_id"), unsigned(e.event_id)));
     attrs.push(kv(format!("{NS}cpu"), int(e.cpu)));
+    attrs.push(kv(format!("{NS}cgroup_id"), unsigned(e.cgroup_id)));
+    if (e.ns_pid, e.ns_tid) != (e.pid, e.tid) {
+        attrs.push(kv(format!("{NS}ns_pid"), int(e.ns_pid)));
+        attrs.push(kv(format!("{NS}ns_tid"), int(e.ns_tid)));
+    }
     attrs.push(kv(format!("{NS}seq"), unsigned(seq)));
 
     let write_like = is_write_like(e);
@@ -185,6 +192,9 @@ mod tests {
             upid: 123 << 22 | 10,
             uppid: 100 << 22 | 9,
             comm: Comm::from_padded(&raw),
+            ns_pid: 0,
+            ns_tid: 0,
+            cgroup_id: 0,
             flags: 0,
             payload,
         }

@@ -122,6 +122,9 @@ pub(crate) fn columns<'py>(py: Python<'py>, schema: &mut Schema, evs: &[Event]) 
     let mut tid = Packed::new("I", n * 4);
     let mut ppid = Packed::new("I", n * 4);
     let mut cpu = Packed::new("I", n * 4);
+    let mut ns_pid = Packed::new("I", n * 4);
+    let mut ns_tid = Packed::new("I", n * 4);
+    let mut cgroup_id = Packed::new("Q", n * 8);
     let mut event_type = Vec::with_capacity(n);
     let mut comm = Vec::with_capacity(n);
     let mut lost = Packed::new("B", n);
@@ -142,6 +145,9 @@ pub(crate) fn columns<'py>(py: Python<'py>, schema: &mut Schema, evs: &[Event]) 
         tid.bytes.extend_from_slice(&e.tid.to_ne_bytes());
         ppid.bytes.extend_from_slice(&e.ppid.to_ne_bytes());
         cpu.bytes.extend_from_slice(&e.cpu.to_ne_bytes());
+        ns_pid.bytes.extend_from_slice(&e.ns_pid.to_ne_bytes());
+        ns_tid.bytes.extend_from_slice(&e.ns_tid.to_ne_bytes());
+        cgroup_id.bytes.extend_from_slice(&e.cgroup_id.to_ne_bytes());
         let c = e.comm.as_bytes();
         if last_comm.as_ref().is_none_or(|(l, _)| *l != c) {
             let v = comms.entry(c).or_insert_with(|| PyString::new(py, &String::from_utf8_lossy(c)));
@@ -195,6 +201,9 @@ pub(crate) fn columns<'py>(py: Python<'py>, schema: &mut Schema, evs: &[Event]) 
     d.set_item("upid", upid.into_py(py, &array)?)?;
     d.set_item("uppid", uppid.into_py(py, &array)?)?;
     d.set_item("comm", PyList::new(py, comm)?)?;
+    d.set_item("ns_pid", ns_pid.into_py(py, &array)?)?;
+    d.set_item("ns_tid", ns_tid.into_py(py, &array)?)?;
+    d.set_item("cgroup_id", cgroup_id.into_py(py, &array)?)?;
     d.set_item("cpu", cpu.into_py(py, &array)?)?;
     d.set_item("payload_lost", lost.into_py(py, &array)?)?;
     add_columns(&mut payload, schema, n, &none); // those of events absent from this batch

@@ -93,6 +93,21 @@ impl PyEvent {
     fn uppid(&self) -> u64 {
         self.ev.uppid
     }
+    /// Process id as seen in the task's own pid namespace.
+    #[getter]
+    fn ns_pid(&self) -> u32 {
+        self.ev.ns_pid
+    }
+    /// Thread id as seen in the task's own pid namespace.
+    #[getter]
+    fn ns_tid(&self) -> u32 {
+        self.ev.ns_tid
+    }
+    /// cgroup v2 id: the inode of the task's cgroup2 directory.
+    #[getter]
+    fn cgroup_id(&self) -> u64 {
+        self.ev.cgroup_id
+    }
     /// The task's comm (invalid UTF-8 replaced).
     #[getter]
     fn comm(&self) -> String {
@@ -187,6 +202,9 @@ impl PyEvent {
         d.set_item("upid", self.ev.upid)?;
         d.set_item("uppid", self.ev.uppid)?;
         d.set_item("comm", self.ev.comm.to_string_lossy())?;
+        d.set_item("ns_pid", self.ev.ns_pid)?;
+        d.set_item("ns_tid", self.ev.ns_tid)?;
+        d.set_item("cgroup_id", self.ev.cgroup_id)?;
         d.set_item("payload", self.payload(py)?)?;
         Ok(d)
     }

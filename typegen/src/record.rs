@@ -33,6 +33,9 @@ pub const HEADER: &[HeaderField] = &[
     f("payload_pos", "u64", 8, "logical start of the variable bytes in this CPU's payload region"),
     f("payload_len", "u32", 4, "number of variable bytes in the payload region"),
     f("inline_len", "u32", 4, "bytes of a TB_VAR_INLINE field right after this record in its ring sample"),
+    f("cgroup_id", "u64", 8, "cgroup v2 id of the task (the inode of its cgroup2 directory; the root's on v1-only hosts)"),
+    f("ns_pid", "u32", 4, "process id as seen in the task's own pid namespace"),
+    f("ns_tid", "u32", 4, "thread id as seen in the task's own pid namespace"),
 ];
 
 pub fn offset_of(name: &str) -> usize {
