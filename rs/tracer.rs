@@ -395,6 +395,15 @@ impl Tracer {
         self.apply_filters(c)
     }
 
+    /// Replaces the cgroup filter (empty: none): only tasks in these cgroup
+    /// v2 directories or below them (see `Config::cgroups`).
+    pub fn set_cgroups(&mut self, paths: &[String]) -> Result<()> {
+        self.check_open()?;
+        let mut c = self.config.clone();
+        c.cgroups = crate::cgroup::filter::resolve_paths(paths, &crate::cgroup::CgroupMounts::detect())?;
+        self.apply_filters(c)
+    }
+
     /// Writes the filters of `c`, validated, and keeps it as the
     /// configuration in force.
     fn apply_filters(&mut self, c: ResolvedConfig) -> Result<()> {

@@ -410,6 +410,26 @@ pub unsafe extern "C" fn tb_set_comms(
 }
 
 /// # Safety
+/// `t` live; `cgroups` valid for `ncgroups` C strings; `errbuf` as above.
+#[no_mangle]
+pub unsafe extern "C" fn tb_set_cgroups(
+    t: *mut TbTracer,
+    cgroups: *const *const c_char,
+    ncgroups: usize,
+    errbuf: *mut c_char,
+    errlen: usize,
+) -> c_int {
+    // SAFETY: the caller's promises.
+    unsafe {
+        guard(errbuf, errlen, || {
+            let inner = &mut *handle(t)?.inner.get();
+            inner.tracer.set_cgroups(&options::strings(cgroups, ncgroups, "cgroups")?)?;
+            Ok(TB_OK)
+        })
+    }
+}
+
+/// # Safety
 /// `t` live; `out` valid.
 #[no_mangle]
 pub unsafe extern "C" fn tb_stats(t: *mut TbTracer, out: *mut TbStats) -> c_int {
