@@ -114,7 +114,7 @@ def test_a_cgroup_and_its_descendants_are_traced_and_nothing_else(cgroups):
             evs = t.collect(0.3)
         assert lines_of(evs, inside.pid) == [b"in 1\n", b"exec in\n"]
         execs = [e for e in evs if e.event_type == EXEC]
-        assert [e.payload["argv"] for e in execs] == [[b"/bin/true", b"in"]]
+        assert [e.payload["argv"] for e in execs] == [["/bin/true", "in"]]
         assert execs[0].ppid == inside.pid
         # Nothing of the process outside, nor of any other.
         assert {e.pid for e in evs} == {inside.pid, execs[0].pid}
@@ -231,7 +231,7 @@ def test_cli_cgroup_option(cgroups, tracer_example):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         # Attached once it says so on stderr.
         ready, _, _ = select.select([p.stderr], [], [], 60)
-        assert ready and p.stderr is not None and p.stderr.readline().startswith(b"tracing ")
+        assert ready and p.stderr is not None and p.stderr.readline().startswith(b"tracer-example: tracing ")
         w.say("cli 1")
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err

@@ -64,13 +64,8 @@ pub fn parse_pod_uid(path: &str) -> Option<String> {
 
 /// The container one path component names: (id, runtime).
 fn component(part: &str, parent: &str, k8s: bool) -> Option<(String, &'static str)> {
-    const SCOPED: &[(&str, &str)] = &[
-        ("docker-", "docker"),
-        ("cri-containerd-", "containerd"),
-        ("nerdctl-", "containerd"),
-        ("crio-", "cri-o"),
-        ("libpod-", "podman"),
-    ];
+    const SCOPED: &[(&str, &str)] =
+        &[("docker-", "docker"), ("cri-containerd-", "containerd"), ("nerdctl-", "containerd"), ("crio-", "cri-o"), ("libpod-", "podman")];
     let name = part.strip_suffix(".scope").unwrap_or(part);
     for (prefix, runtime) in SCOPED {
         if let Some(id) = name.strip_prefix(prefix).filter(|id| is_hex64(id)) {
@@ -107,21 +102,7 @@ fn is_uuid(s: &str) -> bool {
 
 /// Undoes systemd's unit-name escapes (`\x2d` for "-" in machine names).
 fn systemd_unescape(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') {
-            if let Some(v) = s.get(i + 2..i + 4).and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    super::escape::decode(s, "\\x", 2, 16)
 }
 
 #[cfg(test)]
@@ -148,9 +129,7 @@ mod tests {
 
     #[test]
     fn kubernetes_containerd_systemd_and_cgroupfs() {
-        let systemd = format!(
-            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope"
-        );
+        let systemd = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope");
         assert_eq!(c(&systemd), Some((ID.into(), "containerd", Some(UID.into()))));
         let guaranteed = format!("/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope");
         assert_eq!(c(&guaranteed), Some((ID.into(), "containerd", Some(UID.into()))));

@@ -75,7 +75,11 @@ fn resolve_one(given: &str, point: &Path) -> Result<PathBuf> {
             // without the mount point.
             let under_root = point.join(given.trim_start_matches('/'));
             let hint = if given.starts_with('/') && under_root.is_dir() {
-                format!("; did you mean {:?} (under the cgroup2 mount), or {:?}?", under_root.display().to_string(), given.trim_start_matches('/'))
+                format!(
+                    "; did you mean {:?} (under the cgroup2 mount), or {:?}?",
+                    under_root.display().to_string(),
+                    given.trim_start_matches('/')
+                )
             } else {
                 format!(" (cgroup2 is mounted at {mount:?}; relative paths are taken from there)")
             };

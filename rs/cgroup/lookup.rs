@@ -38,9 +38,7 @@ pub fn by_handle(mount_fd: i32, point: &Path, id: u64) -> Lookup {
     let mut h = KernfsHandle { handle_bytes: 8, handle_type: FILEID_KERNFS, id };
     // SAFETY: a file_handle header followed by its 8 bytes; the kernel only
     // reads it. O_PATH: no permission on the directory itself is needed.
-    let fd = unsafe {
-        libc::syscall(libc::SYS_open_by_handle_at, mount_fd, &mut h as *mut KernfsHandle, libc::O_PATH | libc::O_CLOEXEC)
-    };
+    let fd = unsafe { libc::syscall(libc::SYS_open_by_handle_at, mount_fd, &mut h as *mut KernfsHandle, libc::O_PATH | libc::O_CLOEXEC) };
     if fd < 0 {
         return match std::io::Error::last_os_error().raw_os_error() {
             Some(libc::ESTALE) | Some(libc::ENOENT) => Lookup::Gone,

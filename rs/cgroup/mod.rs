@@ -2,6 +2,7 @@
 //! (its path and container), and the cgroup filter's paths.
 
 mod container;
+mod escape;
 pub mod filter;
 mod lookup;
 mod mounts;

@@ -81,23 +81,7 @@ fn parse_line(line: &str) -> Option<(String, CgroupMount)> {
 /// Undoes mountinfo's octal escapes (`\040` space, `\011` tab, `\012`
 /// newline, `\134` backslash); anything else is kept as is.
 pub(crate) fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let oct = |c: u8| (b'0'..=b'7').contains(&c);
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|&c| oct(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
-            if v <= 0xff {
-                out.push(v as u8);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    super::escape::decode(s, "\\", 3, 8)
 }
 
 #[cfg(test)]
