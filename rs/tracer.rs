@@ -139,7 +139,7 @@ impl Tracer {
                 .map_err(|e| Error::Bpf { context: "setting up the ring buffer".into(), source: e })?;
             b.build().map_err(|e| Error::Bpf { context: "setting up the ring buffer".into(), source: e })?
         };
-        loader::write_filters(maps, &config)?;
+        loader::write_filters(maps, &config, true)?;
         loader::write_generic_descs(maps, &formats)?;
         let mut links = loader::attach(&loaded, &config)?;
         let (generic_links, failures) = loader::attach_generic(&loaded, &config, &formats)?;
@@ -409,7 +409,7 @@ impl Tracer {
     fn apply_filters(&mut self, c: ResolvedConfig) -> Result<()> {
         let guard = self.core.live();
         let live = guard.as_ref().ok_or(Error::Closed)?;
-        loader::write_filters(live.loaded.maps(), &c)?;
+        loader::write_filters(live.loaded.maps(), &c, c.cgroups != self.config.cgroups)?;
         drop(guard);
         self.config = c;
         Ok(())

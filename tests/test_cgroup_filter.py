@@ -215,8 +215,15 @@ def test_bad_cgroups_are_refused_and_change_nothing(cgroups, tmp_path):
                 with pytest.raises(CgroupError, match=message):
                     t.set_cgroups(value)
             w.say("still")  # the filter in force is unchanged
+            # A cgroup of the filter removed: another filter's change still works.
+            gone = parent / "gone"
+            gone.mkdir()
+            t.set_cgroups([child, gone])
+            gone.rmdir()
+            t.set_comm("python")
+            w.say("after rmdir")
             evs = t.collect(0.3)
-        assert lines_of(evs, w.pid) == [b"still\n"]
+        assert lines_of(evs, w.pid) == [b"still\n", b"after rmdir\n"]
         assert {e.pid for e in evs} == {w.pid}
     finally:
         w.stop()
