@@ -85,10 +85,11 @@ pub fn by_walk(point: &Path, id: u64) -> Lookup {
     Lookup::Gone
 }
 
-/// Opens the mount point for `by_handle` (O_PATH: just a reference).
+/// Opens the mount point for `by_handle`. Not O_PATH: open_by_handle_at
+/// refuses an O_PATH mount fd (EBADF).
 pub fn open_mount(point: &Path) -> Option<i32> {
     let c = CString::new(point.as_os_str().as_bytes()).ok()?;
     // SAFETY: a NUL-terminated path.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
     (fd >= 0).then_some(fd)
 }
