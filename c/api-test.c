@@ -195,6 +195,15 @@ static void test_option_errors(void)
 	CHECK(tb_open(&o, &t, err, sizeof err) == TB_ERR_INVALID && strstr(err, "follow"), "%s", err);
 	o.follow = 0;
 
+	const char *nocg[] = { "no-such-cgroup-api-test" };
+	o.cgroups = nocg;
+	o.ncgroups = 1;
+	CHECK(tb_open(&o, &t, err, sizeof err) == TB_ERR_INVALID && strstr(err, "invalid cgroup filter") &&
+		      strstr(err, "does not exist"),
+	      "%s", err);
+	o.cgroups = NULL;
+	o.ncgroups = 0;
+
 	int bad_fd = -1;
 	o.content_fds = &bad_fd;
 	o.ncontent_fds = 1;
@@ -342,6 +351,16 @@ static void test_set_filters(void)
 	reap(spawn_writer(comm, 1));
 	poll_until(t, &c, 3);
 	CHECK(c.marks == 3, "pid filter removed: %d", c.marks);
+	/* The cgroup filter: a bad path is refused; the cgroup2 root (".",
+	 * relative to it) holds every task. */
+	const char *nocg[] = { "no-such-cgroup-api-test" };
+	CHECK(tb_set_cgroups(t, nocg, 1, err, sizeof err) == TB_ERR_INVALID && strstr(err, "does not exist"), "%s", err);
+	const char *cgroot[] = { "." };
+	CHECK(tb_set_cgroups(t, cgroot, 1, err, sizeof err) == TB_OK, "%s", err);
+	reap(spawn_writer(comm, 1));
+	poll_until(t, &c, 4);
+	CHECK(c.marks == 4, "under the cgroup2 root: %d", c.marks);
+	CHECK(tb_set_cgroups(t, NULL, 0, err, sizeof err) == TB_OK, "%s", err);
 	tb_close(t);
 }
 

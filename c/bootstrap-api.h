@@ -209,6 +209,11 @@ struct tb_options {
 	tb_event_fn on_event;        /* required by tb_poll/tb_consume; NULL for a tracer read
 	                              * only with tb_poll_arrow/tb_consume_arrow */
 	void *ctx;                   /* passed to on_event */
+	/* Only tasks in these cgroup v2 directories or below them (at most 8):
+	 * absolute inside the cgroup2 mount, or relative to its root; none: every
+	 * cgroup. A bad path: TB_ERR_INVALID and a message saying why. */
+	const char *const *cgroups;
+	size_t ncgroups;
 };
 
 struct tb_tracer;
@@ -254,6 +259,7 @@ int tb_fd(const struct tb_tracer *t);
  * also forgets the children follow mode had added. */
 int tb_set_pids(struct tb_tracer *t, const uint32_t *pids, size_t npids, char *errbuf, size_t errlen);
 int tb_set_comms(struct tb_tracer *t, const char *const *comms, size_t ncomms, char *errbuf, size_t errlen);
+int tb_set_cgroups(struct tb_tracer *t, const char *const *cgroups, size_t ncgroups, char *errbuf, size_t errlen);
 
 /*
  * Arrow record batches, built by the Rust core (the columns of the Python

@@ -11,6 +11,9 @@
 #include <bootstrap.gen.h>
 
 #define TB_MAX_COMM_FILTERS 8
+/* Cgroups in the cgroup filter: slots of the `cgroups` map (a cgroup and
+ * its descendants each; rs/cgroup/filter.rs CGROUP_FILTERS_MAX). */
+#define TB_MAX_CGROUP_FILTERS 8
 
 struct tb_comm_prefix {
 	char prefix[TB_COMM_LEN];
@@ -32,6 +35,8 @@ struct tb_config {
 	__u32 exclude_pids;  /* 1: never processes in `excluded` */
 	__u32 nexclude_comm; /* number of active excluded comm prefixes */
 	struct tb_comm_prefix exclude_comm[TB_MAX_COMM_FILTERS]; /* never tasks whose comm starts so */
+	__u32 ncgroup;       /* only tasks under one of the first ncgroup cgroups of `cgroups` */
+	__u32 pad0;
 };
 
 /* One CPU's control block, mmapped by userspace. The producer's fields and
@@ -48,7 +53,7 @@ struct tb_cpu_ctl {
 	__u8 pad2[56];
 };
 TB_STATIC_ASSERT(sizeof(struct tb_cpu_ctl) == TB_CPU_CTL_SIZE, "tb_cpu_ctl size");
-TB_STATIC_ASSERT(sizeof(struct tb_config) == 368, "tb_config size");
+TB_STATIC_ASSERT(sizeof(struct tb_config) == 376, "tb_config size");
 
 /*
  * Generic tracepoints: any tracepoint, recorded raw by handle__generic and

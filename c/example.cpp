@@ -3,7 +3,7 @@
 // C++ example of the C library: prints every captured event as one JSON
 // line, the same format and CLI as rs/example.rs (`target/release/example`).
 //
-// usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]...
+// usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]... [--cgroup PATH]...
 //                [--content-fds 1,2] [--content-max BYTES] [--duration SECS]
 #include <atomic>
 #include <cerrno>
@@ -36,6 +36,7 @@ struct Args {
 	std::vector<uint32_t> pids;
 	bool follow = false;
 	std::vector<std::string> comms;
+	std::vector<std::string> cgroups;
 	bool fds_set = false;
 	std::vector<int> fds;
 	uint32_t content_max = 0;
@@ -72,7 +73,7 @@ template <typename T> bool parse_uint(const std::string &s, T max, T *out)
 }
 
 const char *const USAGE =
-	"usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]... "
+	"usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]... [--cgroup PATH]... "
 	"[--content-fds 1,2] [--content-max BYTES] [--duration SECS]";
 
 // Returns an error message, or "" if the arguments are valid.
@@ -104,6 +105,10 @@ std::string parse_args(int argc, char **argv, Args *a)
 			if (!val(&v))
 				return "--comm needs a value";
 			a->comms.push_back(v);
+		} else if (arg == "--cgroup") {
+			if (!val(&v))
+				return "--cgroup needs a value";
+			a->cgroups.push_back(v);
 		} else if (arg == "--content-fds") {
 			if (!val(&v))
 				return "--content-fds needs a value";
@@ -184,11 +189,13 @@ int main(int argc, char **argv)
 	static char outbuf[1 << 20];
 	std::setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
 
-	std::vector<const char *> events, comms;
+	std::vector<const char *> events, comms, cgroups;
 	for (const std::string &e : args.events)
 		events.push_back(e.c_str());
 	for (const std::string &c : args.comms)
 		comms.push_back(c.c_str());
+	for (const std::string &c : args.cgroups)
+		cgroups.push_back(c.c_str());
 	Output out;
 	tb_options o;
 	std::memset(&o, 0, sizeof o);
@@ -199,6 +206,8 @@ int main(int argc, char **argv)
 	o.follow = args.follow;
 	o.comms = comms.data();
 	o.ncomms = comms.size();
+	o.cgroups = cgroups.data();
+	o.ncgroups = cgroups.size();
 	if (args.fds_set) {
 		static const int none = 0;
 		o.content_fds = args.fds.empty() ? &none : args.fds.data();

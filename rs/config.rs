@@ -20,6 +20,10 @@ pub struct Config {
     pub follow_children: bool,
     /// Only tasks whose comm starts with one of these (at most 8, 1..15 bytes).
     pub comm: Vec<String>,
+    /// Only tasks in these cgroups or their descendants (cgroup v2
+    /// directories: absolute paths inside the cgroup2 mount, or relative to
+    /// it; at most `cgroup::CGROUP_FILTERS_MAX`). Empty: all cgroups.
+    pub cgroups: Vec<String>,
     /// Never these processes (tgids; at most 4096 with the output readers).
     pub exclude_pids: Vec<u32>,
     /// Never tasks whose comm starts with one of these (at most 8, 1..15 bytes).
@@ -74,6 +78,7 @@ impl Default for Config {
             pids: Vec::new(),
             follow_children: false,
             comm: Vec::new(),
+            cgroups: Vec::new(),
             exclude_pids: Vec::new(),
             exclude_comm: Vec::new(),
             exclude_output_readers: true,
@@ -114,6 +119,7 @@ impl Config {
     setter!(pids: Vec<u32>);
     setter!(follow_children: bool);
     setter!(comm: Vec<String>);
+    setter!(cgroups: Vec<String>);
     setter!(exclude_pids: Vec<u32>);
     setter!(exclude_comm: Vec<String>);
     setter!(exclude_output_readers: bool);
@@ -170,6 +176,7 @@ impl Config {
         if self.exclude_pids.len() > EXCLUDED_MAX {
             return Err(Error::Config(format!("at most {EXCLUDED_MAX} exclude_pids, got {}", self.exclude_pids.len())));
         }
+        let cgroups = crate::cgroup::filter::resolve_paths(&self.cgroups, &crate::cgroup::CgroupMounts::detect())?;
         let r = ResolvedConfig {
             events,
             generic,
@@ -178,6 +185,7 @@ impl Config {
             pids: self.pids.clone(),
             follow_children: self.follow_children,
             comm: self.comm.clone(),
+            cgroups,
             exclude_pids: self.exclude_pids.clone(),
             exclude_comm: self.exclude_comm.clone(),
             exclude_output_readers: self.exclude_output_readers,
@@ -211,6 +219,8 @@ pub struct ResolvedConfig {
     pub pids: Vec<u32>,
     pub follow_children: bool,
     pub comm: Vec<String>,
+    /// The cgroup filter's directories, absolute and checked.
+    pub cgroups: Vec<std::path::PathBuf>,
     pub exclude_pids: Vec<u32>,
     pub exclude_comm: Vec<String>,
     pub exclude_output_readers: bool,

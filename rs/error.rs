@@ -32,6 +32,10 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// A cgroup filter path that cannot be used (see `cgroup::CgroupFilterError`).
+    #[error("invalid cgroup filter: {0}")]
+    Cgroup(#[from] crate::cgroup::CgroupFilterError),
+
     #[error("I/O operation on a closed tracer")]
     Closed,
 

@@ -2,7 +2,7 @@
 //! the same format as `tracer-example` and `c/example`, or writes them into
 //! a Parquet dataset (`--parquet DIR`, docs/parquet.md).
 //!
-//! usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]...
+//! usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]... [--cgroup PATH]...
 //!                [--content-fds 1,2] [--content-max BYTES] [--duration SECS]
 //!                [--parquet DIR [--host NAME]]
 
@@ -53,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--follow" => cfg.follow_children = true,
             "--comm" => cfg.comm.push(val("--comm")?),
+            "--cgroup" => cfg.cgroups.push(val("--cgroup")?),
             "--content-fds" => {
                 let v = val("--content-fds")?;
                 cfg.content_fds = list(v.clone())
@@ -87,7 +88,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--host" => host = Some(val("--host")?),
             "-h" | "--help" => {
-                println!("usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]... [--content-fds 1,2] [--content-max BYTES] [--ring-bytes N] [--payload-bytes-per-cpu N] [--queue-bytes N] [--no-reader-thread] [--duration SECS] [--parquet DIR [--host NAME]]");
+                println!("usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]... [--cgroup PATH]... [--content-fds 1,2] [--content-max BYTES] [--ring-bytes N] [--payload-bytes-per-cpu N] [--queue-bytes N] [--no-reader-thread] [--duration SECS] [--parquet DIR [--host NAME]]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (see --help)")),

@@ -25,6 +25,7 @@ pub mod bpf {
 // (JSON) and the front ends (capi, python). Modules used only inside the
 // crate are private; their public items are re-exported below.
 mod byte_blocks;
+pub mod cgroup;
 mod clock;
 pub mod columnar;
 mod config;

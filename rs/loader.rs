@@ -10,6 +10,7 @@ use crate::tracepoint_format::{FieldShape, Format};
 use crate::types::{EventType, COMM_LEN};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapMut, PrintLevel, ProgramMut};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -230,9 +231,18 @@ fn raw_errno(e: &libbpf_rs::Error) -> Option<i32> {
 
 /// Writes the filter and capture settings into the `cfg`, `pids` and
 /// `content_fds` maps. Safe to call while attached.
-pub fn write_filters(maps: &BootstrapMaps, cfg: &ResolvedConfig) -> Result<()> {
+/// The cgroup map is rewritten only when `cgroups_changed`: a cgroup of
+/// the filter removed since (which the map still references, and nothing can
+/// be in) must not make another filter's change fail.
+pub fn write_filters(maps: &BootstrapMaps, cfg: &ResolvedConfig, cgroups_changed: bool) -> Result<()> {
     let upd = |e| Error::Bpf { context: "updating filter maps".into(), source: e };
-    // pids and fds first, then the switch that makes the kernel use them.
+    // Opened before anything changes: a cgroup removed since it was checked
+    // fails here, with the filters as they were.
+    let cgroup_fds = if cgroups_changed { crate::cgroup::filter::open_all(&cfg.cgroups)? } else { Vec::new() };
+    // pids, fds and cgroups first, then the switch that makes the kernel use them.
+    for (slot, fd) in cgroup_fds.iter().enumerate() {
+        maps.cgroups.update(&(slot as u32).to_ne_bytes(), &(fd.as_raw_fd() as u32).to_ne_bytes(), MapFlags::ANY).map_err(upd)?;
+    }
     sync_pid_set(&maps.pids, &cfg.pids)?;
     sync_pid_set(&maps.excluded, &cfg.exclude_pids)?;
     let fds = &maps.content_fds;
@@ -257,6 +267,7 @@ pub fn write_filters(maps: &BootstrapMaps, cfg: &ResolvedConfig) -> Result<()> {
     c.fd_mask = cfg.content_fds.iter().filter(|&&fd| (0..64).contains(&fd)).fold(0u64, |m, &fd| m | 1 << fd);
     c.exclude_pids = u32::from(!cfg.exclude_pids.is_empty());
     c.nexclude_comm = cfg.exclude_comm.len() as u32;
+    c.ncgroup = cfg.cgroups.len() as u32;
     for (slots, prefixes) in [(&mut c.comm, &cfg.comm), (&mut c.exclude_comm, &cfg.exclude_comm)] {
         for (slot, prefix) in slots.iter_mut().zip(prefixes) {
             let b = prefix.as_bytes();
@@ -269,7 +280,13 @@ pub fn write_filters(maps: &BootstrapMaps, cfg: &ResolvedConfig) -> Result<()> {
     }
     // SAFETY: viewing a repr(C) struct without padding as its bytes.
     let bytes = unsafe { std::slice::from_raw_parts((&c as *const tb_config).cast::<u8>(), std::mem::size_of::<tb_config>()) };
-    maps.cfg.update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY).map_err(upd)
+    maps.cfg.update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY).map_err(upd)?;
+    // Slots no longer used, once the kernel no longer reads them: the map
+    // holds a reference to each cgroup until its slot is cleared.
+    for slot in cfg.cgroups.len()..crate::cgroup::CGROUP_FILTERS_MAX {
+        let _ = maps.cgroups.delete(&(slot as u32).to_ne_bytes());
+    }
+    Ok(())
 }
 
 /// Makes the pid set `m` hold exactly `pids` (value 1: given by the caller).

@@ -139,7 +139,7 @@ impl Tracer {
                 .map_err(|e| Error::Bpf { context: "setting up the ring buffer".into(), source: e })?;
             b.build().map_err(|e| Error::Bpf { context: "setting up the ring buffer".into(), source: e })?
         };
-        loader::write_filters(maps, &config)?;
+        loader::write_filters(maps, &config, true)?;
         loader::write_generic_descs(maps, &formats)?;
         let mut links = loader::attach(&loaded, &config)?;
         let (generic_links, failures) = loader::attach_generic(&loaded, &config, &formats)?;
@@ -395,12 +395,21 @@ impl Tracer {
         self.apply_filters(c)
     }
 
+    /// Replaces the cgroup filter (empty: none): only tasks in these cgroup
+    /// v2 directories or below them (see `Config::cgroups`).
+    pub fn set_cgroups(&mut self, paths: &[String]) -> Result<()> {
+        self.check_open()?;
+        let mut c = self.config.clone();
+        c.cgroups = crate::cgroup::filter::resolve_paths(paths, &crate::cgroup::CgroupMounts::detect())?;
+        self.apply_filters(c)
+    }
+
     /// Writes the filters of `c`, validated, and keeps it as the
     /// configuration in force.
     fn apply_filters(&mut self, c: ResolvedConfig) -> Result<()> {
         let guard = self.core.live();
         let live = guard.as_ref().ok_or(Error::Closed)?;
-        loader::write_filters(live.loaded.maps(), &c)?;
+        loader::write_filters(live.loaded.maps(), &c, c.cgroups != self.config.cgroups)?;
         drop(guard);
         self.config = c;
         Ok(())

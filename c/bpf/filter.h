@@ -29,6 +29,20 @@ static __always_inline bool tb_comm_matches(const struct tb_comm_prefix *prefixe
 	return false;
 }
 
+/* Whether the current task is in one of the first n cgroups of the filter
+ * or below one (its cgroup v2, the default hierarchy's). One helper call
+ * per slot, made only when the cgroup filter is on. */
+static __always_inline bool tb_cgroup_matches(__u32 n)
+{
+	for (__u32 i = 0; i < TB_MAX_CGROUP_FILTERS; i++) {
+		if (i >= n)
+			break;
+		if (bpf_current_task_under_cgroup(&cgroups, i) == 1)
+			return true;
+	}
+	return false;
+}
+
 static __always_inline __u64 tb_upid(__u64 start_boottime, __u32 tgid)
 {
 	/* Start time since boot in units of 2^20 ns (about 1 ms; a shift, not a
@@ -63,6 +77,9 @@ static __always_inline bool tb_filter(struct tb_ctx *t)
 	if (t->cfg->ncomm && !tb_comm_matches(t->cfg->comm, t->cfg->ncomm, (const char *)t->comm))
 		return false;
 	if (t->cfg->nexclude_comm && tb_comm_matches(t->cfg->exclude_comm, t->cfg->nexclude_comm, (const char *)t->comm))
+		return false;
+	/* Last: helper calls, one per cgroup, after the plain loads above. */
+	if (t->cfg->ncgroup && !tb_cgroup_matches(t->cfg->ncgroup))
 		return false;
 
 	t->cpu = bpf_get_smp_processor_id();

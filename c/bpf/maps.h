@@ -81,6 +81,15 @@ struct {
 	__type(value, __u8);
 } excluded SEC(".maps");
 
+/* The cgroup filter (cfg.ncgroup slots in use): cgroup v2 directories,
+ * written by userspace as fds; the kernel keeps a reference to each cgroup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, TB_MAX_CGROUP_FILTERS);
+	__type(key, __u32);
+	__type(value, __u32);
+} cgroups SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);

@@ -13,6 +13,7 @@ from . import _native
 from ._native import ArrowBatch, BytesColumn, Event
 from .errors import (
     BtfMissingError,
+    CgroupError,
     ConfigError,
     DatasetError,
     ExporterClosedError,
@@ -117,6 +118,7 @@ __all__ = [
     "UnknownEventError",
     "TracepointMissingError",
     "ConfigError",
+    "CgroupError",
     "DatasetError",
     "TracerClosedError",
     "ExporterClosedError",

@@ -4,6 +4,7 @@ TypeError, bad values ValueError (ConfigError), before anything changes."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, List, Optional
 
 from .errors import ConfigError, UnknownEventError
@@ -33,6 +34,26 @@ def str_list(name: str, value: Any) -> List[str]:
         if not v.strip():
             raise ConfigError(f"{name} contains an empty name")
     return list(dict.fromkeys(items))  # without repeats, in order
+
+
+def path_list(name: str, value: Any) -> List[str]:
+    """Paths given as str or os.PathLike, one or an iterable of them; what
+    they name is checked by the tracer (CgroupError)."""
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    elif isinstance(value, (bytes, bytearray)):
+        raise TypeError(f"{name} must be a path or an iterable of paths, not {type(value).__name__}")
+    out = []
+    for v in _items(name, value, "a path or an iterable of paths"):
+        if not isinstance(v, (str, os.PathLike)):
+            raise TypeError(f"{name} must contain paths (str or os.PathLike), not {type(v).__name__} ({v!r:.60})")
+        p = os.fspath(v)
+        if not isinstance(p, str):
+            raise TypeError(f"{name} must contain str paths, not {type(p).__name__} ({p!r:.60})")
+        out.append(p)
+    return out
 
 
 def event_names(value: Any) -> List[str]:

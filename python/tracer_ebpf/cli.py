@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--comm", action="append", default=[], metavar="PREFIX",
                    help="only tasks whose name (comm) starts with PREFIX (repeatable, at most 8, "
                    "1 to 15 bytes each)")
+    p.add_argument("--cgroup", action="append", default=[], metavar="PATH",
+                   help="only tasks in this cgroup v2 directory or below it (repeatable, at most 8): "
+                   "absolute inside the cgroup2 mount, or relative to its root, e.g. "
+                   "system.slice/docker-<id>.scope")
     p.add_argument("--exclude-pid", type=_int_in(*_native.LIMITS["pid"]), action="append", default=[], metavar="PID",
                    help="never this process (repeatable)")
     p.add_argument("--exclude-comm", action="append", default=[], metavar="PREFIX",
@@ -663,6 +667,7 @@ def _run_to(sink: Union[JsonLines, Otlp, ParquetSink], parser: argparse.Argument
                 pids=pids or None,
                 follow_children=args.follow or bool(cmd),
                 comm=args.comm or None,
+                cgroups=args.cgroup or None,
                 exclude_pids=args.exclude_pid or None,
                 exclude_comm=args.exclude_comm or None,
                 exclude_output_readers=not args.trace_output_readers,

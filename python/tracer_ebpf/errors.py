@@ -34,6 +34,12 @@ class ConfigError(TracerError, ValueError):
     """An invalid option value (sizes, pids, comm prefixes, ...)."""
 
 
+class CgroupError(ConfigError):
+    """A cgroup filter path that cannot be used: it does not exist, is not a
+    directory, is not in the cgroup2 hierarchy, no cgroup2 is mounted (a
+    cgroup v1-only host), or more than 8 are given. Nothing is changed."""
+
+
 class TracerClosedError(TracerError, ValueError):
     """The tracer is closed (by ``close()``, perhaps from another thread):
     reading from it or changing it is an error, as for a closed file."""
@@ -68,6 +74,7 @@ __all__ = [
     "UnknownEventError",
     "TracepointMissingError",
     "ConfigError",
+    "CgroupError",
     "TracerClosedError",
     "ExporterClosedError",
     "TracerMemoryError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
@@ -40,6 +41,11 @@ class Tracer:
             event the kernel has (see ``list_events()``).
         pids: only these processes; ``follow_children`` adds their children.
         comm: only tasks whose comm starts with one of these prefixes (at most 8).
+        cgroups: only tasks in these cgroup v2 directories or below them (at
+            most 8): absolute paths inside the cgroup2 mount, or relative to
+            its root ("system.slice/docker-<id>.scope"). Bad paths raise
+            ``CgroupError``. Combined with ``pids`` and ``comm``, a task must
+            pass every filter.
         content_fds: fds whose write content is captured (default 1 and 2);
             ``all_fds=True`` captures every fd.
         content_max: most content bytes per write (default and maximum 1 MiB).
@@ -86,6 +92,7 @@ class Tracer:
         pids: Union[int, Iterable[int], None] = None,
         follow_children: bool = False,
         comm: Union[str, Iterable[str], None] = None,
+        cgroups: Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]], None] = None,
         content_fds: Union[int, Iterable[int], None] = (1, 2),
         all_fds: bool = False,
         content_max: int = _native.DEFAULT_CONTENT_MAX,
@@ -117,6 +124,7 @@ class Tracer:
             exclude_pids=checks.int_list("exclude_pids", exclude_pids, *LIMITS["pid"]),
             exclude_comm=checks.str_list("exclude_comm", exclude_comm),
             exclude_output_readers=checks.flag("exclude_output_readers", exclude_output_readers),
+            cgroups=checks.path_list("cgroups", cgroups),
         )
 
     # -- lifecycle ---------------------------------------------------------
@@ -420,5 +428,11 @@ class Tracer:
     def set_comm(self, comm: Union[str, Iterable[str], None]) -> None:
         """Replaces the comm prefix filter while tracing (empty or None: none)."""
         self._n().set_comm(checks.str_list("comm", comm))
+
+    def set_cgroups(self, cgroups: Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]], None]) -> None:
+        """Replaces the cgroup filter while tracing (empty or None: none);
+        paths as for ``cgroups=``. A bad path raises ``CgroupError`` and
+        leaves the filter as it was."""
+        self._n().set_cgroups(checks.path_list("cgroups", cgroups))
 
 

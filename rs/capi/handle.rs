@@ -389,6 +389,29 @@ pub unsafe extern "C" fn tb_set_pids(t: *mut TbTracer, pids: *const u32, npids: 
     }
 }
 
+/// Replaces a filter given as C strings (comm prefixes, cgroup paths).
+///
+/// # Safety
+/// `t` live; `p` valid for `n` C strings; `errbuf` NULL or valid for `errlen`.
+unsafe fn set_string_filter(
+    t: *mut TbTracer,
+    p: *const *const c_char,
+    n: usize,
+    what: &str,
+    errbuf: *mut c_char,
+    errlen: usize,
+    set: fn(&mut Tracer, &[String]) -> crate::error::Result<()>,
+) -> c_int {
+    // SAFETY: the caller's promises.
+    unsafe {
+        guard(errbuf, errlen, || {
+            let inner = &mut *handle(t)?.inner.get();
+            set(&mut inner.tracer, &options::strings(p, n, what)?)?;
+            Ok(TB_OK)
+        })
+    }
+}
+
 /// # Safety
 /// `t` live; `comms` valid for `ncomms` C strings; `errbuf` as above.
 #[no_mangle]
@@ -400,13 +423,21 @@ pub unsafe extern "C" fn tb_set_comms(
     errlen: usize,
 ) -> c_int {
     // SAFETY: the caller's promises.
-    unsafe {
-        guard(errbuf, errlen, || {
-            let inner = &mut *handle(t)?.inner.get();
-            inner.tracer.set_comm(&options::strings(comms, ncomms, "comms")?)?;
-            Ok(TB_OK)
-        })
-    }
+    unsafe { set_string_filter(t, comms, ncomms, "comms", errbuf, errlen, Tracer::set_comm) }
+}
+
+/// # Safety
+/// `t` live; `cgroups` valid for `ncgroups` C strings; `errbuf` as above.
+#[no_mangle]
+pub unsafe extern "C" fn tb_set_cgroups(
+    t: *mut TbTracer,
+    cgroups: *const *const c_char,
+    ncgroups: usize,
+    errbuf: *mut c_char,
+    errlen: usize,
+) -> c_int {
+    // SAFETY: the caller's promises.
+    unsafe { set_string_filter(t, cgroups, ncgroups, "cgroups", errbuf, errlen, Tracer::set_cgroups) }
 }
 
 /// # Safety

@@ -53,6 +53,7 @@ pub unsafe fn config(o: &TbOptions) -> Result<Config, Failure> {
     c.pids = unsafe { slice(o.pids, o.npids, "pids")? }.to_vec();
     c.follow_children = o.follow != 0;
     c.comm = unsafe { strings(o.comms, o.ncomms, "comms")? };
+    c.cgroups = unsafe { strings(o.cgroups, o.ncgroups, "cgroups")? };
     // NULL keeps the default fds; non-NULL with a count of 0 is "none".
     if !o.content_fds.is_null() {
         c.content_fds = unsafe { slice(o.content_fds, o.ncontent_fds, "content_fds")? }.to_vec();

@@ -38,7 +38,12 @@ impl From<Error> for Failure {
             Error::TracefsMissing { .. } => TB_ERR_TRACEFS,
             Error::UnknownEvent { .. } => TB_ERR_UNKNOWN_EVENT,
             Error::TracepointMissing { .. } => TB_ERR_NO_TRACEPOINT,
-            Error::Config(_) | Error::OtlpConfig { .. } | Error::Closed | Error::ExporterClosed | Error::Forked { .. } => TB_ERR_INVALID,
+            Error::Config(_)
+            | Error::Cgroup(_)
+            | Error::OtlpConfig { .. }
+            | Error::Closed
+            | Error::ExporterClosed
+            | Error::Forked { .. } => TB_ERR_INVALID,
             Error::OutOfMemory { .. } => TB_ERR_NOMEM,
             Error::Verifier { .. } => TB_ERR_VERIFIER,
             Error::Bpf { .. } => TB_ERR_BPF,

@@ -87,6 +87,8 @@ pub struct TbOptions {
     pub trace_self: c_int,
     pub on_event: TbEventFn,
     pub ctx: *mut c_void,
+    pub cgroups: *const *const c_char,
+    pub ncgroups: usize,
 }
 
 /// struct tb_stats

@@ -13,6 +13,7 @@ pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::UnknownEvent { .. } => "UnknownEventError",
         Error::TracepointMissing { .. } => "TracepointMissingError",
         Error::Config(_) | Error::OtlpConfig { .. } => "ConfigError",
+        Error::Cgroup(_) => "CgroupError",
         Error::Closed => "TracerClosedError",
         Error::ExporterClosed => "ExporterClosedError",
         Error::OutOfMemory { .. } => "TracerMemoryError",

@@ -129,7 +129,8 @@ impl NativeTracer {
     #[new]
     #[pyo3(signature = (*, events, pids, follow_children, comm, content_fds, all_fds, content_max, argv_max,
                         ring_bytes, payload_bytes_per_cpu, queue_bytes, reader_thread, trace_self,
-                        exclude_pids=Vec::new(), exclude_comm=Vec::new(), exclude_output_readers=true))]
+                        exclude_pids=Vec::new(), exclude_comm=Vec::new(), exclude_output_readers=true,
+                        cgroups=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -149,6 +150,7 @@ impl NativeTracer {
         exclude_pids: Vec<u32>,
         exclude_comm: Vec<String>,
         exclude_output_readers: bool,
+        cgroups: Vec<String>,
     ) -> PyResult<Self> {
         // Sizes not given are sized from the memory this process may use
         // (RAM or its cgroup's limit), now: see sizing.rs.
@@ -170,6 +172,7 @@ impl NativeTracer {
             exclude_pids,
             exclude_comm,
             exclude_output_readers,
+            cgroups,
             ..defaults
         };
         let t = py.detach(|| crate::Tracer::new(cfg)).map_err(|e| to_py(py, e))?;
@@ -294,6 +297,10 @@ impl NativeTracer {
 
     fn set_comm(&self, py: Python<'_>, comm: Vec<String>) -> PyResult<()> {
         self.lock()?.set_comm(&comm).map_err(|e| to_py(py, e))
+    }
+
+    fn set_cgroups(&self, py: Python<'_>, cgroups: Vec<String>) -> PyResult<()> {
+        self.lock()?.set_cgroups(&cgroups).map_err(|e| to_py(py, e))
     }
 
     /// Names of the attached events.

@@ -29,8 +29,10 @@ STARTUP_TIMEOUT=${TBK_STARTUP_TIMEOUT:-180}
 
 W=
 TRACER_PID=
+CG2_MOUNTED=
 cleanup() {
 	[ -n "$TRACER_PID" ] && kill -INT "$TRACER_PID" 2>/dev/null
+	[ -n "$CG2_MOUNTED" ] && umount "$CG2_MOUNTED" 2>/dev/null
 	[ -n "$W" ] && [ -z "${TBK_KEEP:-}" ] && rm -rf "$W"
 }
 trap cleanup EXIT
@@ -70,6 +72,15 @@ for b in echo cat rm printf; do
 done
 # This shell copy runs the workload, so its forks carry a tbk- comm too.
 cp "$(readlink -f /bin/sh)" "$W/tbk-sh" || result FAIL "cannot copy /bin/sh"
+
+# The capture run also filters on the cgroup2 root (every task is below it),
+# so the kernel runs the cgroup filter (bpf_current_task_under_cgroup) on
+# every event. A guest without a cgroup2 mount gets one for the run.
+CG2=$(awk '{ for (i = 7; i < NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $5; exit } break } }' /proc/self/mountinfo)
+if [ -z "$CG2" ]; then
+	mkdir -p "$W/cgroup2" && mount -t cgroup2 none "$W/cgroup2" && CG2=$W/cgroup2 && CG2_MOUNTED=$CG2
+fi
+[ -n "$CG2" ] || result FAIL "no cgroup2 mount and none could be made"
 : >"$W/victim-$NONCE"
 
 TYPED=syscalls/sys_enter_write,syscalls/sys_enter_openat,syscalls/sys_exit_openat,syscalls/sys_enter_read
@@ -130,7 +141,7 @@ echo "load-only run ok in $(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN { printf 
 # 2. Capture run.
 echo "== capture run"
 t=$(date +%s.%N)
-"$EX" --events "$EVENTS" --comm tbk- --duration "$((STARTUP_TIMEOUT + 120))" \
+"$EX" --events "$EVENTS" --comm tbk- --cgroup "$CG2" --duration "$((STARTUP_TIMEOUT + 120))" \
 	>"$W/out.jsonl" 2>"$W/err.txt" &
 TRACER_PID=$!
 ready=
