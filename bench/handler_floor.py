@@ -108,8 +108,10 @@ def bcc_step(flags: str, n: int) -> float:
         b.cleanup()
 
 
-def tracer_ebpf(n: int) -> float:
-    p = subprocess.Popen([str(EXAMPLE), "--events", "syscalls/sys_enter_write", "--comm", "tbwork"],
+def tracer_ebpf(n: int, example: Path = EXAMPLE) -> float:
+    """BPF ns per write of the handler of `example` (a build of the Rust
+    example) with default settings."""
+    p = subprocess.Popen([str(example), "--events", "syscalls/sys_enter_write", "--comm", "tbwork"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:

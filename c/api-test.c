@@ -684,6 +684,8 @@ static void expect_json(const struct tb_field *fields, const char *comm, size_t 
 	ev.ns_pid = 8;
 	ev.ns_tid = 9;
 	ev.cgroup_id = 18446744073709551614ull;
+	ev.cgroup = "/k\"8s"; /* escaped like any string */
+	ev.pod_uid = "u-1";   /* container_id: NULL is null; a runtime: NULL is left out */
 	memcpy(ev.comm, comm, comm_len);
 	ev.comm_len = (uint32_t)comm_len;
 	ev.nfields = 6;
@@ -695,7 +697,7 @@ static void expect_json(const struct tb_field *fields, const char *comm, size_t 
 
 #define HEAD "{\"event_id\":7,\"event_type\":\"cat/synthetic\",\"timestamp_ns\":18446744073709551615,\"pid\":1,\"tid\":2,\"ppid\":4294967295,\"upid\":5,\"uppid\":6,\"comm\":"
 /* What follows comm (and comm_base64): the task's context. */
-#define CTX ",\"ns_pid\":8,\"ns_tid\":9,\"cgroup_id\":18446744073709551614"
+#define CTX ",\"ns_pid\":8,\"ns_tid\":9,\"cgroup_id\":18446744073709551614,\"cgroup\":\"/k\\\"8s\",\"container_id\":null,\"pod_uid\":\"u-1\""
 
 static void test_json_synthetic(void)
 {

@@ -170,6 +170,11 @@ struct tb_event {
 	uint32_t ns_pid;       /* pid as seen in the task's own pid namespace */
 	uint32_t ns_tid;       /* tid as seen in the task's own pid namespace */
 	uint64_t cgroup_id;    /* cgroup v2 id (inode of the task's cgroup2 directory) */
+	/* Resolved in userspace (docs/context.md); NULL when unknown: */
+	const char *cgroup;            /* path under the cgroup2 root, "/..." */
+	const char *container_id;      /* docker, containerd, cri-o, podman, ... */
+	const char *container_runtime; /* "docker", "containerd", "cri-o", "podman", "machine", "lxc" */
+	const char *pod_uid;           /* Kubernetes pod UID */
 };
 
 /* Called once per event, from tb_poll()/tb_consume(). Return 0 to go on, or
@@ -322,6 +327,7 @@ struct tb_stats {
 	uint64_t seq_gaps;       /* records missing from a CPU's sequence (also counted by the kernel) */
 	uint64_t discarded;      /* captured but never delivered (counted when the tracer closes) */
 	uint64_t queued;         /* captured, waiting to be delivered */
+	uint64_t cgroup_unresolved; /* events whose cgroup was gone before its path was found */
 };
 int tb_stats(struct tb_tracer *t, struct tb_stats *out);
 /* "records", "ring_full", ... for i < TB_STAT_COUNT; NULL otherwise. */

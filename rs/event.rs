@@ -1,5 +1,6 @@
 //! A decoded event: the common header plus its typed payload.
 
+use crate::cgroup::CgroupInfo;
 use crate::tracepoint_format::Format;
 use crate::types::{EventType, Payload, COMM_LEN};
 use std::sync::Arc;
@@ -95,6 +96,9 @@ pub struct Event {
     pub ns_tid: u32,
     /// cgroup v2 id of the task: the inode of its cgroup2 directory.
     pub cgroup_id: u64,
+    /// That cgroup's path and container, resolved in userspace (shared by
+    /// the events of one cgroup); None for cgroup id 0.
+    pub cgroup: Option<Arc<CgroupInfo>>,
     /// Record flags (TB_REC_*): 1 = some variable bytes were not delivered.
     pub flags: u32,
     pub payload: Payload,

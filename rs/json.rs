@@ -16,8 +16,11 @@
 //!   `<name>_size` (original size, when known) mark a cut;
 //! - integer fields with a decode hint get `<name>_name`;
 //! - after `comm`: `ns_pid`/`ns_tid` (the ids in the task's own pid
-//!   namespace) and `cgroup_id` (its cgroup v2 id).
+//!   namespace), `cgroup_id` (its cgroup v2 id), `cgroup` (its path under
+//!   the cgroup2 root) and `container_id` (null when unknown or none), then
+//!   `container_runtime` and `pod_uid` only when known.
 
+use crate::cgroup::CgroupInfo;
 use crate::event::Event;
 use crate::types::{Decode, FieldKind, FieldRef, FieldValue, VarRef, ERRNO, OPEN_ACCMODE, OPEN_FLAGS, SIGNALS};
 use std::fmt::Write;
@@ -37,6 +40,27 @@ pub struct Header<'a> {
     pub ns_pid: u32,
     pub ns_tid: u32,
     pub cgroup_id: u64,
+    pub context: Context<'a>,
+}
+
+/// The cgroup path and container of an event, resolved in userspace.
+#[derive(Clone, Copy, Default)]
+pub struct Context<'a> {
+    pub cgroup: Option<&'a str>,
+    pub container_id: Option<&'a str>,
+    pub container_runtime: Option<&'a str>,
+    pub pod_uid: Option<&'a str>,
+}
+
+impl<'a> Context<'a> {
+    pub fn of(info: Option<&'a CgroupInfo>) -> Context<'a> {
+        info.map_or_else(Context::default, |c| Context {
+            cgroup: c.path.as_deref(),
+            container_id: c.container_id.as_deref(),
+            container_runtime: c.runtime,
+            pod_uid: c.pod_uid.as_deref(),
+        })
+    }
 }
 
 /// One payload field's value, borrowed (a variable field as a `VarRef`).
@@ -75,6 +99,7 @@ pub fn write_event(s: &mut String, e: &Event) {
         ns_pid: e.ns_pid,
         ns_tid: e.ns_tid,
         cgroup_id: e.cgroup_id,
+        context: Context::of(e.cgroup.as_deref()),
     };
     write_view(s, &h, |field| e.payload.for_each_field(|info, v| field(info, v.into())));
 }
@@ -93,6 +118,24 @@ pub fn write_view(s: &mut String, h: &Header<'_>, fields: impl FnOnce(&mut dyn F
         s.push('"');
     }
     let _ = write!(s, ",\"ns_pid\":{},\"ns_tid\":{},\"cgroup_id\":{}", h.ns_pid, h.ns_tid, h.cgroup_id);
+    let c = &h.context;
+    for (key, value, always) in [
+        ("cgroup", c.cgroup, true),
+        ("container_id", c.container_id, true),
+        ("container_runtime", c.container_runtime, false),
+        ("pod_uid", c.pod_uid, false),
+    ] {
+        match value {
+            Some(v) => {
+                let _ = write!(s, ",\"{key}\":");
+                write_str(s, v.as_bytes());
+            }
+            None if always => {
+                let _ = write!(s, ",\"{key}\":null");
+            }
+            None => {}
+        }
+    }
     s.push_str(",\"payload\":{");
     let mut first = true;
     fields(&mut |info: FieldRef<'_>, v: Value<'_>| {

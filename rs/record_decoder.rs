@@ -4,6 +4,7 @@
 //! it to the queue.
 
 use crate::byte_blocks::BlockWriter;
+use crate::cgroup::CgroupResolver;
 use crate::decode::{read_array, DecodeError, VarReader};
 use crate::event::{Comm, Event, EventKind};
 use crate::payload_area::PayloadArea;
@@ -36,6 +37,8 @@ pub(crate) struct Inbox {
     pub(crate) formats: HashMap<u32, Arc<Format>>,
     /// Closing: records are counted as discarded, not decoded.
     pub(crate) discarding: bool,
+    /// Cgroup ids to paths and containers.
+    pub(crate) cgroups: CgroupResolver,
 }
 
 /// Record flag: a generic tracepoint (TB_REC_GENERIC).
@@ -113,13 +116,17 @@ impl Inbox {
         let flags = u32_at(rec::FLAGS)?;
         let comm: [u8; COMM_LEN] = read_array(raw, rec::COMM)?;
         let boot_ns = u64_at(rec::TIMESTAMP_NS)?;
+        let pid = u32_at(rec::PID)?;
+        let cgroup_id = u64_at(rec::CGROUP_ID)?;
+        let cgroup = self.cgroups.resolve(cgroup_id, pid);
+        self.counters.cgroup_unresolved = self.cgroups.unresolved();
         self.next_event_id = self.next_event_id.wrapping_add(1);
         let event = Event {
             event_id: self.next_event_id,
             event_type,
             timestamp_ns: (boot_ns as i64).wrapping_add(self.clock_offset) as u64,
             cpu,
-            pid: u32_at(rec::PID)?,
+            pid,
             tid: u32_at(rec::TID)?,
             ppid: u32_at(rec::PPID)?,
             upid: u64_at(rec::UPID)?,
@@ -127,7 +134,8 @@ impl Inbox {
             comm: Comm::from_padded(&comm),
             ns_pid: u32_at(rec::NS_PID)?,
             ns_tid: u32_at(rec::NS_TID)?,
-            cgroup_id: u64_at(rec::CGROUP_ID)?,
+            cgroup_id,
+            cgroup,
             flags,
             payload,
         };

@@ -16,6 +16,9 @@ pub struct UserCounters {
     /// Records missing from the per-CPU sequence (each lost record is also
     /// counted by the kernel, e.g. as ring_full).
     pub seq_gaps: u64,
+    /// Events whose cgroup id could not be resolved to a path (the cgroup
+    /// was removed first): their `cgroup` has no path.
+    pub cgroup_unresolved: u64,
 }
 
 /// A snapshot of every counter.
@@ -42,6 +45,7 @@ impl Stats {
             ("decode_errors", self.user.decode_errors),
             ("overwritten", self.user.overwritten),
             ("seq_gaps", self.user.seq_gaps),
+            ("cgroup_unresolved", self.user.cgroup_unresolved),
             ("queued", self.queued),
             ("queued_bytes", self.queued_bytes),
             ("queue_peak_bytes", self.queue_peak_bytes),
@@ -70,6 +74,7 @@ impl Stats {
                 "decode_errors" => s.user.decode_errors = v,
                 "overwritten" => s.user.overwritten = v,
                 "seq_gaps" => s.user.seq_gaps = v,
+                "cgroup_unresolved" => s.user.cgroup_unresolved = v,
                 "queued" => s.queued = v,
                 "queued_bytes" => s.queued_bytes = v,
                 "queue_peak_bytes" => s.queue_peak_bytes = v,

@@ -1,6 +1,7 @@
 //! Loading, attaching and consuming: the tracer itself.
 
 use crate::byte_blocks::BlockWriter;
+use crate::cgroup::CgroupResolver;
 use crate::clock::{clock_offset, epoch_ns};
 use crate::columnar::{record_batch, EventSchema};
 use crate::config::{Config, ResolvedConfig};
@@ -131,6 +132,7 @@ impl Tracer {
             counters: UserCounters::default(),
             formats: formats.iter().map(|f| (f.id, f.clone())).collect(),
             discarding: false,
+            cgroups: CgroupResolver::new(),
         }));
         let ring = {
             let cb_inbox = Rc::clone(&inbox);

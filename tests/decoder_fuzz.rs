@@ -101,6 +101,7 @@ fn event_with(ty: EventType, payload: Payload, comm: [u8; 16], hdr: (u64, u64, u
         ns_pid: pid,
         ns_tid: tid,
         cgroup_id: upid ^ uppid,
+        cgroup: None,
         flags,
         payload,
     }

@@ -164,8 +164,11 @@ def test_schema_types_and_stable_columns():
         second = pa.record_batch(t.poll_arrow(timeout=0.05))
     assert first.num_rows == second.num_rows == 0 and first.schema == second.schema
     s = first.schema
-    assert s.names[:16] == ["event_id", "event_type", "timestamp", "timestamp_ns", "pid", "tid", "ppid", "upid",
-                            "uppid", "comm", "comm_bytes", "ns_pid", "ns_tid", "cgroup_id", "cpu", "payload_lost"]
+    assert s.names[:20] == ["event_id", "event_type", "timestamp", "timestamp_ns", "pid", "tid", "ppid", "upid",
+                            "uppid", "comm", "comm_bytes", "ns_pid", "ns_tid", "cgroup_id", "cgroup", "container_id",
+                            "container_runtime", "pod_uid", "cpu", "payload_lost"]
+    for name in ("cgroup", "container_id", "container_runtime", "pod_uid"):
+        assert s.field(name).type == pa.dictionary(pa.int32(), pa.string()) and s.field(name).nullable
     assert s.field("event_type").type == pa.dictionary(pa.int32(), pa.string())
     assert s.field("timestamp").type == pa.timestamp("ns", tz="UTC")
     assert s.field("pid").type == pa.uint32() and s.field("upid").type == pa.uint64()
@@ -235,7 +238,7 @@ def test_the_core_needs_no_arrow_library():
         sleeper.kill()
         sleeper.wait()
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["ArrowBatch", "0", "22", "PyCapsule"]
+    assert r.stdout.split() == ["ArrowBatch", "0", "26", "PyCapsule"]
 
 
 def test_bad_calls_fail_clearly():

@@ -30,21 +30,45 @@ def cgroup2_mount():
 
 
 @pytest.fixture
-def fresh_cgroup():
-    """A new cgroup2 directory, removed afterwards (its processes moved back
-    to the root first)."""
+def cgroups():
+    """Makes cgroup2 directories (nested paths under a fresh top directory)
+    and removes them afterwards, deepest first, their processes moved back
+    to the root."""
     root = cgroup2_mount()
-    path = os.path.join(root, f"tb-test-{uuid.uuid4().hex[:8]}")
-    os.mkdir(path)
+    top = os.path.join(root, f"tb-test-{uuid.uuid4().hex[:8]}")
+    made = []
+
+    def make(rel=""):
+        path = top
+        for part in [p for p in rel.split("/") if p]:
+            path = os.path.join(path, part)
+        for d in [top] + [os.path.join(top, *rel.split("/")[:i + 1]) for i in range(len([p for p in rel.split("/") if p]))]:
+            if not os.path.isdir(d):
+                os.mkdir(d)
+                made.append(d)
+        return path
+
     try:
-        yield path
+        yield make
     finally:
-        with open(os.path.join(path, "cgroup.procs")) as f:
-            pids = f.read().split()
-        for pid in pids:
-            with open(os.path.join(root, "cgroup.procs"), "w") as f:
-                f.write(pid)
-        os.rmdir(path)
+        for d in reversed(made):
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                pids = f.read().split()
+            for pid in pids:
+                with open(os.path.join(root, "cgroup.procs"), "w") as f:
+                    f.write(pid)
+            os.rmdir(d)
+
+
+@pytest.fixture
+def fresh_cgroup(cgroups):
+    """A new cgroup2 directory."""
+    return cgroups()
+
+
+def rel(path):
+    """`path` as events name it: under the cgroup2 root, from "/"."""
+    return "/" + os.path.relpath(path, cgroup2_mount())
 
 
 def writes_of(r, content):
@@ -86,8 +110,35 @@ def test_cgroup_id_is_the_inode_of_the_tasks_cgroup2_directory(fresh_cgroup):
     assert r.returncode == 0
     [e] = writes_of(r, b"in-cgroup\n")
     assert e.cgroup_id == inode != root_inode
-    assert json.loads(e.to_json())["cgroup_id"] == inode
-    assert e.to_dict()["cgroup_id"] == inode
+    assert e.cgroup == rel(fresh_cgroup) and e.container_id is None and e.pod_uid is None
+    d = json.loads(e.to_json())
+    assert (d["cgroup_id"], d["cgroup"], d["container_id"]) == (inode, rel(fresh_cgroup), None)
+    assert "container_runtime" not in d and "pod_uid" not in d
+    assert e.to_dict()["cgroup_id"] == inode and e.to_dict()["cgroup"] == rel(fresh_cgroup)
+    assert r.stats["cgroup_unresolved"] == 0
+
+
+HEX = "4f1c2b9d" * 8
+POD = "0b7c9e4a-1f2d-4c3b-9a8e-7d6c5b4a3f21"
+
+
+@pytest.mark.parametrize("path, runtime, container, pod", [
+    (f"system.slice/docker-{HEX}.scope", "docker", HEX, None),
+    (f"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD.replace('-', '_')}.slice/cri-containerd-{HEX}.scope",
+     "containerd", HEX, POD),
+    (f"machine.slice/libpod-{HEX}.scope/container", "podman", HEX, None),
+])
+def test_container_and_pod_from_the_cgroup_path_on_the_real_kernel(cgroups, path, runtime, container, pod):
+    # cgroup directories named as each runtime names them: the events of a
+    # process inside carry its container id, runtime and pod UID.
+    d = cgroups(path)
+    code = (f"import os\nopen({os.path.join(d, 'cgroup.procs')!r}, 'w').write(str(os.getpid()))\n"
+            "os.write(1, b'in-container\\n')\n")
+    r = tracer_ebpf.trace([PY, "-c", code], WRITE, stdout=subprocess.DEVNULL)
+    [e] = writes_of(r, b"in-container\n")
+    assert (e.cgroup, e.container_id, e.container_runtime, e.pod_uid) == (rel(d), container, runtime, pod)
+    j = json.loads(e.to_json())
+    assert (j["cgroup"], j["container_id"], j["container_runtime"], j.get("pod_uid")) == (rel(d), container, runtime, pod)
 
 
 def writer(tag, cgroup=None):
@@ -107,13 +158,15 @@ def test_context_columns_in_arrow_batches(fresh_cgroup):
         rows = []
         for _ in range(50):
             tab = pa.table(t.poll_arrow(0.1))
-            rows += [r for r in tab.select(["pid", "ns_pid", "ns_tid", "cgroup_id", "payload.fd", "payload.content"])
+            rows += [r for r in tab.select(["pid", "ns_pid", "ns_tid", "cgroup_id", "cgroup", "container_id",
+                                            "payload.fd", "payload.content"])
                      .to_pylist() if r["payload.fd"] == 1]
             if len(rows) >= 2:
                 break
     by_content = {r["payload.content"]: r for r in rows}
     assert set(by_content) == {b"arrow-ctx", b"arrow-ns"}
     assert by_content[b"arrow-ctx"]["cgroup_id"] == inode
+    assert by_content[b"arrow-ctx"]["cgroup"] == rel(fresh_cgroup) and by_content[b"arrow-ctx"]["container_id"] is None
     assert by_content[b"arrow-ctx"]["ns_pid"] == by_content[b"arrow-ctx"]["pid"]
     assert by_content[b"arrow-ns"]["ns_pid"] == 1 and by_content[b"arrow-ns"]["pid"] != 1
     assert tab.schema.field("cgroup_id").type == pa.uint64() and tab.schema.field("ns_pid").type == pa.uint32()
@@ -153,7 +206,9 @@ def test_context_in_the_json_of_every_front_end(tracer_example, rust_example, fr
             proc.communicate(timeout=30)
         by_content = {d["payload"]["content"]: d for d in out}
         assert by_content["json-ctx\n"]["cgroup_id"] == inode, tool
+        assert by_content["json-ctx\n"]["cgroup"] == rel(fresh_cgroup), tool
         assert by_content["json-ctx\n"]["ns_pid"] == by_content["json-ctx\n"]["pid"], tool
         assert by_content["json-ns\n"]["ns_pid"] == 1 != by_content["json-ns\n"]["pid"], tool
         keys = list(by_content["json-ns\n"])
-        assert keys[keys.index("comm") + 1:keys.index("payload")] == ["ns_pid", "ns_tid", "cgroup_id"], tool
+        assert keys[keys.index("comm") + 1:keys.index("payload")] == ["ns_pid", "ns_tid", "cgroup_id", "cgroup",
+                                                                      "container_id"], tool

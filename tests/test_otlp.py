@@ -209,6 +209,17 @@ def check_record(r, line):
               "tracer_ebpf.uppid", "tracer_ebpf.event_id", "tracer_ebpf.cpu", "tracer_ebpf.seq"}
     if "comm_base64" in d:
         common.add("tracer_ebpf.comm_bytes")
+    # The task's context, as in the JSON line (docs/context.md).
+    common.add("tracer_ebpf.cgroup_id")
+    assert a["tracer_ebpf.cgroup_id"] == d["cgroup_id"]
+    for key, attr in (("cgroup", "tracer_ebpf.cgroup"), ("container_id", "container.id"),
+                      ("container_runtime", "container.runtime"), ("pod_uid", "k8s.pod.uid")):
+        if d.get(key) is not None:
+            common.add(attr)
+            assert a[attr] == d[key], key
+    if (d["ns_pid"], d["ns_tid"]) != (d["pid"], d["tid"]):
+        common |= {"tracer_ebpf.ns_pid", "tracer_ebpf.ns_tid"}
+        assert (a["tracer_ebpf.ns_pid"], a["tracer_ebpf.ns_tid"]) == (d["ns_pid"], d["ns_tid"])
     assert set(a) == common | expected_attrs, d["event_type"]
 
 

@@ -21,10 +21,10 @@ WRITE = "syscalls/sys_enter_write"
 EXEC = "sched/sched_process_exec"
 EXIT = "sched/sched_process_exit"
 COUNTERS = {"records", "ring_full", "payload_full", "fault", "truncated", "busy", "followed",
-            "delivered", "discarded", "decode_errors", "overwritten", "seq_gaps", "queued", "queued_bytes",
+            "delivered", "discarded", "decode_errors", "overwritten", "seq_gaps", "cgroup_unresolved", "queued", "queued_bytes",
             "queue_peak_bytes"}
 HEADER = ["event_id", "event_type", "timestamp_ns", "pid", "tid", "ppid", "upid", "uppid", "comm", "ns_pid", "ns_tid",
-          "cgroup_id"]
+          "cgroup_id", "cgroup", "container_id", "container_runtime", "pod_uid"]
 
 
 def write_child(data: bytes, fd: int = 1) -> subprocess.Popen:
@@ -249,7 +249,8 @@ def test_event_header_payload_text_dict_json_and_repr():
 
     line = ev.to_json()
     j = json.loads(line)
-    assert {k: j[k] for k in HEADER} == {k: d[k] for k in HEADER}
+    assert {k: j.get(k) for k in HEADER} == {k: d[k] for k in HEADER}
+    assert set(HEADER) - set(j) <= {"container_runtime", "pod_uid"}  # JSON leaves them out when unknown
     assert base64.b64decode(j["payload"]["content_base64"]) == data
     assert j["payload"]["content"] == data.decode(errors="replace").replace("\x00", "\x00")
     assert json.dumps(j, ensure_ascii=False, separators=(",", ":")) == line  # canonical JSON

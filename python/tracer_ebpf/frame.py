@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 #: Header columns, in JSON order, then the extra per-event columns.
 HEADER = ("event_id", "event_type", "timestamp_ns", "pid", "tid", "ppid", "upid", "uppid", "comm", "ns_pid", "ns_tid",
-          "cgroup_id")
+          "cgroup_id", "cgroup", "container_id", "container_runtime", "pod_uid")
 EXTRA = ("cpu", "payload_lost")
 _TYPECODES = {"event_id": "Q", "timestamp_ns": "Q", "pid": "I", "tid": "I", "ppid": "I", "upid": "Q",
               "uppid": "Q", "ns_pid": "I", "ns_tid": "I", "cgroup_id": "Q", "cpu": "I", "payload_lost": "B"}

@@ -227,7 +227,8 @@ class Tracer:
         """Like ``poll()``, column by column, with no Python object per event:
         ``{"event_id": array('Q'), "event_type": [str], "timestamp_ns",
         "pid", "tid", "ppid", "upid", "uppid", "comm", "ns_pid", "ns_tid",
-        "cgroup_id", "cpu", "payload_lost":
+        "cgroup_id", "cgroup", "container_id", "container_runtime", "pod_uid"
+        (lists of str or None), "cpu", "payload_lost":
         array('B'), "payload.<field>": ...}``, one entry per event in each.
 
         Integer payload fields are ``array('Q')``/``array('q')`` (0 where an

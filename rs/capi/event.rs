@@ -4,13 +4,42 @@
 
 use super::desc::EventDesc;
 use super::types::{TbEvent, TbField};
+use crate::cgroup::{same_cgroup, CgroupInfo};
 use crate::event::Event;
+use crate::json::Context;
 use crate::types::{FieldValue, COMM_LEN};
 use std::ffi::c_char;
+use std::ffi::CString;
+use std::sync::Arc;
+
+/// NUL-terminated copies of the cgroup strings of the last event's cgroup:
+/// consecutive events mostly share it, so they are made once per cgroup.
+#[derive(Default)]
+pub struct ContextStrings {
+    last: Option<Arc<CgroupInfo>>,
+    filled: bool,
+    /// cgroup, container_id, container_runtime, pod_uid.
+    strs: [Option<CString>; 4],
+}
+
+impl ContextStrings {
+    fn pointers(&mut self, info: Option<&Arc<CgroupInfo>>) -> [*const c_char; 4] {
+        if !self.filled || !same_cgroup(self.last.as_ref(), info) {
+            let c = Context::of(info.map(|i| &**i));
+            // A path holds no NUL (the kernel refuses one in a name).
+            let owned = |s: Option<&str>| s.and_then(|s| CString::new(s).ok());
+            self.strs = [owned(c.cgroup), owned(c.container_id), owned(c.container_runtime), owned(c.pod_uid)];
+            self.last = info.cloned();
+            self.filled = true;
+        }
+        self.strs.each_ref().map(|s| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()))
+    }
+}
 
 /// Fills `fields` with the payload fields of `ev` and returns its
-/// `tb_event`, whose `fields` points into `fields`.
-pub fn fill(ev: &Event, desc: &EventDesc, fields: &mut Vec<TbField>) -> TbEvent {
+/// `tb_event`, whose `fields` points into `fields` and whose cgroup strings
+/// into `strings`.
+pub fn fill(ev: &Event, desc: &EventDesc, fields: &mut Vec<TbField>, strings: &mut ContextStrings) -> TbEvent {
     fields.clear();
     ev.payload.for_each_field(|_, v| {
         let i = fields.len();
@@ -37,6 +66,7 @@ pub fn fill(ev: &Event, desc: &EventDesc, fields: &mut Vec<TbField>) -> TbEvent 
     for (d, s) in c.iter_mut().zip(comm) {
         *d = *s as c_char;
     }
+    let [cgroup, container_id, container_runtime, pod_uid] = strings.pointers(ev.cgroup.as_ref());
     TbEvent {
         event_id: ev.event_id,
         event_type: desc.raw.id,
@@ -56,5 +86,9 @@ pub fn fill(ev: &Event, desc: &EventDesc, fields: &mut Vec<TbField>) -> TbEvent 
         ns_pid: ev.ns_pid,
         ns_tid: ev.ns_tid,
         cgroup_id: ev.cgroup_id,
+        cgroup,
+        container_id,
+        container_runtime,
+        pod_uid,
     }
 }

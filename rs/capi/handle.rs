@@ -6,7 +6,7 @@
 //! (tb_poll_arrow, tb_consume_arrow), from the same queue.
 
 use super::desc::{self, EventDesc};
-use super::event::fill;
+use super::event::{fill, ContextStrings};
 use super::options;
 use super::status::{guard, Failure, TB_ERR_INVALID, TB_OK, TB_STOPPED};
 use super::types::{TbEventDesc, TbOptions, TbStats};
@@ -128,6 +128,7 @@ fn fetch(inner: &mut Inner) -> Result<(), Failure> {
 /// `t` is a live tracer used by this thread only (tb_stop aside).
 unsafe fn deliver(t: *const TbTracer) -> c_int {
     let mut fields = Vec::new();
+    let mut strings = ContextStrings::default();
     let mut n: c_int = 0;
     loop {
         // The &mut Inner lives only between callbacks: a callback may call
@@ -142,7 +143,7 @@ unsafe fn deliver(t: *const TbTracer) -> c_int {
             (ev, d, on_event, inner.ctx)
         };
         // SAFETY: descriptors live as long as the tracer.
-        let tb = fill(&ev, unsafe { &*d }, &mut fields);
+        let tb = fill(&ev, unsafe { &*d }, &mut fields, &mut strings);
         n = n.saturating_add(1);
         // SAFETY: a valid event for the callback's duration, as promised.
         if unsafe { on_event(&tb, ctx) } != 0 {
@@ -459,6 +460,7 @@ pub unsafe extern "C" fn tb_stats(t: *mut TbTracer, out: *mut TbStats) -> c_int 
             out.overwritten = s.user.overwritten;
             out.seq_gaps = s.user.seq_gaps;
             out.discarded = s.user.discarded;
+            out.cgroup_unresolved = s.user.cgroup_unresolved;
             out.queued = s.queued + inner.pending.len() as u64;
             Ok(TB_OK)
         })

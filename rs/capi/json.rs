@@ -4,7 +4,7 @@
 
 use super::desc::decode_of;
 use super::types::{TbEvent, TbField};
-use crate::json::{write_view, Header, Value};
+use crate::json::{write_view, Context, Header, Value};
 use crate::types::{c_abi, FieldKind, FieldRef, VarRef, COMM_LEN};
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -23,6 +23,15 @@ unsafe fn text<'a>(p: *const c_char) -> Cow<'a, str> {
         // SAFETY: the caller's promise.
         unsafe { CStr::from_ptr(p) }.to_string_lossy()
     }
+}
+
+/// A C string that is valid UTF-8, or None (NULL or not UTF-8).
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string.
+unsafe fn opt_text<'a>(p: *const c_char) -> Option<&'a str> {
+    // SAFETY: the caller's promise.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_str().ok()).flatten()
 }
 
 /// The field kind of an enum tb_field_kind value.
@@ -76,6 +85,12 @@ unsafe fn write_c_event(s: &mut String, e: &TbEvent) {
         ns_pid: e.ns_pid,
         ns_tid: e.ns_tid,
         cgroup_id: e.cgroup_id,
+        context: Context {
+            cgroup: unsafe { opt_text(e.cgroup) },
+            container_id: unsafe { opt_text(e.container_id) },
+            container_runtime: unsafe { opt_text(e.container_runtime) },
+            pod_uid: unsafe { opt_text(e.pod_uid) },
+        },
     };
     let fields: &[TbField] =
         if e.fields.is_null() || e.nfields == 0 { &[] } else { unsafe { std::slice::from_raw_parts(e.fields, e.nfields as usize) } };

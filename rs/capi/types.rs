@@ -61,6 +61,10 @@ pub struct TbEvent {
     pub ns_pid: u32,
     pub ns_tid: u32,
     pub cgroup_id: u64,
+    pub cgroup: *const c_char,
+    pub container_id: *const c_char,
+    pub container_runtime: *const c_char,
+    pub pod_uid: *const c_char,
 }
 
 /// tb_event_fn
@@ -101,4 +105,5 @@ pub struct TbStats {
     pub seq_gaps: u64,
     pub discarded: u64,
     pub queued: u64,
+    pub cgroup_unresolved: u64,
 }

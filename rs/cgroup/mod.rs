@@ -11,4 +11,4 @@ mod resolver;
 pub use container::{parse_container, parse_pod_uid, Container};
 pub use filter::{CgroupFilterError, CGROUP_FILTERS_MAX};
 pub use mounts::{CgroupMount, CgroupMounts};
-pub use resolver::{v1_container, CgroupInfo, CgroupResolver, CACHE_MAX, PID_TTL, RETRY_AFTER};
+pub use resolver::{same_cgroup, v1_container, CgroupInfo, CgroupResolver, CACHE_MAX, PID_TTL, RETRY_AFTER};

@@ -197,6 +197,16 @@ impl CgroupResolver {
     }
 }
 
+/// Whether two events' cgroups are the same resolved entry (consumers that
+/// derive something from it do so once per run of events).
+pub fn same_cgroup(a: Option<&Arc<CgroupInfo>>, b: Option<&Arc<CgroupInfo>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 impl Default for CgroupResolver {
     fn default() -> Self {
         Self::new()

@@ -2,6 +2,7 @@
 //! allocation for the header and the integer and byte fields.
 
 use super::column::Column;
+use super::context::ContextColumns;
 use super::schema::{lost_names, EventSchema, FieldSlot};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -32,6 +33,7 @@ pub struct BatchBuilder {
     ns_pid: Vec<u32>,
     ns_tid: Vec<u32>,
     cgroup_id: Vec<u64>,
+    context: ContextColumns,
     cpu: Vec<u32>,
     payload_lost: BooleanBufferBuilder,
     payload: Vec<Column>,
@@ -62,6 +64,7 @@ impl BatchBuilder {
             ns_pid: Vec::with_capacity(rows),
             ns_tid: Vec::with_capacity(rows),
             cgroup_id: Vec::with_capacity(rows),
+            context: ContextColumns::default(),
             cpu: Vec::with_capacity(rows),
             payload_lost: BooleanBufferBuilder::new(rows),
             payload,
@@ -139,6 +142,7 @@ impl BatchBuilder {
         self.ns_pid.push(e.ns_pid);
         self.ns_tid.push(e.ns_tid);
         self.cgroup_id.push(e.cgroup_id);
+        self.context.push(e.cgroup.as_ref());
         self.cpu.push(e.cpu);
         self.payload_lost.append(e.payload_lost());
         let mut slots = self.schema.slots(key).iter();
@@ -175,9 +179,12 @@ impl BatchBuilder {
             Arc::new(UInt32Array::from(std::mem::take(&mut self.ns_pid))),
             Arc::new(UInt32Array::from(std::mem::take(&mut self.ns_tid))),
             Arc::new(UInt64Array::from(std::mem::take(&mut self.cgroup_id))),
+        ];
+        columns.extend(self.context.finish().map_err(arrow_error)?);
+        columns.extend::<[ArrayRef; 2]>([
             Arc::new(UInt32Array::from(std::mem::take(&mut self.cpu))),
             Arc::new(BooleanArray::new(self.payload_lost.finish(), None)),
-        ];
+        ]);
         for c in &mut self.payload {
             c.pad(n);
             columns.push(c.finish());

@@ -5,9 +5,11 @@
 
 mod builder;
 mod column;
+mod context;
 mod ffi;
 mod schema;
 
 pub use builder::{lost_reasons, record_batch, BatchBuilder};
+pub use context::CONTEXT_COLUMNS;
 pub use ffi::{ffi_array, ffi_schema};
 pub use schema::{EventSchema, HEADER_COLUMNS};

@@ -84,7 +84,7 @@ pub(crate) struct FieldSlot {
 /// The header columns, in order (the JSON line's, with `timestamp` beside
 /// `timestamp_ns` and `comm_bytes` after `comm`; then `cpu` and
 /// `payload_lost`).
-pub const HEADER_COLUMNS: [&str; 16] = [
+pub const HEADER_COLUMNS: [&str; 20] = [
     "event_id",
     "event_type",
     "timestamp",
@@ -99,6 +99,10 @@ pub const HEADER_COLUMNS: [&str; 16] = [
     "ns_pid",
     "ns_tid",
     "cgroup_id",
+    "cgroup",
+    "container_id",
+    "container_runtime",
+    "pod_uid",
     "cpu",
     "payload_lost",
 ];
@@ -107,8 +111,30 @@ fn header_fields() -> Vec<Field> {
     use DataType::*;
     let dict = Dictionary(Box::new(Int32), Box::new(Utf8));
     let ts = Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
-    let types = [UInt64, dict, ts, UInt64, UInt32, UInt32, UInt32, UInt64, UInt64, Utf8, Binary, UInt32, UInt32, UInt64, UInt32, Boolean];
-    HEADER_COLUMNS.iter().zip(types).map(|(n, t)| Field::new(*n, t, *n == "comm_bytes")).collect()
+    let types = [
+        UInt64,
+        dict.clone(),
+        ts,
+        UInt64,
+        UInt32,
+        UInt32,
+        UInt32,
+        UInt64,
+        UInt64,
+        Utf8,
+        Binary,
+        UInt32,
+        UInt32,
+        UInt64,
+        dict.clone(),
+        dict.clone(),
+        dict.clone(),
+        dict,
+        UInt32,
+        Boolean,
+    ];
+    let nullable = |n: &str| n == "comm_bytes" || super::context::CONTEXT_COLUMNS.contains(&n);
+    HEADER_COLUMNS.iter().zip(types).map(|(n, t)| Field::new(*n, t, nullable(n))).collect()
 }
 
 /// The columns of a batch of events. Payload fields are named

@@ -29,6 +29,7 @@ fn read(id: u64, ts: u64) -> Event {
         ns_pid: 0,
         ns_tid: 0,
         cgroup_id: 0,
+        cgroup: None,
         flags: 0,
         payload: Payload::SyscallsSysEnterRead(payload::SyscallsSysEnterRead { fd: 3, count: id }),
     }

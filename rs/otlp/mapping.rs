@@ -11,9 +11,12 @@
 //! - attributes: the semantic conventions' `process.pid`, `thread.id`,
 //!   `process.parent_pid`, `process.executable.name` (comm),
 //!   `process.command_args` and `process.args_count` (exec),
-//!   `process.exit.code` (exit, when no signal ended the task); then the
+//!   `process.exit.code` (exit, when no signal ended the task),
+//!   `container.id`, `container.runtime` and `k8s.pod.uid` (when the
+//!   task's cgroup names them); then the
 //!   tracer's own under `tracer_ebpf.`: `upid`, `uppid`, `event_id`, `cpu`,
-//!   `cgroup_id`, `ns_pid`/`ns_tid` (only for a task in a child pid
+//!   `cgroup_id`, `cgroup` (its path, when resolved), `ns_pid`/`ns_tid`
+//!   (only for a task in a child pid
 //!   namespace, where they differ from `process.pid`/`thread.id`),
 //!   `seq` (per exporter, from 1, for gap detection), `comm_bytes` (when
 //!   the comm is not UTF-8), `payload.<field>_truncated` / `_size` / `_lost`
@@ -120,6 +123,20 @@ pub fn log_record(e: &Event, seq: u64, observed_ns: u64) -> LogRecord {
     attrs.push(kv(format!("{NS}event_id"), unsigned(e.event_id)));
     attrs.push(kv(format!("{NS}cpu"), int(e.cpu)));
     attrs.push(kv(format!("{NS}cgroup_id"), unsigned(e.cgroup_id)));
+    if let Some(c) = &e.cgroup {
+        if let Some(p) = &c.path {
+            attrs.push(kv(format!("{NS}cgroup"), Value::StringValue(p.clone())));
+        }
+        if let Some(id) = &c.container_id {
+            attrs.push(kv("container.id", Value::StringValue(id.clone())));
+        }
+        if let Some(r) = c.runtime {
+            attrs.push(kv("container.runtime", Value::StringValue(r.into())));
+        }
+        if let Some(u) = &c.pod_uid {
+            attrs.push(kv("k8s.pod.uid", Value::StringValue(u.clone())));
+        }
+    }
     if (e.ns_pid, e.ns_tid) != (e.pid, e.tid) {
         attrs.push(kv(format!("{NS}ns_pid"), int(e.ns_pid)));
         attrs.push(kv(format!("{NS}ns_tid"), int(e.ns_tid)));
@@ -195,6 +212,7 @@ mod tests {
             ns_pid: 0,
             ns_tid: 0,
             cgroup_id: 0,
+            cgroup: None,
             flags: 0,
             payload,
         }

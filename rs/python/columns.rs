@@ -125,6 +125,11 @@ pub(crate) fn columns<'py>(py: Python<'py>, schema: &mut Schema, evs: &[Event]) 
     let mut ns_pid = Packed::new("I", n * 4);
     let mut ns_tid = Packed::new("I", n * 4);
     let mut cgroup_id = Packed::new("Q", n * 8);
+    // cgroup, container_id, container_runtime, pod_uid: str or None,
+    // shared while consecutive events share their cgroup.
+    let mut context: [Vec<Bound<'py, PyAny>>; 4] = Default::default();
+    let mut last_info = None;
+    let mut last_context: Option<[Bound<'py, PyAny>; 4]> = None;
     let mut event_type = Vec::with_capacity(n);
     let mut comm = Vec::with_capacity(n);
     let mut lost = Packed::new("B", n);
@@ -148,6 +153,19 @@ pub(crate) fn columns<'py>(py: Python<'py>, schema: &mut Schema, evs: &[Event]) 
         ns_pid.bytes.extend_from_slice(&e.ns_pid.to_ne_bytes());
         ns_tid.bytes.extend_from_slice(&e.ns_tid.to_ne_bytes());
         cgroup_id.bytes.extend_from_slice(&e.cgroup_id.to_ne_bytes());
+        let info = e.cgroup.as_ref();
+        if last_context.is_none() || !crate::cgroup::same_cgroup(last_info, info) {
+            let c = crate::json::Context::of(info.map(|i| &**i));
+            let v = [c.cgroup, c.container_id, c.container_runtime, c.pod_uid]
+                .map(|s| s.map_or_else(|| none.clone(), |s| PyString::new(py, s).into_any()));
+            last_context = Some(v);
+            last_info = info;
+        }
+        if let Some(v) = &last_context {
+            for (col, x) in context.iter_mut().zip(v) {
+                col.push(x.clone());
+            }
+        }
         let c = e.comm.as_bytes();
         if last_comm.as_ref().is_none_or(|(l, _)| *l != c) {
             let v = comms.entry(c).or_insert_with(|| PyString::new(py, &String::from_utf8_lossy(c)));
@@ -204,6 +222,9 @@ pub(crate) fn columns<'py>(py: Python<'py>, schema: &mut Schema, evs: &[Event]) 
     d.set_item("ns_pid", ns_pid.into_py(py, &array)?)?;
     d.set_item("ns_tid", ns_tid.into_py(py, &array)?)?;
     d.set_item("cgroup_id", cgroup_id.into_py(py, &array)?)?;
+    for (name, col) in crate::columnar::CONTEXT_COLUMNS.iter().zip(context) {
+        d.set_item(*name, PyList::new(py, col)?)?;
+    }
     d.set_item("cpu", cpu.into_py(py, &array)?)?;
     d.set_item("payload_lost", lost.into_py(py, &array)?)?;
     add_columns(&mut payload, schema, n, &none); // those of events absent from this batch

@@ -108,6 +108,28 @@ impl PyEvent {
     fn cgroup_id(&self) -> u64 {
         self.ev.cgroup_id
     }
+    /// The cgroup's path under the cgroup2 root ("/..."), or None when it
+    /// could not be resolved (docs/context.md).
+    #[getter]
+    fn cgroup(&self) -> Option<&str> {
+        self.ev.cgroup.as_ref()?.path.as_deref()
+    }
+    /// The container the task runs in (docker, containerd, cri-o, podman,
+    /// systemd machines, LXC), or None.
+    #[getter]
+    fn container_id(&self) -> Option<&str> {
+        self.ev.cgroup.as_ref()?.container_id.as_deref()
+    }
+    /// "docker", "containerd", "cri-o", "podman", "machine" or "lxc", or None.
+    #[getter]
+    fn container_runtime(&self) -> Option<&'static str> {
+        self.ev.cgroup.as_ref()?.runtime
+    }
+    /// The Kubernetes pod UID, or None.
+    #[getter]
+    fn pod_uid(&self) -> Option<&str> {
+        self.ev.cgroup.as_ref()?.pod_uid.as_deref()
+    }
     /// The task's comm (invalid UTF-8 replaced).
     #[getter]
     fn comm(&self) -> String {
@@ -205,6 +227,10 @@ impl PyEvent {
         d.set_item("ns_pid", self.ev.ns_pid)?;
         d.set_item("ns_tid", self.ev.ns_tid)?;
         d.set_item("cgroup_id", self.ev.cgroup_id)?;
+        d.set_item("cgroup", self.cgroup())?;
+        d.set_item("container_id", self.container_id())?;
+        d.set_item("container_runtime", self.container_runtime())?;
+        d.set_item("pod_uid", self.pod_uid())?;
         d.set_item("payload", self.payload(py)?)?;
         Ok(d)
     }
