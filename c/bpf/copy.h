@@ -57,8 +57,14 @@ static __always_inline __u64 tb_piece(struct tb_ctx *t, struct tb_var *v, const 
 	__u64 k = n;
 	if (k > TB_CHUNK_SIZE - off)
 		k = TB_CHUNK_SIZE - off;
+	/* Keep this clamp: clang drops it where it knows n is small (a string
+	 * of the scratch, tb_put_short), and verifiers before 6.8 learn no
+	 * bound from the compares above (register against register), so the
+	 * copy's size would be unbounded there. */
+	barrier_var(k);
 	if (k > TB_PIECE_MAX)
 		k = TB_PIECE_MAX;
+	barrier_var(k); /* and the clamped register is the size passed */
 	struct tb_chunk *c = bpf_map_lookup_elem(&payload, &idx);
 	if (!c)
 		return 0;
