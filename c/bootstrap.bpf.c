@@ -173,7 +173,10 @@ fill_syscalls__sys_enter_read(struct syscall_trace_enter *ctx, struct tb_ctx *t,
 /*
  * exec: the file from the tracepoint, argv from the new process image (the
  * argument area of its mm, NUL-separated, so empty arguments are kept) and
- * argc from the top of its stack.
+ * argc from the top of its stack. uid and gid are the real ids of the new
+ * image's credentials (committed before the tracepoint, so a setuid program
+ * shows its caller's real ids), as the initial user namespace sees them;
+ * cwd is walked from the task's fs (bpf/path.h).
  */
 static __always_inline void
 fill_sched__sched_process_exec(struct trace_event_raw_sched_process_exec *ctx, struct tb_ctx *t,
@@ -194,6 +197,10 @@ fill_sched__sched_process_exec(struct trace_event_raw_sched_process_exec *ctx, s
 		    TB_MAX_SCHED__SCHED_PROCESS_EXEC__FILENAME, false);
 	tb_copy_user(t, &p->argv, (const void *)arg_start, arg_end > arg_start ? arg_end - arg_start : 0,
 		     t->cfg->argv_max);
+	const struct cred *cred = t->task->cred;
+	p->uid = cred->uid.val;
+	p->gid = cred->gid.val;
+	tb_copy_cwd(t, &p->cwd);
 }
 
 /*

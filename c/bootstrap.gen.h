@@ -99,7 +99,7 @@ TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, ns_tid) == 100, "tb_record
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_record, fixed) == 104, "tb_record.fixed");
 
 enum tb_event_type {
-	TB_EVENT_SCHED__SCHED_PROCESS_EXEC = 1, /* A process executed a new program: the executed file and its full argv */
+	TB_EVENT_SCHED__SCHED_PROCESS_EXEC = 1, /* A process executed a new program: the executed file, its full argv, the real uid and gid and the working directory */
 	TB_EVENT_SCHED__SCHED_PROCESS_EXIT = 2, /* A task exited: exit status and terminating signal decoded from the wait status */
 	TB_EVENT_VMSCAN__MM_VMSCAN_DIRECT_RECLAIM_BEGIN = 512, /* Direct memory reclaim started in an allocating task */
 	TB_EVENT_OOM__MARK_VICTIM = 513, /* The OOM killer chose a victim (the header is the task that triggered it) */
@@ -112,20 +112,27 @@ enum tb_event_type {
 	TB_EVENT_SYSCALLS__SYS_ENTER_PWRITE64 = 1030, /* pwrite64(2) entry; content captured for the selected fds */
 };
 
-/* sched/sched_process_exec: A process executed a new program: the executed file and its full argv */
+/* sched/sched_process_exec: A process executed a new program: the executed file, its full argv, the real uid and gid and the working directory */
 struct tb_payload_sched__sched_process_exec {
 	__s32 old_pid;
 	__u32 argc;
 	struct tb_var filename;
 	struct tb_var argv;
+	__u32 uid;
+	__u32 gid;
+	struct tb_var cwd;
 };
-TB_STATIC_ASSERT(sizeof(struct tb_payload_sched__sched_process_exec) == 40 && 40 <= TB_FIXED_SLOT_SIZE, "tb_payload_sched__sched_process_exec size");
+TB_STATIC_ASSERT(sizeof(struct tb_payload_sched__sched_process_exec) == 64 && 64 <= TB_FIXED_SLOT_SIZE, "tb_payload_sched__sched_process_exec size");
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exec, old_pid) == 0, "tb_payload_sched__sched_process_exec.old_pid");
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exec, argc) == 4, "tb_payload_sched__sched_process_exec.argc");
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exec, filename) == 8, "tb_payload_sched__sched_process_exec.filename");
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exec, argv) == 24, "tb_payload_sched__sched_process_exec.argv");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exec, uid) == 40, "tb_payload_sched__sched_process_exec.uid");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exec, gid) == 44, "tb_payload_sched__sched_process_exec.gid");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_sched__sched_process_exec, cwd) == 48, "tb_payload_sched__sched_process_exec.cwd");
 #define TB_MAX_SCHED__SCHED_PROCESS_EXEC__FILENAME 4096u
 #define TB_MAX_SCHED__SCHED_PROCESS_EXEC__ARGV 1048576u
+#define TB_MAX_SCHED__SCHED_PROCESS_EXEC__CWD 4096u
 
 /* sched/sched_process_exit: A task exited: exit status and terminating signal decoded from the wait status */
 struct tb_payload_sched__sched_process_exit {

@@ -158,6 +158,9 @@ pid = os.fork()
 if pid == 0:
     os.kill(os.getpid(), 9)
 os.waitpid(pid, 0)
+os.setgroups([])                           # the exec's uid and gid
+os.setresgid(4321, 4321, 4321)
+os.setresuid(1234, 1234, 1234)
 os.execv(b"/bin/sh", [b"sh", b"-c", b"echo from sh; exit 5", b"a\x01b", "\u00e9\u20ac".encode(), b"",
                       b"\xff\xfe", b'q"uote\\'])
 '''
@@ -309,7 +312,8 @@ def test_same_json_as_rust_every_event_pid_follow_until_duration(tracers):
     """Every default event, pid filter with --follow (forks, a thread, exec);
     tracers stop by themselves at --duration. Processes run concurrently, so
     the lines are compared per thread, in order."""
-    child = subprocess.Popen([PY, "-c", RICH_WORKLOAD], stdin=subprocess.PIPE,
+    cwd = tempfile.mkdtemp(prefix="tb-rich-")  # the exec's cwd
+    child = subprocess.Popen([PY, "-c", RICH_WORKLOAD], stdin=subprocess.PIPE, cwd=cwd,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def start():
@@ -323,6 +327,7 @@ def test_same_json_as_rust_every_event_pid_follow_until_duration(tracers):
         if child.poll() is None:
             child.kill()
             child.wait()
+        os.rmdir(cwd)
     for name, r in results.items():
         assert r.proc.returncode == 0, f"{name} exited {r.proc.returncode}:\n{r.stderr_text}"
         if r.tracer.sanitized:
@@ -336,7 +341,8 @@ def test_same_json_as_rust_every_event_pid_follow_until_duration(tracers):
     execs = [e["payload"] for e in by_type["sched/sched_process_exec"]]
     assert {"old_pid": child.pid, "argc": 8, "filename": "/bin/sh",
             "argv": ["sh", "-c", "echo from sh; exit 5", "a\x01b", "\u00e9\u20ac", "", "\ufffd\ufffd", 'q"uote\\'],
-            "argv_base64": [base64.b64encode(a).decode() for a in RICH_ARGV]} in execs, execs
+            "argv_base64": [base64.b64encode(a).decode() for a in RICH_ARGV],
+            "uid": 1234, "gid": 4321, "cwd": os.path.realpath(cwd)} in execs, execs
     exits = [e["payload"] for e in by_type["sched/sched_process_exit"]]
     assert any(x["signal"] == 9 and x.get("signal_name") == "SIGKILL" for x in exits), exits
     assert any(x["group_leader"] == 0 for x in exits), exits  # the thread

@@ -57,8 +57,14 @@ static __always_inline __u64 tb_piece(struct tb_ctx *t, struct tb_var *v, const 
 	__u64 k = n;
 	if (k > TB_CHUNK_SIZE - off)
 		k = TB_CHUNK_SIZE - off;
+	/* Keep this clamp: clang drops it where it knows n is small (a string
+	 * of the scratch, tb_put_short), and verifiers before 6.8 learn no
+	 * bound from the compares above (register against register), so the
+	 * copy's size would be unbounded there. */
+	barrier_var(k);
 	if (k > TB_PIECE_MAX)
 		k = TB_PIECE_MAX;
+	barrier_var(k); /* and the clamped register is the size passed */
 	struct tb_chunk *c = bpf_map_lookup_elem(&payload, &idx);
 	if (!c)
 		return 0;
@@ -133,6 +139,22 @@ static __always_inline void tb_put(struct tb_ctx *t, struct tb_var *v, const voi
 		tb_append(t, v, src, n, user);
 }
 
+/* tb_put for at most TB_PIECE_MAX bytes of the per-CPU scratch (strings):
+ * inline, or at most two pieces (one chunk boundary), without tb_append's
+ * loop, which the verifier walks piece by piece (about 8,000 verified
+ * instructions less per string field: openat's program went from 14,819 to
+ * 6,071). */
+static __always_inline void tb_put_short(struct tb_ctx *t, struct tb_var *v, const void *src, __u64 n)
+{
+	if (v->flags & TB_VAR_INLINE) {
+		tb_inline(t, v, src, n, false);
+		return;
+	}
+	__u64 k = tb_piece(t, v, src, n, false);
+	if (k && k < n)
+		tb_piece(t, v, src + (k & (TB_SCRATCH_SIZE - 1)), n - k, false);
+}
+
 /* Copies `size` bytes at `src` into variable field `v`, at most `max`. */
 static __always_inline void tb_copy(struct tb_ctx *t, struct tb_var *v, const void *src,
 				    __u64 size, __u64 max, bool user)
@@ -178,7 +200,7 @@ static __always_inline void tb_copy_str(struct tb_ctx *t, struct tb_var *v, cons
 		len = max;
 	}
 	if (tb_var_start(t, v, len, max))
-		tb_put(t, v, s->buf, len & (TB_SCRATCH_SIZE - 1), false);
+		tb_put_short(t, v, s->buf, len & (TB_SCRATCH_SIZE - 1));
 	if (size == 0 && len == max) {
 		v->flags |= TB_VAR_TRUNCATED;
 		tb_count(TB_STAT_TRUNCATED);

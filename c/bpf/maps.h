@@ -119,6 +119,7 @@ struct tb_scratch {
 	__u64 iov_idx;
 	__u64 iov_off;
 	__u64 list_len;
+	__u64 path_pos; /* start of the path being built (bpf/path.h) */
 };
 
 struct {

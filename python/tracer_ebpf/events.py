@@ -23,12 +23,15 @@ EventName = Literal[
 
 
 class SchedSchedProcessExecPayload(TypedDict):
-    """``sched/sched_process_exec``: A process executed a new program: the executed file and its full argv"""
+    """``sched/sched_process_exec``: A process executed a new program: the executed file, its full argv, the real uid and gid and the working directory"""
 
     old_pid: int
     argc: int
     filename: Optional[str]
     argv: Optional[List[str]]
+    uid: int
+    gid: int
+    cwd: Optional[str]
 
 
 class SchedSchedProcessExitPayload(TypedDict):
@@ -125,7 +128,7 @@ Payload = Union[
 
 #: name -> (id, comment, ((field, type), ...))
 CATALOGUE: Dict[str, Tuple[int, str, Tuple[Tuple[str, str], ...]]] = {
-    "sched/sched_process_exec": (1, "A process executed a new program: the executed file and its full argv", (("old_pid", "i32"), ("argc", "u32"), ("filename", "char[]"), ("argv", "char[][]"))),
+    "sched/sched_process_exec": (1, "A process executed a new program: the executed file, its full argv, the real uid and gid and the working directory", (("old_pid", "i32"), ("argc", "u32"), ("filename", "char[]"), ("argv", "char[][]"), ("uid", "u32"), ("gid", "u32"), ("cwd", "char[]"))),
     "sched/sched_process_exit": (2, "A task exited: exit status and terminating signal decoded from the wait status", (("exit_code", "i32"), ("exit_status", "i32"), ("signal", "i32"), ("core_dumped", "u8"), ("group_leader", "u8"))),
     "vmscan/mm_vmscan_direct_reclaim_begin": (512, "Direct memory reclaim started in an allocating task", (("order", "i32"), ("gfp_flags", "u64"))),
     "oom/mark_victim": (513, "The OOM killer chose a victim (the header is the task that triggered it)", (("victim_pid", "i32"), ("victim_comm", "char[]"))),

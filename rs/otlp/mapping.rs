@@ -111,6 +111,11 @@ pub fn log_record(e: &Event, seq: u64, observed_ns: u64) -> LogRecord {
                 let args = p.argv.strings().map(|a| Value::StringValue(String::from_utf8_lossy(a).into_owned()));
                 attrs.push(kv("process.command_args", array(args)));
             }
+            attrs.push(kv("process.real_user.id", int(p.uid)));
+            // Only a whole path: a cut one is not a directory (the body has it).
+            if p.cwd.captured() && !p.cwd.truncated() {
+                attrs.push(kv("process.working_directory", Value::StringValue(String::from_utf8_lossy(&p.cwd.data).into_owned())));
+            }
         }
         Payload::SchedSchedProcessExit(p) if p.signal == 0 => attrs.push(kv("process.exit.code", int(p.exit_status))),
         _ => {}
@@ -269,8 +274,16 @@ mod tests {
             argc: 3,
             filename: Var { data: Bytes::from_static(b"/bin/echo"), flags: 0, size: 0 },
             argv: Var { data: Bytes::from_static(b"echo\0\xfe\0\0"), flags: 0, size: 0 },
+            uid: 1000,
+            gid: 1001,
+            cwd: Var { data: Bytes::from_static(b"/home/a"), flags: 0, size: 0 },
         });
         let r = log_record(&event(EventType::SchedSchedProcessExec, p, b"echo"), 1, 0);
+        assert_eq!(field(&r, "uid").unwrap().value, Some(Value::IntValue(1000)));
+        assert_eq!(field(&r, "gid").unwrap().value, Some(Value::IntValue(1001)));
+        assert_eq!(field(&r, "cwd").unwrap().value, Some(Value::StringValue("/home/a".into())));
+        assert_eq!(attr(&r, "process.real_user.id"), Some(&Value::IntValue(1000)));
+        assert_eq!(attr(&r, "process.working_directory"), Some(&Value::StringValue("/home/a".into())));
         assert_eq!(field(&r, "filename").unwrap().value, Some(Value::StringValue("/bin/echo".into())));
         assert_eq!(field(&r, "old_pid").unwrap().value, Some(Value::IntValue(10)));
         assert_eq!(field(&r, "argv").unwrap().value, Some(array([text(b"echo"), text(b"\xfe"), text(b"")].into_iter())));
@@ -279,6 +292,24 @@ mod tests {
             Some(&array(["echo", "\u{fffd}", ""].into_iter().map(|s| Value::StringValue(s.into()))))
         );
         assert_eq!(attr(&r, "process.args_count"), Some(&Value::IntValue(3)));
+    }
+
+    #[test]
+    fn a_cut_cwd_is_no_working_directory() {
+        let none = || Var { data: Bytes::new(), flags: 0, size: 0 };
+        let p = Payload::SchedSchedProcessExec(payload::SchedSchedProcessExec {
+            old_pid: 10,
+            argc: 0,
+            filename: none(),
+            argv: none(),
+            uid: 0,
+            gid: 0,
+            cwd: Var { data: Bytes::from_static(b"b/c"), flags: vf::TRUNCATED, size: 0 },
+        });
+        let r = log_record(&event(EventType::SchedSchedProcessExec, p, b"x"), 1, 0);
+        assert_eq!(attr(&r, "process.working_directory"), None);
+        assert_eq!(field(&r, "cwd").unwrap().value, Some(Value::StringValue("b/c".into())));
+        assert_eq!(attr(&r, "tracer_ebpf.payload.cwd_truncated"), Some(&Value::BoolValue(true)));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 # layout differs between kernels; syscalls/sys_enter_unlinkat: a user string
 # pointer), with a comm filter, and runs a workload of binaries whose comm has
 # that prefix. Then checks byte-exact write content (a UTF-8 string and raw
-# non-UTF-8 bytes), the exec filename and argv, the openat filename and its
+# non-UTF-8 bytes), the exec filename, argv, cwd, uid and gid, the openat filename and its
 # ENOENT exit, and both generic events. A second, load-only run adds the
 # follow-mode program (tb_follow_fork) so that every program in the object has
 # gone through the verifier.
@@ -162,6 +162,7 @@ echo "tracer ready after $(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN { printf "
 PAYLOAD="payload-$NONCE ü	tab \"q\" \\"
 MISSING="/nonexistent-tbk-$NONCE"
 timeout -k 5 60 "$W/tbk-sh" -c '
+	cd "$1" || exit 1
 	echo $$ >"$1/sh.pid"
 	"$1/tbk-echo" "$2"
 	"$1/tbk-printf" "raw-%s-\377\000\001-end\n" "$3"
@@ -227,6 +228,12 @@ else:
         fail(f"exec filename {p.get('filename')!r}")
     if p.get("argv") != want_argv or p.get("argc") != 2:
         fail(f"exec argv {p.get('argv')!r} argc {p.get('argc')}")
+    # the working directory walked from the task's fs, and the real ids
+    import os
+    if p.get("cwd") != os.path.realpath(w) or "cwd_truncated" in p:
+        fail(f"exec cwd {p.get('cwd')!r} (truncated: {p.get('cwd_truncated')}), expected {os.path.realpath(w)!r}")
+    if (p.get("uid"), p.get("gid")) != (os.getuid(), os.getgid()):
+        fail(f"exec uid/gid {p.get('uid')}/{p.get('gid')}, expected {os.getuid()}/{os.getgid()}")
     echo_pid = ex[0]["pid"]
     if ex[0]["ppid"] != sh_pid:
         fail(f"exec ppid {ex[0]['ppid']} != workload shell {sh_pid}")
