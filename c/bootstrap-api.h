@@ -206,6 +206,11 @@ struct tb_options {
 	tb_event_fn on_event;        /* required by tb_poll/tb_consume; NULL for a tracer read
 	                              * only with tb_poll_arrow/tb_consume_arrow */
 	void *ctx;                   /* passed to on_event */
+	/* Non-zero: right after attaching, one proc/snapshot event per process
+	 * already running (those the filters select; with follow, the pids'
+	 * existing descendants, then followed too), parents first, before any
+	 * live event (docs/snapshot.md). */
+	int snapshot;
 };
 
 struct tb_tracer;

@@ -45,6 +45,7 @@ mod reader;
 mod record_decoder;
 mod sizing;
 mod skeleton;
+mod snapshot;
 mod stats;
 mod tracefs;
 pub mod tracepoint_format;

@@ -10,7 +10,7 @@ use crate::event::{Event, EventKind};
 use crate::fork_guard::{self, ForkFds};
 use crate::loader;
 use crate::payload_area::PayloadArea;
-use crate::queue::Shared;
+use crate::queue::{EventQueue, Shared};
 use crate::reader::{run_reader, Core, Live};
 use crate::record_decoder::Inbox;
 use crate::stats::{Stats, UserCounters};
@@ -148,9 +148,23 @@ impl Tracer {
         let generic = formats.iter().map(|f| f.name.to_string()).collect();
         attach_failures.extend(failures);
         links.extend(generic_links);
+        // Attached first, then the snapshot: no process falls in between.
+        let snapshot = if config.snapshot {
+            let mut inbox = inbox.borrow_mut();
+            let (events, counts) = crate::snapshot::take(&loaded, &config, &mut inbox.next_event_id)?;
+            inbox.counters.add_snapshot(&counts);
+            events
+        } else {
+            Vec::new()
+        };
         let epoll_fd = ring.epoll_fd();
         let live = Live { ring, links, inbox, loaded };
         let core = Arc::new(Core { live: Mutex::new(Some(live)), shared: Shared::new(config.queue_bytes)? });
+        // Queued before the ring is first read: ahead of every live event.
+        // Never dropped for room: until the consumer takes them, the reader
+        // waits and the kernel buffers hold (and count) what comes.
+        let weights: Vec<u32> = snapshot.iter().map(|e| EventQueue::weight(crate::snapshot::payload_len(e))).collect();
+        core.shared.push(snapshot.into_iter(), weights.into_iter());
         fork_guard::keep_new_mappings_from_children(&mappings_before);
         let mut fds = fork_guard::new_bpf_fds(&fds_before);
         fds.push(epoll_fd);

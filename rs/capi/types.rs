@@ -84,6 +84,8 @@ pub struct TbOptions {
     pub trace_self: c_int,
     pub on_event: TbEventFn,
     pub ctx: *mut c_void,
+    /// Non-zero: the process snapshot (`Config::snapshot`).
+    pub snapshot: c_int,
 }
 
 /// struct tb_stats
