@@ -318,6 +318,14 @@ struct tb_stats {
 	uint64_t seq_gaps;       /* records missing from a CPU's sequence (also counted by the kernel) */
 	uint64_t discarded;      /* captured but never delivered (counted when the tracer closes) */
 	uint64_t queued;         /* captured, waiting to be delivered */
+	/* The process snapshot (tb_options.snapshot, docs/snapshot.md): events
+	 * made, their fields /proc no longer had, argv cut at argv_max,
+	 * existing descendants followed, processes hidden from the task walk. */
+	uint64_t snapshot_events;
+	uint64_t snapshot_lost;
+	uint64_t snapshot_truncated;
+	uint64_t snapshot_followed;
+	uint64_t snapshot_unseen;
 };
 int tb_stats(struct tb_tracer *t, struct tb_stats *out);
 /* "records", "ring_full", ... for i < TB_STAT_COUNT; NULL otherwise. */

@@ -22,7 +22,8 @@ EXEC = "sched/sched_process_exec"
 EXIT = "sched/sched_process_exit"
 COUNTERS = {"records", "ring_full", "payload_full", "fault", "truncated", "busy", "followed",
             "delivered", "discarded", "decode_errors", "overwritten", "seq_gaps", "queued", "queued_bytes",
-            "queue_peak_bytes"}
+            "queue_peak_bytes", "snapshot_events", "snapshot_lost", "snapshot_truncated", "snapshot_followed",
+            "snapshot_unseen"}
 HEADER = ["event_id", "event_type", "timestamp_ns", "pid", "tid", "ppid", "upid", "uppid", "comm"]
 
 

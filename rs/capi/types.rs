@@ -98,4 +98,9 @@ pub struct TbStats {
     pub seq_gaps: u64,
     pub discarded: u64,
     pub queued: u64,
+    pub snapshot_events: u64,
+    pub snapshot_lost: u64,
+    pub snapshot_truncated: u64,
+    pub snapshot_followed: u64,
+    pub snapshot_unseen: u64,
 }
