@@ -68,7 +68,8 @@ fn main() {
 fn warn_missing_tracepoints(model: &typegen::Model) {
     let events = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"].iter().map(Path::new).find(|p| p.is_dir());
     let Some(events) = events else { return };
-    for e in &model.events {
+    // Synthetic events have no tracepoint.
+    for e in model.events.iter().filter(|e| !e.synthetic) {
         if !events.join(&e.category).join(&e.tracepoint).is_dir() {
             println!(
                 "cargo:warning=tracepoint {} is not available on this kernel{}",

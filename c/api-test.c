@@ -203,6 +203,13 @@ static void test_option_errors(void)
 	      "%s", err);
 	o.cgroups = NULL;
 	o.ncgroups = 0;
+	/* proc/snapshot comes from the snapshot option, not from its name. */
+	const char *snap[] = { "proc/snapshot" };
+	o.events = snap;
+	o.nevents = 1;
+	CHECK(tb_open(&o, &t, err, sizeof err) == TB_ERR_INVALID && strstr(err, "set snapshot"), "%s", err);
+	o.events = NULL;
+	o.nevents = 0;
 
 	int bad_fd = -1;
 	o.content_fds = &bad_fd;

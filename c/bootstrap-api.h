@@ -219,6 +219,11 @@ struct tb_options {
 	 * cgroup. A bad path: TB_ERR_INVALID and a message saying why. */
 	const char *const *cgroups;
 	size_t ncgroups;
+	/* Non-zero: right after attaching, one proc/snapshot event per process
+	 * already running (those the filters select; with follow, the pids'
+	 * existing descendants, then followed too), parents first, before any
+	 * live event (docs/snapshot.md). */
+	int snapshot;
 };
 
 struct tb_tracer;
@@ -328,6 +333,14 @@ struct tb_stats {
 	uint64_t discarded;      /* captured but never delivered (counted when the tracer closes) */
 	uint64_t queued;         /* captured, waiting to be delivered */
 	uint64_t cgroup_unresolved; /* events whose cgroup was gone before its path was found */
+	/* The process snapshot (tb_options.snapshot, docs/snapshot.md): events
+	 * made, their fields /proc no longer had, argv cut at argv_max,
+	 * existing descendants followed, processes hidden from the task walk. */
+	uint64_t snapshot_events;
+	uint64_t snapshot_lost;
+	uint64_t snapshot_truncated;
+	uint64_t snapshot_followed;
+	uint64_t snapshot_unseen;
 };
 int tb_stats(struct tb_tracer *t, struct tb_stats *out);
 /* "records", "ring_full", ... for i < TB_STAT_COUNT; NULL otherwise. */

@@ -16,7 +16,7 @@
 #define TB_COMM_LEN 16
 #define TB_FIXED_SLOT_SIZE 64
 #define TB_RECORD_SIZE 168
-#define TB_EVENT_COUNT 11
+#define TB_EVENT_COUNT 12
 #define TB_CHUNK_SIZE 1048576u /* data bytes per payload-area element */
 #define TB_PIECE_MAX 65536u /* bytes per copy helper call at most */
 #define TB_CHUNK_ELEM_SIZE 1114112u /* element size: data plus verifier slack */
@@ -43,6 +43,8 @@ enum tb_stat {
 #define TB_VAR_NULL_POINTER 0x20u /* the user pointer was NULL: nothing to read */
 #define TB_VAR_UNAVAILABLE  0x40u /* this kernel does not provide the field */
 #define TB_VAR_OVERWRITTEN  0x100u /* set by userspace: the bytes were overwritten while being read (never expected) */
+#define TB_VAR_EXITED       0x200u /* set by userspace: the process exited before its /proc file was read (proc/snapshot) */
+#define TB_VAR_UNREADABLE   0x400u /* set by userspace: its /proc file could not be read (proc/snapshot) */
 
 /* Flags of a record (struct tb_record.flags). */
 #define TB_REC_PAYLOAD_LOST 0x1u /* some variable bytes were not delivered (see fields) */
@@ -110,6 +112,7 @@ enum tb_event_type {
 	TB_EVENT_SYSCALLS__SYS_ENTER_WRITE = 1028, /* write(2) entry; content captured for the selected fds (default 1 and 2) */
 	TB_EVENT_SYSCALLS__SYS_ENTER_WRITEV = 1029, /* writev(2) entry: count sums all iovecs; content (the first 64 iovecs, concatenated) captured for the selected fds */
 	TB_EVENT_SYSCALLS__SYS_ENTER_PWRITE64 = 1030, /* pwrite64(2) entry; content captured for the selected fds */
+	TB_EVENT_PROC__SNAPSHOT = 4096, /* A process already running when the tracer attached (snapshot=True): its exe, argv, cwd and ids, parents first */
 };
 
 /* sched/sched_process_exec: A process executed a new program: the executed file, its full argv, the real uid and gid and the working directory */
@@ -251,8 +254,30 @@ TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_pwrite
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_pwrite64, content) == 24, "tb_payload_syscalls__sys_enter_pwrite64.content");
 #define TB_MAX_SYSCALLS__SYS_ENTER_PWRITE64__CONTENT 1048576u
 
+/* proc/snapshot: A process already running when the tracer attached (snapshot=True): its exe, argv, cwd and ids, parents first */
+struct tb_payload_proc__snapshot {
+	__u32 uid;
+	__u32 gid;
+	__u8 kernel_thread;
+	__u8 _pad9[7];
+	struct tb_var exe;
+	struct tb_var cwd;
+	struct tb_var argv;
+};
+TB_STATIC_ASSERT(sizeof(struct tb_payload_proc__snapshot) == 64 && 64 <= TB_FIXED_SLOT_SIZE, "tb_payload_proc__snapshot size");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_proc__snapshot, uid) == 0, "tb_payload_proc__snapshot.uid");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_proc__snapshot, gid) == 4, "tb_payload_proc__snapshot.gid");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_proc__snapshot, kernel_thread) == 8, "tb_payload_proc__snapshot.kernel_thread");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_proc__snapshot, exe) == 16, "tb_payload_proc__snapshot.exe");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_proc__snapshot, cwd) == 32, "tb_payload_proc__snapshot.cwd");
+TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_proc__snapshot, argv) == 48, "tb_payload_proc__snapshot.argv");
+#define TB_MAX_PROC__SNAPSHOT__EXE 4096u
+#define TB_MAX_PROC__SNAPSHOT__CWD 4096u
+#define TB_MAX_PROC__SNAPSHOT__ARGV 1048576u
+
 /* X(category, tracepoint, context struct, event id, optional): one BPF
- * handler per entry; bootstrap.bpf.c supplies fill_<category>__<tracepoint>. */
+ * handler per entry; bootstrap.bpf.c supplies fill_<category>__<tracepoint>.
+ * Synthetic events (made by userspace) are not listed. */
 #define TB_TRACEPOINT_LIST(X) \
 	X(sched, sched_process_exec, trace_event_raw_sched_process_exec, TB_EVENT_SCHED__SCHED_PROCESS_EXEC, 0) \
 	X(sched, sched_process_exit, trace_entry, TB_EVENT_SCHED__SCHED_PROCESS_EXIT, 0) \

@@ -67,6 +67,11 @@ pub struct Config {
     /// Most raw bytes recorded per generic tracepoint event (fixed fields and
     /// __data_loc data; at most 8190).
     pub generic_max: u32,
+    /// Right after attaching, one `proc/snapshot` event per process already
+    /// running (those the pid and comm filters select; in follow mode the
+    /// targets and their existing descendants, which are then followed
+    /// too), parents first, before any live event (see `snapshot`).
+    pub snapshot: bool,
 }
 
 impl Default for Config {
@@ -93,6 +98,7 @@ impl Default for Config {
             wake_interval: Duration::from_millis(1),
             trace_self: false,
             generic_max: 4096,
+            snapshot: false,
         }
     }
 }
@@ -134,6 +140,7 @@ impl Config {
     setter!(wake_interval: Duration);
     setter!(trace_self: bool);
     setter!(generic_max: u32);
+    setter!(snapshot: bool);
 
     /// Validates everything and expands event names over the typed events
     /// only (no tracefs needed).
@@ -144,7 +151,16 @@ impl Config {
     /// Validates everything and expands event names over the typed events
     /// and `available` tracepoints ("category/name", from tracefs).
     pub fn resolve_with(&self, available: &[String]) -> Result<ResolvedConfig> {
-        let (events, generic, unavailable) = resolve_events(&self.events, available)?;
+        let (mut events, generic, unavailable) = resolve_events(&self.events, available)?;
+        // Synthetic events come from their option, not from a tracepoint.
+        if let Some(e) = events.iter().find(|e| e.synthetic() && !self.snapshot) {
+            return Err(Error::Config(format!(
+                "{e} events are made by the process snapshot: set snapshot (--snapshot) instead of naming {e}"
+            )));
+        }
+        if self.snapshot && !events.contains(&EventType::ProcSnapshot) {
+            events.push(EventType::ProcSnapshot);
+        }
         let cap = |what: &str, v: u64, lo: u64, hi: u64| {
             if v < lo || v > hi {
                 Err(Error::Config(format!("{what} must be from {lo} to {hi}, got {v}")))
@@ -199,6 +215,7 @@ impl Config {
             reader_thread: self.reader_thread,
             wake_ns: self.wake_interval.as_nanos().min(u64::MAX as u128) as u64,
             trace_self: self.trace_self,
+            snapshot: self.snapshot,
         };
         r.validate_comm()?;
         Ok(r)
@@ -234,6 +251,8 @@ pub struct ResolvedConfig {
     pub reader_thread: bool,
     pub wake_ns: u64,
     pub trace_self: bool,
+    /// Take the process snapshot (`proc/snapshot` is then in `events`).
+    pub snapshot: bool,
 }
 
 /// The range of each numeric option, inclusive: the one table the Rust
@@ -345,7 +364,8 @@ type Resolved = (Vec<EventType>, Vec<(String, bool)>, Vec<String>);
 
 fn resolve_events(names: &[String], available: &[String]) -> Result<Resolved> {
     if names.is_empty() {
-        return Ok((EventType::ALL.iter().copied().filter(|e| !e.optional()).collect(), Vec::new(), Vec::new()));
+        let all = EventType::ALL.iter().copied().filter(|e| !e.optional() && !e.synthetic());
+        return Ok((all.collect(), Vec::new(), Vec::new()));
     }
     let mut unavailable: Vec<String> = Vec::new();
     let mut typed: Vec<EventType> = Vec::new();
@@ -355,6 +375,11 @@ fn resolve_events(names: &[String], available: &[String]) -> Result<Resolved> {
         let wild = name.contains(['*', '?']);
         let mut matched = 0;
         for e in EventType::ALL {
+            // A wildcard never names a synthetic event: those come from
+            // their option (a name given outright is checked by the caller).
+            if wild && e.synthetic() {
+                continue;
+            }
             if (wild && glob_match(name, e.name())) || (!wild && e.name() == name) {
                 matched += 1;
                 // A wildcard skips typed events this kernel lacks (reported
@@ -378,6 +403,13 @@ fn resolve_events(names: &[String], available: &[String]) -> Result<Resolved> {
                 if !generic.iter().any(|(g, _)| g == a) {
                     generic.push((a.clone(), wild));
                 }
+            }
+        }
+        if matched == 0 && wild {
+            if let Some(e) = EventType::ALL.iter().find(|e| e.synthetic() && glob_match(name, e.name())) {
+                return Err(Error::Config(format!(
+                    "{name} only names {e}, whose events are made by the process snapshot: set snapshot (--snapshot) instead"
+                )));
             }
         }
         if matched == 0 {
@@ -454,6 +486,25 @@ mod tests {
         let s = suggestions_among("syscalls/sys_enter_writ", &available);
         assert_eq!(s.first().map(String::as_str), Some("syscalls/sys_enter_write"), "{s:?}");
         assert!(s.iter().any(|n| n == "raw_syscalls/sys_enter"), "{s:?}");
+    }
+
+    #[test]
+    fn the_snapshot_event_comes_from_its_option_only() {
+        // Not a default event, and no wildcard names it.
+        assert!(!Config::new().resolve().unwrap().events.contains(&EventType::ProcSnapshot));
+        assert!(!Config::new().events(["*"]).resolve().unwrap().events.contains(&EventType::ProcSnapshot));
+        // snapshot adds it, once, after the events named.
+        let r = Config::new().events(["sched/sched_process_exec", "*"]).snapshot(true).resolve().unwrap();
+        assert_eq!(r.events.iter().filter(|e| **e == EventType::ProcSnapshot).count(), 1);
+        assert_eq!(r.events[0], EventType::SchedSchedProcessExec);
+        assert!(r.snapshot);
+        let r = Config::new().events(["proc/snapshot"]).snapshot(true).resolve().unwrap();
+        assert_eq!(r.events, [EventType::ProcSnapshot]);
+        // Named without snapshot: an error that says what to do.
+        for names in [vec!["proc/snapshot"], vec!["proc/*"], vec!["sched/sched_process_exec", "proc/snapshot"]] {
+            let e = Config::new().events(names.clone()).resolve().unwrap_err().to_string();
+            assert!(e.contains("set snapshot (--snapshot)"), "{names:?}: {e}");
+        }
     }
 
     #[test]

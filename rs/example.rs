@@ -2,7 +2,7 @@
 //! the same format as `tracer-example` and `c/example`, or writes them into
 //! a Parquet dataset (`--parquet DIR`, docs/parquet.md).
 //!
-//! usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]... [--cgroup PATH]...
+//! usage: example [--events A,B] [--pid PID]... [--follow] [--snapshot] [--comm PREFIX]... [--cgroup PATH]...
 //!                [--content-fds 1,2] [--content-max BYTES] [--duration SECS]
 //!                [--parquet DIR [--host NAME]]
 
@@ -52,6 +52,7 @@ fn parse_args() -> Result<Args, String> {
                 cfg.pids.push(pid)
             }
             "--follow" => cfg.follow_children = true,
+            "--snapshot" => cfg.snapshot = true,
             "--comm" => cfg.comm.push(val("--comm")?),
             "--cgroup" => cfg.cgroups.push(val("--cgroup")?),
             "--content-fds" => {
@@ -88,7 +89,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--host" => host = Some(val("--host")?),
             "-h" | "--help" => {
-                println!("usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]... [--cgroup PATH]... [--content-fds 1,2] [--content-max BYTES] [--ring-bytes N] [--payload-bytes-per-cpu N] [--queue-bytes N] [--no-reader-thread] [--duration SECS] [--parquet DIR [--host NAME]]");
+                println!("usage: example [--events A,B] [--pid PID]... [--follow] [--snapshot] [--comm PREFIX]... [--cgroup PATH]... [--content-fds 1,2] [--content-max BYTES] [--ring-bytes N] [--payload-bytes-per-cpu N] [--queue-bytes N] [--no-reader-thread] [--duration SECS] [--parquet DIR [--host NAME]]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (see --help)")),

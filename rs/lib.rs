@@ -46,6 +46,7 @@ mod reader;
 mod record_decoder;
 mod sizing;
 mod skeleton;
+mod snapshot;
 mod stats;
 mod tracefs;
 pub mod tracepoint_format;

@@ -87,7 +87,7 @@ pub fn check_environment() -> Result<()> {
 
 /// Fails clearly if the kernel lacks a selected tracepoint.
 pub fn check_tracepoints(tracing: &Path, events: &[EventType]) -> Result<()> {
-    for e in events {
+    for e in events.iter().filter(|e| !e.synthetic()) {
         if !crate::tracefs::has_tracepoint(tracing, e.category(), e.tracepoint()) {
             let hint = if e.optional() {
                 "this event is optional: leave it out of `events` on this kernel".to_string()
@@ -166,6 +166,8 @@ fn prepare(mut open: skeleton::Open, cfg: &ResolvedConfig, ncpus: usize, payload
     rodata.tb_wake_ns = cfg.wake_ns;
     open.progs.tb_follow_fork.set_autoload(cfg.follow_children);
     open.progs.handle__generic.set_autoload(!cfg.generic.is_empty());
+    // The snapshot's task iterator: verified only when a snapshot is taken.
+    open.progs.tb_snapshot.set_autoload(cfg.snapshot);
     // One handler per typed event, named by typegen (EventType::program_name)
     // as TB_HANDLER names it.
     for mut p in open.open_object_mut().progs_mut() {
@@ -380,7 +382,8 @@ pub fn attach_generic(loaded: &Loaded, cfg: &ResolvedConfig, formats: &[Arc<Form
 pub fn attach(loaded: &Loaded, cfg: &ResolvedConfig) -> Result<Vec<Link>> {
     let mut links = Vec::new();
     let mut progs: Vec<(&str, ProgramMut)> = Vec::new();
-    for e in &cfg.events {
+    // Synthetic events have no program: userspace makes them.
+    for e in cfg.events.iter().filter(|e| !e.synthetic()) {
         let name = e.program_name();
         let prog = loaded
             .object()

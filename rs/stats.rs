@@ -19,6 +19,31 @@ pub struct UserCounters {
     /// Events whose cgroup id could not be resolved to a path (the cgroup
     /// was removed first): their `cgroup` has no path.
     pub cgroup_unresolved: u64,
+    /// proc/snapshot events made (`Config::snapshot`).
+    pub snapshot_events: u64,
+    /// Their fields lost because /proc no longer had the process or would
+    /// not tell (`<field>_lost`: "exited", "unreadable").
+    pub snapshot_lost: u64,
+    /// Their fields cut at their limit (argv beyond argv_max).
+    pub snapshot_truncated: u64,
+    /// Existing descendants of follow-mode targets added to the pid filter
+    /// by the snapshot (children forked later count as `followed`).
+    pub snapshot_followed: u64,
+    /// Processes /proc lists, started before the snapshot and selected by
+    /// the filters, that the kernel's task walk did not report (hidden from
+    /// BPF, as some sandboxes hide their pid 1): they have no event.
+    pub snapshot_unseen: u64,
+}
+
+impl UserCounters {
+    /// Adds what the process snapshot counted.
+    pub(crate) fn add_snapshot(&mut self, c: &crate::snapshot::SnapshotCounts) {
+        self.snapshot_events += c.events;
+        self.snapshot_lost += c.lost;
+        self.snapshot_truncated += c.truncated;
+        self.snapshot_followed += c.followed;
+        self.snapshot_unseen += c.unseen;
+    }
 }
 
 /// A snapshot of every counter.
@@ -46,6 +71,11 @@ impl Stats {
             ("overwritten", self.user.overwritten),
             ("seq_gaps", self.user.seq_gaps),
             ("cgroup_unresolved", self.user.cgroup_unresolved),
+            ("snapshot_events", self.user.snapshot_events),
+            ("snapshot_lost", self.user.snapshot_lost),
+            ("snapshot_truncated", self.user.snapshot_truncated),
+            ("snapshot_followed", self.user.snapshot_followed),
+            ("snapshot_unseen", self.user.snapshot_unseen),
             ("queued", self.queued),
             ("queued_bytes", self.queued_bytes),
             ("queue_peak_bytes", self.queue_peak_bytes),
@@ -75,6 +105,11 @@ impl Stats {
                 "overwritten" => s.user.overwritten = v,
                 "seq_gaps" => s.user.seq_gaps = v,
                 "cgroup_unresolved" => s.user.cgroup_unresolved = v,
+                "snapshot_events" => s.user.snapshot_events = v,
+                "snapshot_lost" => s.user.snapshot_lost = v,
+                "snapshot_truncated" => s.user.snapshot_truncated = v,
+                "snapshot_followed" => s.user.snapshot_followed = v,
+                "snapshot_unseen" => s.user.snapshot_unseen = v,
                 "queued" => s.queued = v,
                 "queued_bytes" => s.queued_bytes = v,
                 "queue_peak_bytes" => s.queue_peak_bytes = v,

@@ -11,7 +11,7 @@ use crate::event::{Event, EventKind};
 use crate::fork_guard::{self, ForkFds};
 use crate::loader;
 use crate::payload_area::PayloadArea;
-use crate::queue::Shared;
+use crate::queue::{EventQueue, Shared};
 use crate::reader::{run_reader, Core, Live};
 use crate::record_decoder::Inbox;
 use crate::stats::{Stats, UserCounters};
@@ -150,9 +150,42 @@ impl Tracer {
         let generic = formats.iter().map(|f| f.name.to_string()).collect();
         attach_failures.extend(failures);
         links.extend(generic_links);
+        // Attached first, then the snapshot: no process falls in between.
+        let snapshot = if config.snapshot {
+            let mut inbox = inbox.borrow_mut();
+            let inbox = &mut *inbox;
+            let resolver = &mut inbox.cgroups;
+            let root = resolver.mounts().v2.as_ref().map(|m| m.point.clone());
+            // The cgroup filter, as the kernel applies it to live events:
+            // the cgroups given and their descendants.
+            let mut in_cgroups = |pid: u32, cgroup_id: u64| {
+                if config.cgroups.is_empty() {
+                    return true;
+                }
+                let info = resolver.resolve(cgroup_id, pid);
+                match (&root, info.as_ref().and_then(|c| c.path.as_deref())) {
+                    (Some(root), Some(p)) => config.cgroups.iter().any(|c| root.join(p.trim_start_matches('/')).starts_with(c)),
+                    _ => false,
+                }
+            };
+            let (mut events, counts) = crate::snapshot::take(&loaded, &config, &mut inbox.next_event_id, &mut in_cgroups)?;
+            for e in &mut events {
+                e.cgroup = inbox.cgroups.resolve(e.cgroup_id, e.pid);
+            }
+            inbox.counters.add_snapshot(&counts);
+            inbox.counters.cgroup_unresolved = inbox.cgroups.unresolved();
+            events
+        } else {
+            Vec::new()
+        };
         let epoll_fd = ring.epoll_fd();
         let live = Live { ring, links, inbox, loaded };
         let core = Arc::new(Core { live: Mutex::new(Some(live)), shared: Shared::new(config.queue_bytes)? });
+        // Queued before the ring is first read: ahead of every live event.
+        // Never dropped for room: until the consumer takes them, the reader
+        // waits and the kernel buffers hold (and count) what comes.
+        let weights: Vec<u32> = snapshot.iter().map(|e| EventQueue::weight(crate::snapshot::payload_len(e))).collect();
+        core.shared.push(snapshot.into_iter(), weights.into_iter());
         fork_guard::keep_new_mappings_from_children(&mappings_before);
         let mut fds = fork_guard::new_bpf_fds(&fds_before);
         fds.push(epoll_fd);

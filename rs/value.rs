@@ -101,15 +101,18 @@ impl Var {
 }
 
 /// Why a variable field's bytes are missing, by flag, in order of precedence:
-/// lost on the way ("payload_full", "overwritten", "fault") or never asked
-/// for ("not_selected", "null_pointer", "unavailable").
-pub const LOST_REASONS: [(u32, &str); 6] = [
+/// lost on the way ("payload_full", "overwritten", "fault"), never asked
+/// for ("not_selected", "null_pointer", "unavailable"), or not in /proc
+/// when a proc/snapshot event was made ("exited", "unreadable").
+pub const LOST_REASONS: [(u32, &str); 8] = [
     (var_flags::NO_SPACE, "payload_full"),
     (var_flags::OVERWRITTEN, "overwritten"),
     (var_flags::FAULT, "fault"),
     (var_flags::NOT_CAPTURED, "not_selected"),
     (var_flags::NULL_POINTER, "null_pointer"),
     (var_flags::UNAVAILABLE, "unavailable"),
+    (var_flags::EXITED, "exited"),
+    (var_flags::UNREADABLE, "unreadable"),
 ];
 
 /// A variable field borrowed from anywhere: a decoded `Var`, or the bytes a
@@ -126,8 +129,13 @@ pub struct VarRef<'a> {
 impl<'a> VarRef<'a> {
     /// True if the bytes were captured (possibly truncated).
     pub fn captured(&self) -> bool {
-        const NONE: u32 =
-            var_flags::NOT_CAPTURED | var_flags::NO_SPACE | var_flags::OVERWRITTEN | var_flags::NULL_POINTER | var_flags::UNAVAILABLE;
+        const NONE: u32 = var_flags::NOT_CAPTURED
+            | var_flags::NO_SPACE
+            | var_flags::OVERWRITTEN
+            | var_flags::NULL_POINTER
+            | var_flags::UNAVAILABLE
+            | var_flags::EXITED
+            | var_flags::UNREADABLE;
         self.flags & NONE == 0
     }
     pub fn truncated(&self) -> bool {
@@ -135,7 +143,8 @@ impl<'a> VarRef<'a> {
     }
     /// Why bytes are missing, if they are: lost on the way ("payload_full",
     /// "overwritten", "fault") or never asked for ("not_selected",
-    /// "null_pointer", "unavailable"). Every field that is not captured has one.
+    /// "null_pointer", "unavailable"), or not in /proc for a snapshot
+    /// ("exited", "unreadable"). Every field that is not captured has one.
     pub fn lost(&self) -> Option<&'static str> {
         self.lost_index().map(|i| LOST_REASONS[i].1)
     }

@@ -21,8 +21,9 @@ WRITE = "syscalls/sys_enter_write"
 EXEC = "sched/sched_process_exec"
 EXIT = "sched/sched_process_exit"
 COUNTERS = {"records", "ring_full", "payload_full", "fault", "truncated", "busy", "followed",
-            "delivered", "discarded", "decode_errors", "overwritten", "seq_gaps", "cgroup_unresolved", "queued", "queued_bytes",
-            "queue_peak_bytes"}
+            "delivered", "discarded", "decode_errors", "overwritten", "seq_gaps", "cgroup_unresolved", "queued",
+            "queued_bytes", "queue_peak_bytes", "snapshot_events", "snapshot_lost", "snapshot_truncated",
+            "snapshot_followed", "snapshot_unseen"}
 HEADER = ["event_id", "event_type", "timestamp_ns", "pid", "tid", "ppid", "upid", "uppid", "comm", "ns_pid", "ns_tid",
           "cgroup_id", "cgroup", "container_id", "container_runtime", "pod_uid"]
 
@@ -269,7 +270,7 @@ def test_text_never_raises_and_missing_content_is_none():
 
 
 def test_list_events_is_the_catalogue_with_comments_and_fields():
-    evs = [e for e in tracer_ebpf.list_events() if e.get("kind", "typed") == "typed"]
+    evs = [e for e in tracer_ebpf.list_events() if e["kind"] in ("typed", "synthetic")]
     assert [e["name"] for e in evs] == list(catalogue.CATALOGUE)
     for e in evs:
         id_, comment, fields = catalogue.CATALOGUE[e["name"]]

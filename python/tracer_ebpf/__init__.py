@@ -47,9 +47,12 @@ class EventInfo(TypedDict):
     #: (field name, events.toml type) pairs, in payload order; empty for
     #: generic events (their fields come from the kernel's format file)
     fields: List[Tuple[str, str]]
-    #: "typed" (declared in events.toml) or "generic" (any other tracepoint)
+    #: "typed" (declared in events.toml), "synthetic" (declared there too,
+    #: made by the tracer itself: proc/snapshot, see ``Tracer(snapshot=True)``)
+    #: or "generic" (any other tracepoint)
     kind: str
-    #: whether the running kernel has this tracepoint (None: tracefs unreadable)
+    #: whether the running kernel has this tracepoint (None: tracefs
+    #: unreadable); always True for a synthetic event
     available: Optional[bool]
 
 
@@ -77,14 +80,14 @@ def _kernel_tracepoints() -> Optional[Dict[str, int]]:
 
 def list_events(*, generic: bool = True) -> List[EventInfo]:
     """The catalogue: the typed events (events.toml), saying whether this
-    kernel has each, then (``generic=True``) every other tracepoint of the
+    kernel has each, the synthetic ones (made by the tracer), then (``generic=True``) every other tracepoint of the
     running kernel, which ``Tracer`` decodes from its format file. Generic
     entries need tracefs to be readable (root; a Tracer mounts it)."""
     kernel = _kernel_tracepoints()
     out: List[EventInfo] = [
         EventInfo(name=e["name"], id=e["id"], comment=e["comment"], optional=e["optional"],
-                  fields=[(f, t) for f, t in e["fields"]], kind="typed",
-                  available=None if kernel is None else e["name"] in kernel)
+                  fields=[(f, t) for f, t in e["fields"]], kind="synthetic" if e["synthetic"] else "typed",
+                  available=True if e["synthetic"] else None if kernel is None else e["name"] in kernel)
         for e in _native.list_events()
     ]
     if generic and kernel is not None:

@@ -144,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "ends when the --pid processes and those children have exited (children are "
                    f"found by scanning /proc every {_WATCH_INTERVAL} s: one whose parent exited "
                    "before a scan saw it is not waited for)")
+    p.add_argument("--snapshot", action="store_true",
+                   help="first, one proc/snapshot event per process already running (exe, argv, cwd, "
+                   "uid, gid), parents before children, before any live event; --pid, --comm and "
+                   "their exclusions select them, and with --follow the --pid processes' existing "
+                   "descendants are snapshotted and traced too")
     p.add_argument("--comm", action="append", default=[], metavar="PREFIX",
                    help="only tasks whose name (comm) starts with PREFIX (repeatable, at most 8, "
                    "1 to 15 bytes each)")
@@ -248,6 +253,12 @@ def _print_events() -> None:
         else:
             state = ""
         print(f"  {e['name']}{state}\n      {e['comment']}\n      fields: {fields or '(none)'}")
+    synthetic = [e for e in events if e["kind"] == "synthetic"]
+    if synthetic:
+        print(f"synthetic events ({len(synthetic)}, made by the tracer itself):")
+        for e in synthetic:
+            fields = ", ".join(f"{n}: {t}" for n, t in e["fields"])
+            print(f"  {e['name']} (with --snapshot)\n      {e['comment']}\n      fields: {fields}")
     if generic:
         print(f"generic tracepoints of this kernel ({len(generic)}, fields decoded from their format files):")
         for e in generic:
@@ -420,12 +431,12 @@ class _Targets:
     --follow, neither is any process that descends from a target through
     parent links seen by a scan of /proc, that a scan first saw after the run
     began (processes that existed before are not followed by the kernel
-    either). A child whose parent exits before a scan saw it (a daemon's
+    either, unless --snapshot made it follow them: then they count too). A child whose parent exits before a scan saw it (a daemon's
     double fork within 0.5 s) is reparented away and not waited for. Every
     process is known by (pid, start time), so a reused pid is not mistaken
     for a target."""
 
-    def __init__(self, pids: List[int], follow: bool) -> None:
+    def __init__(self, pids: List[int], follow: bool, existing_followed: bool = False) -> None:
         self._follow = follow
         self._live: Dict[int, int] = {}  # pid -> start time, of what is waited for
         for pid in pids:
@@ -433,7 +444,7 @@ class _Targets:
             if st is not None:
                 self._live[pid] = st[2]
         # What existed before tracing: never a followed child.
-        self._before = set(self._scan().items()) if follow else set()
+        self._before = set(self._scan().items()) if follow and not existing_followed else set()
         self._next = time.monotonic() + _WATCH_INTERVAL
 
     @staticmethod
@@ -642,7 +653,7 @@ def _run_to(sink: Union[JsonLines, Otlp, ParquetSink], parser: argparse.Argument
     gate = -1
     pids = list(args.pid)
     # Before the tracer attaches: what existed then is not a followed child.
-    targets = _Targets(pids, args.follow) if pids and not cmd else None
+    targets = _Targets(pids, args.follow, existing_followed=args.snapshot) if pids and not cmd else None
     if cmd:
         try:
             # die_with_parent: a SIGKILLed tracer-example must not leave the
@@ -671,6 +682,7 @@ def _run_to(sink: Union[JsonLines, Otlp, ParquetSink], parser: argparse.Argument
                 exclude_pids=args.exclude_pid or None,
                 exclude_comm=args.exclude_comm or None,
                 exclude_output_readers=not args.trace_output_readers,
+                snapshot=args.snapshot,
                 content_fds=args.content_fds,
                 all_fds=args.all_fds,
                 content_max=args.content_max,
@@ -807,7 +819,7 @@ def _write_failed(e: OSError, output: Optional[str], proc: Optional["subprocess.
 
 
 _LOSS_COUNTERS = ("ring_full", "busy", "payload_full", "fault", "decode_errors", "overwritten", "discarded",
-                  "export_failed", "export_dropped")
+                  "export_failed", "export_dropped", "snapshot_lost")
 
 
 def _status_line(n_events: int, rate: float, st: Dict[str, int]) -> str:

@@ -19,6 +19,7 @@ EventName = Literal[
     "syscalls/sys_enter_write",
     "syscalls/sys_enter_writev",
     "syscalls/sys_enter_pwrite64",
+    "proc/snapshot",
 ]
 
 
@@ -112,6 +113,17 @@ class SyscallsSysEnterPwrite64Payload(TypedDict):
     content: Optional[bytes]
 
 
+class ProcSnapshotPayload(TypedDict):
+    """``proc/snapshot``: A process already running when the tracer attached (snapshot=True): its exe, argv, cwd and ids, parents first"""
+
+    uid: int
+    gid: int
+    kernel_thread: int
+    exe: Optional[str]
+    cwd: Optional[str]
+    argv: Optional[List[str]]
+
+
 Payload = Union[
     SchedSchedProcessExecPayload,
     SchedSchedProcessExitPayload,
@@ -124,6 +136,7 @@ Payload = Union[
     SyscallsSysEnterWritePayload,
     SyscallsSysEnterWritevPayload,
     SyscallsSysEnterPwrite64Payload,
+    ProcSnapshotPayload,
 ]
 
 #: name -> (id, comment, ((field, type), ...))
@@ -139,6 +152,7 @@ CATALOGUE: Dict[str, Tuple[int, str, Tuple[Tuple[str, str], ...]]] = {
     "syscalls/sys_enter_write": (1028, "write(2) entry; content captured for the selected fds (default 1 and 2)", (("fd", "i32"), ("count", "u64"), ("content", "u8[]"))),
     "syscalls/sys_enter_writev": (1029, "writev(2) entry: count sums all iovecs; content (the first 64 iovecs, concatenated) captured for the selected fds", (("fd", "i32"), ("iovcnt", "i32"), ("count", "u64"), ("content", "u8[]"))),
     "syscalls/sys_enter_pwrite64": (1030, "pwrite64(2) entry; content captured for the selected fds", (("fd", "i32"), ("count", "u64"), ("pos", "i64"), ("content", "u8[]"))),
+    "proc/snapshot": (4096, "A process already running when the tracer attached (snapshot=True): its exe, argv, cwd and ids, parents first", (("uid", "u32"), ("gid", "u32"), ("kernel_thread", "u8"), ("exe", "char[]"), ("cwd", "char[]"), ("argv", "char[][]"))),
 }
 
-__all__ = ["EventName", "Payload", "CATALOGUE", "SchedSchedProcessExecPayload", "SchedSchedProcessExitPayload", "VmscanMmVmscanDirectReclaimBeginPayload", "OomMarkVictimPayload", "SchedPsiMemstallEnterPayload", "SyscallsSysEnterOpenatPayload", "SyscallsSysExitOpenatPayload", "SyscallsSysEnterReadPayload", "SyscallsSysEnterWritePayload", "SyscallsSysEnterWritevPayload", "SyscallsSysEnterPwrite64Payload"]
+__all__ = ["EventName", "Payload", "CATALOGUE", "SchedSchedProcessExecPayload", "SchedSchedProcessExitPayload", "VmscanMmVmscanDirectReclaimBeginPayload", "OomMarkVictimPayload", "SchedPsiMemstallEnterPayload", "SyscallsSysEnterOpenatPayload", "SyscallsSysExitOpenatPayload", "SyscallsSysEnterReadPayload", "SyscallsSysEnterWritePayload", "SyscallsSysEnterWritevPayload", "SyscallsSysEnterPwrite64Payload", "ProcSnapshotPayload"]

@@ -72,6 +72,14 @@ class Tracer:
             and the readers of theirs in turn, found at start): tracing them
             would trace the tracer's own output without end (default on;
             ``output_readers`` lists them).
+        snapshot: right after attaching, one ``proc/snapshot`` event per
+            process already running (pid, ppid, upid, comm, uid, gid, exe,
+            cwd, argv), before any live event and parents before children;
+            the pid and comm filters select them like any event, and with
+            ``follow_children`` the targets' existing descendants are
+            snapshotted and followed too. A field /proc no longer had is
+            None with ``<field>_lost`` "exited" or "unreadable" (counted in
+            ``stats()["snapshot_lost"]``). See docs/snapshot.md.
 
     Pids must be those of running processes (else ``ConfigError``).
 
@@ -105,6 +113,7 @@ class Tracer:
         exclude_pids: Union[int, Iterable[int], None] = None,
         exclude_comm: Union[str, Iterable[str], None] = None,
         exclude_output_readers: bool = True,
+        snapshot: bool = False,
     ) -> None:
         self._native: Optional[_native.NativeTracer] = None
         self._native = _native.NativeTracer(
@@ -125,6 +134,7 @@ class Tracer:
             exclude_comm=checks.str_list("exclude_comm", exclude_comm),
             exclude_output_readers=checks.flag("exclude_output_readers", exclude_output_readers),
             cgroups=checks.path_list("cgroups", cgroups),
+            snapshot=checks.flag("snapshot", snapshot),
         )
 
     # -- lifecycle ---------------------------------------------------------
@@ -385,7 +395,11 @@ class Tracer:
         user side ``delivered`` (events handed to you), ``discarded``
         (captured but never handed out: left when ``close()`` ran),
         ``decode_errors``, ``overwritten``, ``seq_gaps``, ``queued`` (waiting
-        to be read). ``records == delivered + queued + discarded`` once the
+        to be read), and for ``snapshot=True`` ``snapshot_events``,
+        ``snapshot_lost`` (fields /proc no longer had), ``snapshot_truncated``,
+        ``snapshot_followed`` (existing descendants added in follow mode),
+        ``snapshot_unseen`` (processes hidden from the kernel's task walk).
+        ``records + snapshot_events == delivered + queued + discarded`` once the
         kernel buffers are read, less the records lost to
         ``decode_errors``/``overwritten``. After ``close()``: the final
         values."""

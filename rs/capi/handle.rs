@@ -462,6 +462,11 @@ pub unsafe extern "C" fn tb_stats(t: *mut TbTracer, out: *mut TbStats) -> c_int 
             out.discarded = s.user.discarded;
             out.cgroup_unresolved = s.user.cgroup_unresolved;
             out.queued = s.queued + inner.pending.len() as u64;
+            out.snapshot_events = s.user.snapshot_events;
+            out.snapshot_lost = s.user.snapshot_lost;
+            out.snapshot_truncated = s.user.snapshot_truncated;
+            out.snapshot_followed = s.user.snapshot_followed;
+            out.snapshot_unseen = s.user.snapshot_unseen;
             Ok(TB_OK)
         })
     }

@@ -75,5 +75,6 @@ pub unsafe fn config(o: &TbOptions) -> Result<Config, Failure> {
         c.wake_interval = Duration::from_nanos(o.wake_ns);
     }
     c.trace_self = o.trace_self != 0;
+    c.snapshot = o.snapshot != 0;
     Ok(c)
 }

@@ -93,6 +93,8 @@ pub struct TbOptions {
     pub ctx: *mut c_void,
     pub cgroups: *const *const c_char,
     pub ncgroups: usize,
+    /// Non-zero: the process snapshot (`Config::snapshot`).
+    pub snapshot: c_int,
 }
 
 /// struct tb_stats
@@ -106,4 +108,9 @@ pub struct TbStats {
     pub discarded: u64,
     pub queued: u64,
     pub cgroup_unresolved: u64,
+    pub snapshot_events: u64,
+    pub snapshot_lost: u64,
+    pub snapshot_truncated: u64,
+    pub snapshot_followed: u64,
+    pub snapshot_unseen: u64,
 }

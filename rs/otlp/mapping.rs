@@ -117,6 +117,16 @@ pub fn log_record(e: &Event, seq: u64, observed_ns: u64) -> LogRecord {
                 attrs.push(kv("process.working_directory", Value::StringValue(String::from_utf8_lossy(&p.cwd.data).into_owned())));
             }
         }
+        // A process already running (snapshot): its argv and executable.
+        Payload::ProcSnapshot(p) => {
+            if p.argv.captured() {
+                let args = p.argv.strings().map(|a| Value::StringValue(String::from_utf8_lossy(a).into_owned()));
+                attrs.push(kv("process.command_args", array(args)));
+            }
+            if p.exe.captured() && !p.exe.data.is_empty() {
+                attrs.push(kv("process.executable.path", Value::StringValue(String::from_utf8_lossy(&p.exe.data).into_owned())));
+            }
+        }
         Payload::SchedSchedProcessExit(p) if p.signal == 0 => attrs.push(kv("process.exit.code", int(p.exit_status))),
         _ => {}
     }

@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use tracer::NativeTracer;
 
-/// The typed event catalogue: [{name, id, comment, optional, fields: [(name, type)]}].
+/// The typed event catalogue: [{name, id, comment, optional, synthetic, fields: [(name, type)]}].
 #[pyfunction]
 fn list_events<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
@@ -33,6 +33,7 @@ fn list_events<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         d.set_item("id", e.id())?;
         d.set_item("comment", e.comment())?;
         d.set_item("optional", e.optional())?;
+        d.set_item("synthetic", e.synthetic())?;
         let fields: Vec<(&str, &str)> = e.fields().iter().map(|f| (f.name, f.kind.toml_name())).collect();
         d.set_item("fields", fields)?;
         out.append(d)?;

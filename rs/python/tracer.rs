@@ -130,7 +130,7 @@ impl NativeTracer {
     #[pyo3(signature = (*, events, pids, follow_children, comm, content_fds, all_fds, content_max, argv_max,
                         ring_bytes, payload_bytes_per_cpu, queue_bytes, reader_thread, trace_self,
                         exclude_pids=Vec::new(), exclude_comm=Vec::new(), exclude_output_readers=true,
-                        cgroups=Vec::new()))]
+                        cgroups=Vec::new(), snapshot=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -151,6 +151,7 @@ impl NativeTracer {
         exclude_comm: Vec<String>,
         exclude_output_readers: bool,
         cgroups: Vec<String>,
+        snapshot: bool,
     ) -> PyResult<Self> {
         // Sizes not given are sized from the memory this process may use
         // (RAM or its cgroup's limit), now: see sizing.rs.
@@ -173,6 +174,7 @@ impl NativeTracer {
             exclude_comm,
             exclude_output_readers,
             cgroups,
+            snapshot,
             ..defaults
         };
         let t = py.detach(|| crate::Tracer::new(cfg)).map_err(|e| to_py(py, e))?;

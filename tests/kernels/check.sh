@@ -123,10 +123,12 @@ diagnose() {
 
 }
 
-# 1. Load-only run with follow mode: every program of the object is verified.
-echo "== load-only run ($EVENTS, --follow)"
+# 1. Load-only run with follow mode and the process snapshot: every program
+# of the object is verified (the snapshot's task iterator too), and this
+# shell gets its proc/snapshot event.
+echo "== load-only run ($EVENTS, --follow, --snapshot)"
 t=$(date +%s.%N)
-timeout -k 5 "$STARTUP_TIMEOUT" "$EX" --events "$EVENTS" --follow --pid $$ --duration 0 \
+timeout -k 5 "$STARTUP_TIMEOUT" "$EX" --events "$EVENTS" --follow --snapshot --pid $$ --duration 0 \
 	>"$W/load.out" 2>"$W/load.err"
 rc=$?
 cat "$W/load.err"
@@ -136,6 +138,8 @@ if [ $rc != 0 ] || grep -q 'not attached' "$W/load.err"; then
 	sed '$d' "$W/diag.txt"
 	result FAIL "load failed: $(tail -n 1 "$W/diag.txt")"
 fi
+grep -q "\"event_type\":\"proc/snapshot\".*\"pid\":$$,\"tid\":$$," "$W/load.out" ||
+	result FAIL "no proc/snapshot event of pid $$: $(head -c 300 "$W/load.out")"
 echo "load-only run ok in $(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1fs", b - a }')"
 
 # 2. Capture run.

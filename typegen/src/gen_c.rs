@@ -95,11 +95,14 @@ pub fn render(m: &Model) -> String {
 
     w.push_str(
         "/* X(category, tracepoint, context struct, event id, optional): one BPF\n \
-         * handler per entry; bootstrap.bpf.c supplies fill_<category>__<tracepoint>. */\n\
+         * handler per entry; bootstrap.bpf.c supplies fill_<category>__<tracepoint>.\n \
+         * Synthetic events (made by userspace) are not listed. */\n\
          #define TB_TRACEPOINT_LIST(X) \\\n",
     );
-    for (i, e) in m.events.iter().enumerate() {
-        let sep = if i + 1 == m.events.len() { "" } else { " \\" };
+    // Synthetic events are made by userspace: no handler.
+    let traced: Vec<&Event> = m.events.iter().filter(|e| !e.synthetic).collect();
+    for (i, e) in traced.iter().enumerate() {
+        let sep = if i + 1 == traced.len() { "" } else { " \\" };
         let _ = writeln!(w, "\tX({}, {}, {}, {}, {}){sep}", e.category, e.tracepoint, e.context, e.enum_const(), e.optional as u8);
     }
     w.push('\n');

@@ -14,19 +14,22 @@ pub fn render(m: &Model) -> String {
          | event | id | description |\n|---|---|---|\n",
     );
     for e in &m.events {
-        let opt = if e.optional { " (optional: not on every kernel)" } else { "" };
+        let opt = if e.optional {
+            " (optional: not on every kernel)"
+        } else if e.synthetic {
+            " (synthetic: made by userspace)"
+        } else {
+            ""
+        };
         let _ = writeln!(w, "| [`{}`](#{}) | {} | {}{opt} |", e.name(), e.ident().replace('_', "-"), e.id, e.comment);
     }
     for e in &m.events {
-        let _ = writeln!(
-            w,
-            "\n## {}\n<a id=\"{}\"></a>\n\nid {}, tracepoint context `struct {}`. {}\n",
-            e.name(),
-            e.ident().replace('_', "-"),
-            e.id,
-            e.context,
-            e.comment
-        );
+        let source = if e.synthetic {
+            "synthetic: made by userspace, no tracepoint".to_string()
+        } else {
+            format!("tracepoint context `struct {}`", e.context)
+        };
+        let _ = writeln!(w, "\n## {}\n<a id=\"{}\"></a>\n\nid {}, {source}. {}\n", e.name(), e.ident().replace('_', "-"), e.id, e.comment);
         if e.fields.is_empty() {
             w.push_str("No payload fields.\n");
             continue;

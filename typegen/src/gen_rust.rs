@@ -122,7 +122,10 @@ pub fn render(m: &Model) -> String {
     self_arm(w, "tracepoint", "&'static str", m, "tracepoint name", |e| format!("{:?}", e.tracepoint));
     self_arm(w, "comment", "&'static str", m, "one-line description", |e| format!("{:?}", e.comment));
     self_arm(w, "optional", "bool", m, "whether some kernels lack this tracepoint", |e| format!("{}", e.optional));
-    self_arm(w, "program_name", "&'static str", m, "BPF program handling it", |e| format!("{:?}", format!("handle__{}", e.ident())));
+    self_arm(w, "synthetic", "bool", m, "whether it is made by userspace (no tracepoint, no BPF program)", |e| format!("{}", e.synthetic));
+    self_arm(w, "program_name", "&'static str", m, "BPF program handling it (empty for a synthetic event)", |e| {
+        format!("{:?}", if e.synthetic { String::new() } else { format!("handle__{}", e.ident()) })
+    });
     self_arm(w, "fixed_size", "usize", m, "bytes of its fixed part", |e| format!("{}", e.fixed_size));
     self_arm(w, "fields", "&'static [FieldInfo]", m, "payload fields in order", |e| format!("&FIELDS_{}", e.ident().to_uppercase()));
     w.push_str("}\n\nimpl std::fmt::Display for EventType {\n    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {\n        f.write_str(self.name())\n    }\n}\n\n");

@@ -148,8 +148,11 @@ pub struct Event {
     pub tracepoint: String,
     pub id: u32,
     pub comment: String,
+    /// The tracepoint's context struct; empty for a synthetic event.
     pub context: String,
     pub optional: bool,
+    /// Made by userspace (no tracepoint, no BPF handler), e.g. proc/snapshot.
+    pub synthetic: bool,
     pub fields: Vec<Field>,
     /// Size of the fixed part, rounded up to 8.
     pub fixed_size: usize,
@@ -529,11 +532,21 @@ fn key_at(text: &str, offset: usize) -> String {
     }
 }
 
+/// An optional `true`/`false` key (absent: false).
+fn bool_key(loc: &Locator<'_>, ev: &Table<'_>, k: &str) -> Result<bool, Error> {
+    match ev.get(k) {
+        None => Ok(false),
+        Some((item, span)) => {
+            item.as_bool().ok_or_else(|| loc.err(span, &ev.key(k), format!("{k} must be true or false, found {}", a(item.type_name()))))
+        }
+    }
+}
+
 /// Validates one event table; also returns where its id is, for the
 /// duplicate-id check.
 fn parse_event(loc: &Locator<'_>, category: &str, tracepoint: &str, ev: &Table<'_>) -> Result<(Event, Span), Error> {
     let key = &ev.path;
-    ev.only(loc, &["id", "comment", "context", "optional", "payload"])?;
+    ev.only(loc, &["id", "comment", "context", "optional", "synthetic", "payload"])?;
     let (id, id_span) = ev.required(loc, "id", ev.int(loc, "id", 1..=u32::MAX as i64, "an integer from 1 to 4294967295")?)?;
     let (comment, comment_span) = ev.required(loc, "comment", ev.str(loc, "comment")?)?;
     if comment.trim().is_empty() || comment.contains(char::is_control) {
@@ -544,20 +557,33 @@ fn parse_event(loc: &Locator<'_>, category: &str, tracepoint: &str, ev: &Table<'
     if comment.contains("*/") || comment.contains(['"', '\\', '|']) {
         return Err(loc.err(comment_span, &ev.key("comment"), "comment must not contain \", \\, | or */ (use ' for quotes)"));
     }
-    let (context, context_span) = ev.required(loc, "context", ev.str(loc, "context")?)?;
-    if !is_ident(context.trim()) {
-        return Err(loc.err(
-            context_span,
+    let synthetic = bool_key(loc, ev, "synthetic")?;
+    let optional = bool_key(loc, ev, "optional")?;
+    let context = match (ev.str(loc, "context")?, synthetic) {
+        (Some((_, span)), true) => {
+            return Err(loc.err(span, &ev.key("context"), "a synthetic event has no tracepoint, so no context: remove one of them"))
+        }
+        (None, true) => String::new(),
+        (None, false) => return Err(loc.err(
+            ev.span.clone(),
             &ev.key("context"),
-            "context must be the name of a struct in vmlinux.h, e.g. syscall_trace_enter",
-        ));
-    }
-    let optional = match ev.get("optional") {
-        None => false,
-        Some((item, span)) => item
-            .as_bool()
-            .ok_or_else(|| loc.err(span, &ev.key("optional"), format!("optional must be true or false, found {}", a(item.type_name()))))?,
+            "missing key (an event needs id, comment, context and payload; one made by userspace has synthetic = true instead of context)",
+        )),
+        (Some((context, context_span)), false) => {
+            if !is_ident(context.trim()) {
+                return Err(loc.err(
+                    context_span,
+                    &ev.key("context"),
+                    "context must be the name of a struct in vmlinux.h, e.g. syscall_trace_enter",
+                ));
+            }
+            context.trim().to_string()
+        }
     };
+    if synthetic && optional {
+        let span = ev.get("optional").map(|(_, s)| s).unwrap_or(ev.span.clone());
+        return Err(loc.err(span, &ev.key("optional"), "a synthetic event has no tracepoint a kernel could lack: remove optional"));
+    }
     let (payload, payload_span) = ev.required(loc, "payload", ev.get("payload"))?;
     // payload = [ { ... }, ... ], or [[category.tracepoint.payload]] tables.
     let elems: Vec<(Option<&dyn TableLike>, Option<Span>)> = match payload {
@@ -650,8 +676,9 @@ fn parse_event(loc: &Locator<'_>, category: &str, tracepoint: &str, ev: &Table<'
         tracepoint: tracepoint.to_string(),
         id: id as u32,
         comment: comment.trim().to_string(),
-        context: context.trim().to_string(),
+        context,
         optional,
+        synthetic,
         fields,
         fixed_size,
     };

@@ -93,6 +93,8 @@ pub const VAR_FLAGS: &[Flag] = &[
     flag("NULL_POINTER", 0x20, "the user pointer was NULL: nothing to read"),
     flag("UNAVAILABLE", 0x40, "this kernel does not provide the field"),
     flag("OVERWRITTEN", 0x100, "set by userspace: the bytes were overwritten while being read (never expected)"),
+    flag("EXITED", 0x200, "set by userspace: the process exited before its /proc file was read (proc/snapshot)"),
+    flag("UNREADABLE", 0x400, "set by userspace: its /proc file could not be read (proc/snapshot)"),
 ];
 
 /// Flags of a record (struct tb_record.flags, TB_REC_*).

@@ -23,8 +23,14 @@ fn parse(text: &str) -> Model {
 }
 
 /// A richer catalogue than the real one: ids out of order, every type and
-/// decode, an optional event and an event without fields.
+/// decode, an optional event, an event without fields and a synthetic one.
 const SAMPLE: &str = r#"
+[proc.snapshot]
+id = 40
+comment = "made by userspace"
+synthetic = true
+payload = [ { name = "uid", type = "u32" }, { name = "exe", type = "char[]" } ]
+
 [sched.sched_process_exit]
 id = 30
 comment = "process exit"
@@ -161,17 +167,29 @@ fn check_structure(m: &Model) {
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids not ascending: {ids:?}");
     assert_eq!(ids, m.events.iter().map(|e| e.id).collect::<Vec<_>>());
 
-    // C: one X-macro entry per event, in TB_TRACEPOINT_LIST.
+    // C: one X-macro entry per traced event, in TB_TRACEPOINT_LIST; none
+    // for a synthetic event (no handler), which still has its payload struct.
     let list = c.split("#define TB_TRACEPOINT_LIST(X)").nth(1).unwrap().split("\n\n").next().unwrap();
-    assert_eq!(list.matches("\tX(").count(), m.events.len(), "{list}");
+    let traced = m.events.iter().filter(|e| !e.synthetic).count();
+    assert_eq!(list.matches("\tX(").count(), traced, "{list}");
     for e in &m.events {
+        if e.synthetic {
+            assert!(!list.contains(&format!("X({}, {},", e.category, e.tracepoint)), "{list}");
+            assert!(c.contains(&format!("struct tb_payload_{} {{", e.ident())));
+            continue;
+        }
         let entry = format!("\tX({}, {}, {}, {}, {})", e.category, e.tracepoint, e.context, e.enum_const(), e.optional as u8);
         assert!(list.contains(&entry), "no X-macro entry {entry:?} in:\n{list}");
         assert!(c.contains(&format!("struct tb_payload_{} {{", e.ident())));
     }
 
-    // Rust: a decode arm and a struct per event.
+    // Rust: a decode arm and a struct per event; synthetic ones say so and
+    // name no program.
     let rs = output(&outputs, "rs/types.gen.rs");
+    for e in m.events.iter().filter(|e| e.synthetic) {
+        assert!(rs.contains(&format!("EventType::{} => true,", e.camel())), "synthetic() of {}", e.name());
+        assert!(rs.contains(&format!("EventType::{} => \"\",", e.camel())), "program_name() of {}", e.name());
+    }
     for e in &m.events {
         let arm = format!("EventType::{0} => Payload::{0}(payload::{0} {{", e.camel());
         assert!(rs.contains(&arm), "no Payload::decode arm {arm:?}");
@@ -196,6 +214,9 @@ fn check_structure(m: &Model) {
     let md = output(&outputs, "docs/events.md");
     for e in &m.events {
         assert!(md.contains(&format!("## {}\n", e.name())));
+        let source =
+            if e.synthetic { "synthetic: made by userspace, no tracepoint".to_string() } else { format!("context `struct {}`", e.context) };
+        assert!(md.contains(&format!("id {}, ", e.id)) && md.contains(&source), "{} in docs", e.name());
     }
 }
 
@@ -207,6 +228,7 @@ fn structure_of_the_real_catalogue() {
 #[test]
 fn structure_of_a_sample_catalogue() {
     let m = parse(SAMPLE);
-    assert_eq!(m.events.iter().map(|e| e.id).collect::<Vec<_>>(), [10, 20, 30]);
+    assert_eq!(m.events.iter().map(|e| e.id).collect::<Vec<_>>(), [10, 20, 30, 40]);
+    assert_eq!(m.events.iter().map(|e| e.synthetic).collect::<Vec<_>>(), [false, false, false, true]);
     check_structure(&m);
 }

@@ -90,7 +90,8 @@ case!(
 case!(
     missing_context,
     "[a.b]\nid = 1\ncomment = \"x\"\npayload = []\n",
-    "events.toml:1:1: `a.b.context`: missing key (an event needs id, comment, context and payload)"
+    "events.toml:1:1: `a.b.context`: missing key (an event needs id, comment, context and payload; \
+     one made by userspace has synthetic = true instead of context)"
 );
 
 case!(
@@ -114,7 +115,7 @@ case!(
 case!(
     unknown_event_key,
     "[a.b]\nid = 1\ncomment = \"x\"\ncontext = \"c\"\ncolour = \"red\"\npayload = []\n",
-    "events.toml:5:1: `a.b.colour`: unknown key; expected one of: id, comment, context, optional, payload"
+    "events.toml:5:1: `a.b.colour`: unknown key; expected one of: id, comment, context, optional, synthetic, payload"
 );
 
 case!(
@@ -126,7 +127,7 @@ case!(
 case!(
     nested_table_is_an_unknown_key,
     "[a.b.c]\nid = 1\n",
-    "events.toml:1:6: `a.b.c`: unknown key; expected one of: id, comment, context, optional, payload"
+    "events.toml:1:6: `a.b.c`: unknown key; expected one of: id, comment, context, optional, synthetic, payload"
 );
 
 case!(
@@ -275,13 +276,31 @@ case!(
     "events.toml:4:11: `a.b.context`: context must be the name of a struct in vmlinux.h, e.g. syscall_trace_enter"
 );
 
+case!(
+    synthetic_with_context,
+    "[a.b]\nid = 1\ncomment = \"x\"\ncontext = \"c\"\nsynthetic = true\npayload = []\n",
+    "events.toml:4:11: `a.b.context`: a synthetic event has no tracepoint, so no context: remove one of them"
+);
+
+case!(
+    synthetic_and_optional,
+    "[a.b]\nid = 1\ncomment = \"x\"\nsynthetic = true\noptional = true\npayload = []\n",
+    "events.toml:5:12: `a.b.optional`: a synthetic event has no tracepoint a kernel could lack: remove optional"
+);
+
+case!(
+    synthetic_not_a_bool,
+    "[a.b]\nid = 1\ncomment = \"x\"\nsynthetic = 1\npayload = []\n",
+    "events.toml:4:13: `a.b.synthetic`: synthetic must be true or false, found an integer"
+);
+
 case!(no_events, "# nothing yet\n", "events.toml:1:1: no events defined");
 
 // Columns count characters, not bytes ("é" is two bytes).
 case!(
     column_counts_characters,
     "a.b = { id = 1, comment = \"café\", context = \"c\", payload = [], x = 1 }\n",
-    "events.toml:1:64: `a.b.x`: unknown key; expected one of: id, comment, context, optional, payload"
+    "events.toml:1:64: `a.b.x`: unknown key; expected one of: id, comment, context, optional, synthetic, payload"
 );
 
 #[test]
