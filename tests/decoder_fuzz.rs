@@ -62,6 +62,15 @@ const VAR_INLINE: u32 = 0x10;
 /// The descriptors describe payload-area fields (what `Payload::decode`
 /// reads): the inline bit is cleared; `var_reader_never_reads_past_its_input`
 /// covers fields split between the two sources.
+/// The most variable fields an event type has (exec and proc/snapshot:
+/// three); the generators make a descriptor for each.
+const MAX_VARS: usize = 3;
+
+#[test]
+fn max_vars_covers_every_event_type() {
+    assert_eq!(EventType::ALL.iter().map(|&t| var_fields(t).len()).max(), Some(MAX_VARS));
+}
+
 fn fixed_with(ty: EventType, noise: &[u8], descs: &[(u32, u32, u64)], whole_slot: bool) -> Vec<u8> {
     let size = if whole_slot { FIXED_SLOT.max(ty.fixed_size()) } else { ty.fixed_size() };
     let mut fixed: Vec<u8> = noise.iter().copied().cycle().take(size).collect();
@@ -270,7 +279,7 @@ proptest! {
     fn lying_descriptors_are_errors_not_reads(
         ty in any_event_type(),
         noise in proptest::collection::vec(any::<u8>(), 1..64),
-        descs in proptest::collection::vec((desc_len(), any::<u32>(), any::<u64>()), 2),
+        descs in proptest::collection::vec((desc_len(), any::<u32>(), any::<u64>()), MAX_VARS),
         var_len in 0usize..200,
         whole_slot in any::<bool>(),
         seed in any::<u8>(),
@@ -306,14 +315,14 @@ proptest! {
     fn decoded_events_always_render_valid_json(
         ty in any_event_type(),
         noise in proptest::collection::vec(any::<u8>(), 1..64),
-        lens in proptest::collection::vec(0u32..48, 2),
-        flags in proptest::collection::vec(any::<u32>(), 2),
-        sizes in proptest::collection::vec(any::<u64>(), 2),
-        var in proptest::collection::vec(any::<u8>(), 96),
+        lens in proptest::collection::vec(0u32..48, MAX_VARS),
+        flags in proptest::collection::vec(any::<u32>(), MAX_VARS),
+        sizes in proptest::collection::vec(any::<u64>(), MAX_VARS),
+        var in proptest::collection::vec(any::<u8>(), MAX_VARS * 48),
         comm in any::<[u8; 16]>(),
         hdr in any::<(u64, u64, u32, u32, u32, u64, u64, u32)>(),
     ) {
-        let descs: Vec<(u32, u32, u64)> = (0..2).map(|i| (lens[i], flags[i], sizes[i])).collect();
+        let descs: Vec<(u32, u32, u64)> = (0..MAX_VARS).map(|i| (lens[i], flags[i], sizes[i])).collect();
         let n = var_fields(ty).len();
         let total: usize = lens.iter().take(n).map(|&l| l as usize).sum();
         let fixed = fixed_with(ty, &noise, &descs, false);

@@ -242,8 +242,9 @@ mod tests {
         assert!(v1_container("0::/docker/x\n4:memory:/user.slice\n").is_none());
     }
 
-    /// A fake /proc and a cgroup2 "mount" that is a plain directory: the
-    /// handle lookup fails (not a kernfs mount), the walk finds inodes.
+    /// A fake /proc and a cgroup2 "mount" that is a plain directory, so
+    /// file handles are off (on a plain file system a kernfs handle reads as
+    /// a stale one, "gone"): the walk finds inodes.
     #[test]
     fn walk_fallback_v1_containers_retry_and_fast_path() {
         let root = std::env::temp_dir().join(format!("tb-cg-resolver-{}", std::process::id()));
@@ -259,6 +260,7 @@ mod tests {
         };
         let mut r = CgroupResolver::with_mounts(mounts);
         r.proc_root = root.join("proc").to_string_lossy().into_owned();
+        r.handles = false;
         let b = r.resolve(ino(&point.join("a/b")), 42).unwrap();
         assert_eq!(b.path.as_deref(), Some("/a/b"));
         assert_eq!((b.container_id.as_deref(), b.runtime), (Some(ID), Some("docker")));
