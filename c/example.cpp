@@ -3,7 +3,7 @@
 // C++ example of the C library: prints every captured event as one JSON
 // line, the same format and CLI as rs/example.rs (`target/release/example`).
 //
-// usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]... [--cgroup PATH]...
+// usage: example [--events A,B] [--pid PID]... [--follow] [--snapshot] [--comm PREFIX]... [--cgroup PATH]...
 //                [--content-fds 1,2] [--content-max BYTES] [--duration SECS]
 #include <atomic>
 #include <cerrno>
@@ -35,6 +35,7 @@ struct Args {
 	std::vector<std::string> events;
 	std::vector<uint32_t> pids;
 	bool follow = false;
+	bool snapshot = false;
 	std::vector<std::string> comms;
 	std::vector<std::string> cgroups;
 	bool fds_set = false;
@@ -73,7 +74,7 @@ template <typename T> bool parse_uint(const std::string &s, T max, T *out)
 }
 
 const char *const USAGE =
-	"usage: example [--events A,B] [--pid PID]... [--follow] [--comm PREFIX]... [--cgroup PATH]... "
+	"usage: example [--events A,B] [--pid PID]... [--follow] [--snapshot] [--comm PREFIX]... [--cgroup PATH]... "
 	"[--content-fds 1,2] [--content-max BYTES] [--duration SECS]";
 
 // Returns an error message, or "" if the arguments are valid.
@@ -101,6 +102,8 @@ std::string parse_args(int argc, char **argv, Args *a)
 			a->pids.push_back(pid);
 		} else if (arg == "--follow") {
 			a->follow = true;
+		} else if (arg == "--snapshot") {
+			a->snapshot = true;
 		} else if (arg == "--comm") {
 			if (!val(&v))
 				return "--comm needs a value";
@@ -204,6 +207,7 @@ int main(int argc, char **argv)
 	o.pids = args.pids.data();
 	o.npids = args.pids.size();
 	o.follow = args.follow;
+	o.snapshot = args.snapshot;
 	o.comms = comms.data();
 	o.ncomms = comms.size();
 	o.cgroups = cgroups.data();

@@ -202,6 +202,11 @@ def check_record(r, line):
         expected_attrs |= {"process.args_count", "process.command_args"}
         assert a["process.args_count"] == p["argc"]
         assert a["process.command_args"] == [b.decode(errors="replace") for b in exact_list(p, "argv")]
+        expected_attrs.add("process.real_user.id")
+        assert a["process.real_user.id"] == p["uid"]
+        if p["cwd"] is not None and not p.get("cwd_truncated"):  # only a whole path is a directory
+            expected_attrs.add("process.working_directory")
+            assert a["process.working_directory"] == exact(p, "cwd").decode(errors="replace")
     if d["event_type"] == EXIT and p["signal"] == 0:
         expected_attrs.add("process.exit.code")
         assert a["process.exit.code"] == p["exit_status"]

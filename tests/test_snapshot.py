@@ -8,6 +8,7 @@ import select
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from pandas import isna as pd_isna
@@ -272,3 +273,25 @@ def test_cli_rejects_naming_the_synthetic_event_without_snapshot(tracer_example)
     r = subprocess.run([tracer_example, "--events", SNAP], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "set snapshot (--snapshot)" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("front_end", ["rust", "c"])
+def test_the_rust_and_c_examples_print_the_snapshot_first(waiting_child, rust_example, front_end):
+    # The same option in the Rust example and the C++ example of the C
+    # library: the snapshot comes from the one core.
+    if front_end == "c":
+        subprocess.run(["make", "-C", str(Path(__file__).resolve().parent.parent / "c")], check=True,
+                       capture_output=True, timeout=600)
+        tool = str(Path(__file__).resolve().parent.parent / "c" / "example")
+    else:
+        tool = rust_example
+    p, argv, cwd = waiting_child
+    cli = subprocess.Popen([tool, "--snapshot", "--pid", str(p.pid), "--events", WRITE, "--duration", "20"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        d = json.loads(read_line(cli.stdout, 30))
+        assert (d["event_type"], d["pid"], d["payload"]["argv"], d["payload"]["cwd"]) == (SNAP, p.pid, argv, cwd)
+        assert d["ns_pid"] == p.pid and d["cgroup_id"] > 0
+    finally:
+        cli.kill()
+        cli.wait()

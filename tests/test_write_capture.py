@@ -95,7 +95,10 @@ def test_json_line_of_binary_content_round_trips():
         wait_for(lambda: (events.extend(t.poll(0.05)), len(writes_of(events, child.pid)) >= 2)[1], timeout=5)
     out = writes_of(events, child.pid)[0]
     d = json.loads(out.to_json())
-    assert list(d) == ["event_id", "event_type", "timestamp_ns", "pid", "tid", "ppid", "upid", "uppid", "comm", "payload"]
+    # The task's context follows comm (docs/context.md); a host process is in
+    # no container, so container_runtime and pod_uid are left out.
+    assert list(d) == ["event_id", "event_type", "timestamp_ns", "pid", "tid", "ppid", "upid", "uppid", "comm",
+                       "ns_pid", "ns_tid", "cgroup_id", "cgroup", "container_id", "payload"]
     import base64
 
     assert base64.b64decode(d["payload"]["content_base64"]) == BLOCK
