@@ -126,12 +126,17 @@ pub fn write_view(s: &mut String, h: &Header<'_>, fields: impl FnOnce(&mut dyn F
         ("pod_uid", c.pod_uid, false),
     ] {
         match value {
+            // Plain pushes: this runs for every event.
             Some(v) => {
-                let _ = write!(s, ",\"{key}\":");
+                s.push_str(",\"");
+                s.push_str(key);
+                s.push_str("\":");
                 write_str(s, v.as_bytes());
             }
             None if always => {
-                let _ = write!(s, ",\"{key}\":null");
+                s.push_str(",\"");
+                s.push_str(key);
+                s.push_str("\":null");
             }
             None => {}
         }

@@ -88,32 +88,27 @@ pub fn physical_memory() -> u64 {
     (si.totalram as u64).saturating_mul(si.mem_unit.max(1) as u64)
 }
 
-/// One line of /proc/self/mountinfo that mounts a cgroup hierarchy.
-struct CgroupMount<'a> {
+/// A mounted cgroup hierarchy, as the limit search needs it.
+struct CgroupMount {
     /// The directory of the hierarchy that is mounted there.
-    root: &'a str,
-    point: &'a str,
+    root: String,
+    point: String,
     v2: bool,
     /// A v1 hierarchy with the memory controller.
     memory: bool,
 }
 
-fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount<'_>> {
-    mountinfo
-        .lines()
-        .filter_map(|l| {
-            // id parent dev root point opts [optional...] - fstype source superopts
-            let (pre, post) = l.split_once(" - ")?;
-            let pre: Vec<&str> = pre.split(' ').collect();
-            let mut post = post.split(' ');
-            let fstype = post.next()?;
-            let superopts = post.nth(1).unwrap_or("");
-            let (root, point) = (*pre.get(3)?, *pre.get(4)?);
-            match fstype {
-                "cgroup2" => Some(CgroupMount { root, point, v2: true, memory: false }),
-                "cgroup" => Some(CgroupMount { root, point, v2: false, memory: superopts.split(',').any(|o| o == "memory") }),
-                _ => None,
-            }
+/// The hierarchies of `mountinfo`, parsed by `cgroup::CgroupMounts` (one
+/// parser for the whole crate: escapes, optional fields).
+fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+    let m = crate::cgroup::CgroupMounts::parse(mountinfo);
+    let v2 = m.v2.into_iter().map(|h| (h, true));
+    v2.chain(m.v1.into_iter().map(|h| (h, false)))
+        .map(|(h, v2)| CgroupMount {
+            memory: !v2 && h.controllers.iter().any(|c| c == "memory"),
+            point: h.point.to_string_lossy().into_owned(),
+            root: h.root,
+            v2,
         })
         .collect()
 }
@@ -139,7 +134,8 @@ pub fn cgroup_limit(own: &str, mountinfo: &str, read: impl Fn(&str) -> Option<St
         let file = if v2 { "memory.max" } else { "memory.limit_in_bytes" };
         for m in mounts.iter().filter(|m| if v2 { m.v2 } else { m.memory }) {
             // The part of our path below the mounted directory.
-            let rel = if m.root == "/" { Some(path) } else { path.strip_prefix(m.root).filter(|r| r.is_empty() || r.starts_with('/')) };
+            let rel =
+                if m.root == "/" { Some(path) } else { path.strip_prefix(m.root.as_str()).filter(|r| r.is_empty() || r.starts_with('/')) };
             let Some(rel) = rel else { continue };
             let mut dir = format!("{}{}", m.point.trim_end_matches('/'), rel.trim_end_matches('/'));
             loop {
