@@ -14,6 +14,13 @@ to /dev/null, once untraced and once under each output of tracer-example
   local receiver (bench/otlp_sink.py) that takes each request's bytes and
   answers success without decoding them, so the exporter is what is measured.
 
+Capacity (a second table): the workload runs first with nobody reading
+(its events wait in the tracer's queue), then the output is timed alone,
+from its first event to the last one written (JSON, Parquet) or accepted by
+the receiver (OTLP, flushed): the most events per second it can deliver,
+through the same calls tracer-example makes (``Tracer.read_json``,
+``write_parquet``, ``export``).
+
 Reported per output (median of --reps): the workload's slowdown against
 untraced, the events that reached the output (they must be all N: rows in
 the file or dataset, `exported` for OTLP), the tracer's CPU (every thread,
@@ -147,6 +154,58 @@ def run_one(python: str, cli: str, kind: str, n: int, size: int, tmp: Path) -> D
             "bytes_per_event": size_out / max(rows, 1), "maxrss_mib": ru.ru_maxrss / 1024}
 
 
+def capacity_child(kind: str, n: int, size: int, tmp: Path, port: int) -> None:
+    """In a process of its own: queue N events, then time their delivery."""
+    import tracer_ebpf
+    from tracer_ebpf.dataset import ParquetDataset
+
+    with tracer_ebpf.Tracer("syscalls/sys_enter_write", comm=COMM) as t:
+        subprocess.run([str(TBWORK), "-n", str(n), "-s", str(size)], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=True)
+        deadline = time.monotonic() + 60
+        while t.stats()["queued"] < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got, out = 0, {}
+        t0 = time.perf_counter()
+        if kind == "json":
+            with open(tmp / "cap.jsonl", "wb") as f:
+                while got < n:
+                    data, k = t.read_json(0.1, 65536)
+                    f.write(data)
+                    got += k
+        elif kind == "parquet":
+            ds = ParquetDataset(str(tmp / "cap-dataset"), host="bench")
+            while got < n:
+                got += t.write_parquet(ds, 0.1, 65536)
+            ds.close(t.stats())
+        else:
+            proto = "grpc" if kind == "otlp-grpc" else "http/protobuf"
+            ex = tracer_ebpf.OtlpExporter(f"http://127.0.0.1:{port}", protocol=proto)
+            while got < n:
+                got += t.export(ex, 0.1, 65536)
+            ex.flush(60)
+            out = ex.close(1)
+        dt = time.perf_counter() - t0
+    print(json.dumps({"seconds": dt, "events": got, "exported": out.get("exported", got),
+                      "dropped": out.get("export_dropped", 0)}))
+
+
+def run_capacity(python: str, kind: str, n: int, size: int, tmp: Path) -> Dict[str, float]:
+    sink, port = None, 0
+    if kind.startswith("otlp"):
+        sink, port, _ = start_sink(python, kind.split("-")[1], tmp)
+    try:
+        r = subprocess.run([python, __file__, "--capacity-child", kind, "--n", str(n), "--size", str(size),
+                            "--tmp", str(tmp), "--port", str(port)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    finally:
+        if sink is not None:
+            sink.terminate()
+            sink.wait(30)
+    if r.returncode != 0:
+        raise RuntimeError(f"capacity {kind}: exit {r.returncode}: {r.stderr.strip()[-500:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--python", default=sys.executable, help="a Python with tracer_ebpf (and pyarrow) installed")
@@ -155,7 +214,13 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--outputs", default="json,parquet,otlp-http,otlp-grpc")
     ap.add_argument("--out", default=str(BENCH / "results" / "outputs.md"))
+    ap.add_argument("--capacity-child", help=argparse.SUPPRESS)
+    ap.add_argument("--tmp", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.capacity_child:
+        capacity_child(a.capacity_child, a.n, a.size, Path(a.tmp), a.port)
+        return 0
     if os.geteuid() != 0:
         print("outputs: run as root (it loads BPF programs)", file=sys.stderr)
         return 2
@@ -167,6 +232,10 @@ def main() -> int:
         for _ in range(a.reps):
             for kind in res:
                 res[kind].append(run_one(a.python, cli, kind, a.n, a.size, Path(d)))
+        cap: Dict[str, List[Dict[str, float]]] = {k: [] for k in res}
+        for _ in range(a.reps):
+            for kind in cap:
+                cap[kind].append(run_capacity(a.python, kind, a.n, a.size, Path(d)))
     lines = [f"# tracer-example's outputs ({datetime.date.today()})", "",
              f"{platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release()}; "
              f"{a.n:,} writes of {a.size} B, untraced {base:.3f} s; median of {a.reps} runs, defaults.", "",
@@ -177,9 +246,16 @@ def main() -> int:
             return statistics.median(r[k] for r in runs)
         lines.append(f"| {kind} | {int(med('rows')):,} | {med('workload_s') / base:.2f}x | {med('cpu_us_per_event'):.2f} | "
                      f"{med('bytes_per_event'):.1f} | {med('rate_mps'):.2f} | {med('startup_s'):.2f} | {med('stop_s'):.2f} | {med('maxrss_mib'):.0f} |")
+    lines += ["", f"Capacity: {a.n:,} events queued first, then delivered by the output alone (median of {a.reps}).", "",
+              "| output | delivered | dropped | s | M events/s |", "|---|---|---|---|---|"]
+    for kind, runs in cap.items():
+        secs = statistics.median(r["seconds"] for r in runs)
+        done = int(statistics.median(r["exported"] for r in runs))
+        lines.append(f"| {kind} | {done:,} | {int(statistics.median(r['dropped'] for r in runs)):,} | {secs:.2f} | "
+                     f"{done / secs / 1e6:.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    print(json.dumps(res), file=sys.stderr)
+    print(json.dumps({"live": res, "capacity": cap}), file=sys.stderr)
     Path(a.out).write_text(text)
     return 0
 

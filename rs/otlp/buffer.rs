@@ -1,14 +1,11 @@
 //! The bounded buffer between the callers of `export` and the exporter's
 //! thread, and the counters that account for every record.
 //!
-//! Bounded by bytes: each record weighs its encoded size plus an estimate
-//! of its in-memory overhead, and a batch being sent keeps its weight until
+//! Bounded by bytes: each record is kept encoded and weighs its encoded size
+//! plus its entry's overhead, and a batch being sent keeps its weight until
 //! it is done. A record that does not fit is dropped at once (the caller
 //! never waits) and counted in `export_dropped`.
 
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use prost::Message;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -64,29 +61,30 @@ impl ExportStats {
     }
 }
 
-/// What a record weighs in the buffer: its encoded size, plus the heap
-/// blocks and headers its decoded form holds (about two per attribute).
-pub fn weight(r: &LogRecord, encoded_len: usize) -> usize {
-    encoded_len + std::mem::size_of::<LogRecord>() + r.attributes.len() * (std::mem::size_of::<KeyValue>() + 32) + 64
-}
-
-/// A record waiting, with its encoded length and weight.
-pub struct Pending {
-    pub record: LogRecord,
-    pub encoded_len: usize,
-    pub weight: usize,
+/// Records waiting, encoded as they go in a request: each one's
+/// `log_records` field (tag, length, the LogRecord as prost encodes it),
+/// one after the other, at most a request's worth (`Encoder::encode` wraps
+/// them).
+#[derive(Default)]
+pub struct Batch {
+    pub bytes: Vec<u8>,
+    pub records: usize,
 }
 
 #[derive(Default)]
 pub struct State {
-    pending: VecDeque<Pending>,
-    /// Weight of `pending` plus `in_flight`.
+    /// Full batches, oldest first, then the one being filled.
+    full: VecDeque<Batch>,
+    open: Batch,
+    /// Emptied batches' buffers, kept warm for the next ones.
+    spare: Vec<Vec<u8>>,
+    /// Bytes of the records waiting plus `in_flight`.
     bytes: usize,
     peak: usize,
-    /// Weight and count of the records taken for the request being sent.
+    /// Bytes and count of the records taken for the request being sent.
     in_flight: usize,
     in_flight_records: usize,
-    /// When the oldest pending record came (batches wait a little for more).
+    /// When the open batch got its first record (it waits a little for more).
     oldest: Option<Instant>,
     /// Set by close(): the exporter's thread sends what it can until then.
     pub deadline: Option<Instant>,
@@ -94,6 +92,15 @@ pub struct State {
     pub finished: bool,
     /// flush() calls waiting: batches go without lingering.
     pub flushing: u32,
+}
+
+/// Emptied buffers kept for reuse (each up to a request, 4 MiB).
+const SPARE_BUFFERS: usize = 2;
+
+impl State {
+    fn waiting_records(&self) -> usize {
+        self.full.iter().map(|b| b.records).sum::<usize>() + self.open.records
+    }
 }
 
 /// What both sides share.
@@ -105,6 +112,8 @@ pub struct Shared {
     /// Wakes the exporter's thread: records came, or close() was called.
     pub wake: tokio::sync::Notify,
     pub limit: usize,
+    /// Bytes of records per batch (a request's worth).
+    budget: usize,
     next_seq: AtomicU64,
     exported: AtomicU64,
     failed: AtomicU64,
@@ -115,9 +124,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(limit: usize) -> Shared {
+    pub fn new(limit: usize, budget: usize) -> Shared {
         Shared {
             state: Mutex::new(State::default()),
+            budget,
             progress: Condvar::new(),
             wake: tokio::sync::Notify::new(),
             limit,
@@ -142,18 +152,27 @@ impl Shared {
         self.next_seq.fetch_add(n, Ordering::Relaxed)
     }
 
-    /// Buffers what fits, drops (and counts) the rest; wakes the thread.
-    /// Returns how many were buffered.
-    pub fn push(&self, records: impl Iterator<Item = Pending>) -> usize {
+    /// Buffers what fits of `records` (encoded `log_records` fields, one
+    /// after the other; `lens` their lengths), drops (and counts) the rest;
+    /// wakes the thread. Returns how many were buffered.
+    pub fn push(&self, records: &[u8], lens: &[usize]) -> usize {
         let mut st = self.lock();
-        let (mut kept, mut dropped) = (0, 0);
-        for p in records {
-            if st.deadline.is_some() || st.bytes + p.weight > self.limit {
+        let st = &mut *st;
+        let (mut kept, mut dropped, mut at) = (0, 0, 0);
+        for &len in lens {
+            let r = &records[at..at + len];
+            at += len;
+            if st.deadline.is_some() || st.bytes + len > self.limit {
                 dropped += 1;
                 continue;
             }
-            st.bytes += p.weight;
-            st.pending.push_back(p);
+            if st.open.records > 0 && st.open.bytes.len() + len > self.budget {
+                let next = Batch { bytes: st.spare.pop().unwrap_or_default(), records: 0 };
+                st.full.push_back(std::mem::replace(&mut st.open, next));
+            }
+            st.open.bytes.extend_from_slice(r);
+            st.open.records += 1;
+            st.bytes += len;
             kept += 1;
         }
         st.peak = st.peak.max(st.bytes);
@@ -161,7 +180,6 @@ impl Shared {
             st.oldest = Some(Instant::now());
         }
         self.add_dropped(dropped);
-        drop(st);
         if kept > 0 {
             self.wake.notify_one();
         }
@@ -171,7 +189,7 @@ impl Shared {
     fn add_exported(&self, n: u64) {
         self.exported.fetch_add(n, Ordering::Relaxed);
     }
-    fn add_failed(&self, n: u64) {
+    pub fn add_failed(&self, n: u64) {
         self.failed.fetch_add(n, Ordering::Relaxed);
     }
     fn add_dropped(&self, n: u64) {
@@ -202,47 +220,43 @@ impl Shared {
             dropped: self.dropped.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
-            buffered: (st.pending.len() + st.in_flight_records) as u64,
+            buffered: (st.waiting_records() + st.in_flight_records) as u64,
             buffered_bytes: st.bytes as u64,
             buffer_peak_bytes: st.peak as u64,
         }
     }
 
-    /// Takes the next batch: records whose delimited encodings add up to at
-    /// most `budget` bytes (at least one record), once the oldest has waited
-    /// `linger`, `budget` is reached, or close() was called. None: nothing
-    /// to send yet; `Some(wait)` in the error tells how long to wait.
-    pub fn take_batch(&self, budget: usize, linger: Duration) -> Result<Vec<Pending>, Option<Duration>> {
+    /// Takes the next batch: a full one at once; the one being filled once
+    /// its first record has waited `linger`, or at once during a flush or
+    /// close. `Err(None)`: nothing to send; `Err(Some(wait))`: how long to
+    /// wait for it.
+    pub fn take_batch(&self, linger: Duration) -> Result<Batch, Option<Duration>> {
         let mut st = self.lock();
-        let Some(oldest) = st.oldest else {
-            return Err(None);
-        };
-        let waited = oldest.elapsed();
-        let pending_bytes: usize = st.bytes - st.in_flight;
-        if st.deadline.is_none() && st.flushing == 0 && waited < linger && pending_bytes < budget {
-            return Err(Some(linger - waited));
-        }
-        let mut batch = Vec::new();
-        let mut size = 0;
-        while let Some(p) = st.pending.front() {
-            let delimited = delimited_len(p.encoded_len);
-            if !batch.is_empty() && size + delimited > budget {
-                break;
+        let st = &mut *st;
+        let batch = match st.full.pop_front() {
+            Some(b) => b,
+            None => {
+                let Some(oldest) = st.oldest else {
+                    return Err(None);
+                };
+                let waited = oldest.elapsed();
+                if st.deadline.is_none() && st.flushing == 0 && waited < linger {
+                    return Err(Some(linger - waited));
+                }
+                st.oldest = None;
+                let next = Batch { bytes: st.spare.pop().unwrap_or_default(), records: 0 };
+                std::mem::replace(&mut st.open, next)
             }
-            size += delimited;
-            let p = st.pending.pop_front().expect("front exists");
-            st.in_flight += p.weight;
-            batch.push(p);
-        }
-        st.in_flight_records = batch.len();
-        st.oldest = if st.pending.is_empty() { None } else { Some(Instant::now()) };
+        };
+        st.in_flight = batch.bytes.len();
+        st.in_flight_records = batch.records;
         Ok(batch)
     }
 
     /// The batch taken last is done: its records are counted (under the
-    /// lock, so that `stats()` never counts them twice) and its weight is
-    /// released.
-    pub fn finish_batch(&self, exported: u64, failed: u64, dropped: u64) {
+    /// lock, so that `stats()` never counts them twice), its bytes are
+    /// released and its buffer kept for reuse.
+    pub fn finish_batch(&self, batch: Batch, exported: u64, failed: u64, dropped: u64) {
         let mut st = self.lock();
         self.add_exported(exported);
         self.add_failed(failed);
@@ -250,18 +264,24 @@ impl Shared {
         st.bytes -= st.in_flight;
         st.in_flight = 0;
         st.in_flight_records = 0;
+        if st.spare.len() < SPARE_BUFFERS {
+            let mut b = batch.bytes;
+            b.clear();
+            st.spare.push(b);
+        }
         drop(st);
         self.progress.notify_all();
     }
 
-    /// Drops everything still pending (close()'s time is up); returns how
+    /// Drops everything still waiting (close()'s time is up); returns how
     /// many.
     pub fn drop_pending(&self) -> u64 {
         let mut st = self.lock();
-        let n = st.pending.len() as u64;
-        let w: usize = st.pending.iter().map(|p| p.weight).sum();
-        st.pending.clear();
-        st.bytes -= w;
+        let n = st.waiting_records() as u64;
+        let bytes = st.full.iter().map(|b| b.bytes.len()).sum::<usize>() + st.open.bytes.len();
+        st.full.clear();
+        st.open = Batch::default();
+        st.bytes -= bytes;
         st.oldest = None;
         self.add_dropped(n);
         n
@@ -269,60 +289,70 @@ impl Shared {
 
     /// Nothing pending and nothing in flight.
     pub fn idle(st: &State) -> bool {
-        st.pending.is_empty() && st.in_flight_records == 0
+        st.full.is_empty() && st.open.records == 0 && st.in_flight_records == 0
     }
-}
-
-/// The bytes a record takes inside its ScopeLogs: tag, length, encoding.
-pub fn delimited_len(encoded_len: usize) -> usize {
-    1 + prost::encoding::encoded_len_varint(encoded_len as u64) + encoded_len
-}
-
-/// A record ready for the buffer.
-pub fn pending(record: LogRecord) -> Pending {
-    let encoded_len = record.encoded_len();
-    let weight = weight(&record, encoded_len);
-    Pending { record, encoded_len, weight }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rec(body_len: usize) -> Pending {
-        pending(LogRecord { event_name: "x".repeat(body_len), ..Default::default() })
+    /// `n` records of `len` bytes each, as `push` takes them.
+    fn recs(n: usize, len: usize) -> (Vec<u8>, Vec<usize>) {
+        (vec![b'x'; n * len], vec![len; n])
+    }
+
+    fn push(s: &Shared, n: usize, len: usize) -> usize {
+        let (b, l) = recs(n, len);
+        s.push(&b, &l)
     }
 
     #[test]
     fn full_buffer_drops_and_counts() {
-        let one = rec(1000).weight;
-        let s = Shared::new(one * 3);
-        assert_eq!(s.push((0..5).map(|_| rec(1000))), 3);
+        let s = Shared::new(3000, 1 << 20);
+        assert_eq!(push(&s, 5, 1000), 3);
         let st = s.stats();
-        assert_eq!((st.dropped, st.buffered, st.buffered_bytes), (2, 3, 3 * one as u64));
-        // A taken batch keeps its weight until finished.
-        let b = s.take_batch(usize::MAX, Duration::ZERO).unwrap();
-        assert_eq!(b.len(), 3);
-        assert_eq!(s.push(std::iter::once(rec(1000))), 0);
-        s.finish_batch(3, 0, 0);
-        assert_eq!(s.push(std::iter::once(rec(1000))), 1);
+        assert_eq!((st.dropped, st.buffered, st.buffered_bytes), (2, 3, 3000));
+        // A taken batch keeps its bytes until finished.
+        let b = s.take_batch(Duration::ZERO).unwrap_or_else(|_| panic!("a batch"));
+        assert_eq!((b.records, b.bytes.len()), (3, 3000));
+        assert_eq!(push(&s, 1, 1000), 0);
+        s.finish_batch(b, 3, 0, 0);
+        assert_eq!(push(&s, 1, 1000), 1);
         let st = s.stats();
         assert_eq!((st.exported, st.dropped, st.buffered), (3, 3, 1));
-        assert_eq!(s.stats().buffer_peak_bytes, 3 * one as u64);
+        assert_eq!(st.buffer_peak_bytes, 3000);
+        assert_eq!(s.drop_pending(), 1);
+        let st = s.stats();
+        assert_eq!((st.dropped, st.buffered, st.buffered_bytes), (4, 0, 0));
     }
 
     #[test]
     fn batches_stay_within_the_budget_and_wait_for_more() {
-        let s = Shared::new(1 << 30);
-        s.push((0..10).map(|_| rec(100)));
-        assert!(matches!(s.take_batch(1 << 20, Duration::from_secs(60)), Err(Some(_))));
-        let per = delimited_len(rec(100).encoded_len);
-        let b = s.take_batch(per * 4 + per / 2, Duration::ZERO).unwrap();
-        assert_eq!(b.len(), 4);
-        s.finish_batch(4, 0, 0);
+        let s = Shared::new(1 << 30, 450);
+        assert_eq!(push(&s, 10, 100), 10);
+        // Full batches go at once, in order; the rest waits for more.
+        for _ in 0..2 {
+            let b = s.take_batch(Duration::from_secs(60)).unwrap_or_else(|_| panic!("a full batch"));
+            assert_eq!((b.records, b.bytes.len()), (4, 400));
+            s.finish_batch(b, 4, 0, 0);
+        }
+        assert!(matches!(s.take_batch(Duration::from_secs(60)), Err(Some(_))));
+        let b = s.take_batch(Duration::ZERO).unwrap_or_else(|_| panic!("the open batch"));
+        assert_eq!(b.records, 2);
+        s.finish_batch(b, 2, 0, 0);
+        assert!(matches!(s.take_batch(Duration::ZERO), Err(None)));
         // One record larger than the budget still goes (alone).
-        let s = Shared::new(1 << 30);
-        s.push(std::iter::once(rec(5000)));
-        assert_eq!(s.take_batch(100, Duration::ZERO).unwrap().len(), 1);
+        assert_eq!(push(&s, 1, 100) + push(&s, 1, 5000) + push(&s, 1, 100), 3);
+        let sizes: Vec<usize> = (0..3)
+            .map(|_| {
+                let b = s.take_batch(Duration::ZERO).unwrap_or_else(|_| panic!("a batch"));
+                let n = b.bytes.len();
+                s.finish_batch(b, 1, 0, 0);
+                n
+            })
+            .collect();
+        assert_eq!(sizes, [100, 5000, 100]);
+        assert_eq!(s.stats().exported, 13);
     }
 }

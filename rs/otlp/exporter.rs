@@ -3,16 +3,17 @@
 //! succeed later; `close` flushes within a time limit. Every record ends up
 //! counted in exactly one of `exported`, `export_failed`, `export_dropped`.
 
-use super::batch::Encoder;
-use super::buffer::{delimited_len, pending, ExportStats, Pending, Shared};
+use super::batch::{put_record, Encoder};
+use super::buffer::{Batch, ExportStats, Shared};
 use super::config::{OtlpConfig, Settings};
-use super::mapping::log_record;
+use super::mapping::fill_record;
 use super::resource::{new_source_id, resource, scope};
 use super::retry::Backoff;
 use super::transport::{Outcome, Transport};
 use crate::clock::epoch_ns;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,9 +22,9 @@ use tokio::sync::watch;
 
 /// How long the first record of a batch waits for others to join it.
 pub const LINGER: Duration = Duration::from_millis(100);
-/// Records mapped at a time by `export` before they go into the buffer:
-/// at most this many, of at most CHUNK_BYTES (bounds the memory of records
-/// on their way in, beyond the buffer's).
+/// Records encoded at a time by `export` before they go into the buffer:
+/// at most this many, or CHUNK_BYTES (bounds the memory of records on
+/// their way in, beyond the buffer's, to about CHUNK_BYTES and one record).
 const CHUNK: usize = 256;
 const CHUNK_BYTES: usize = 1 << 20;
 
@@ -43,6 +44,8 @@ pub struct Exporter {
     shared: Arc<Shared>,
     settings: Settings,
     source: String,
+    /// Bytes of records a request holds at most.
+    budget: usize,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// close()'s deadline, for the thread's waits.
     deadline: watch::Sender<Option<Instant>>,
@@ -63,7 +66,8 @@ impl Exporter {
     pub fn with_settings(settings: Settings) -> Result<Exporter> {
         let source = new_source_id();
         let encoder = Encoder::new(resource(&settings.resource, &source), scope());
-        let shared = Arc::new(Shared::new(settings.buffer_bytes));
+        let budget = encoder.record_budget;
+        let shared = Arc::new(Shared::new(settings.buffer_bytes, budget));
         let (deadline, deadline_rx) = watch::channel(None);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
         let thread = {
@@ -122,6 +126,7 @@ impl Exporter {
             shared,
             settings,
             source,
+            budget,
             thread: Mutex::new(Some(thread)),
             deadline,
             closed: AtomicBool::new(false),
@@ -151,18 +156,31 @@ impl Exporter {
         let observed = epoch_ns();
         let first = self.shared.reserve_seq(events.len() as u64);
         let mut kept = 0;
-        let mut chunk: Vec<Pending> = Vec::with_capacity(CHUNK.min(events.len()));
-        let mut chunk_bytes = 0;
+        // One record's buffers, reused from event to event, and the
+        // encodings of a chunk of records with their lengths.
+        let mut record = LogRecord::default();
+        let mut chunk: Vec<u8> = Vec::new();
+        let mut lens: Vec<usize> = Vec::with_capacity(CHUNK.min(events.len()));
         for (seq, e) in (first..).zip(events) {
-            let p = pending(log_record(e, seq, observed));
-            chunk_bytes += p.weight;
-            chunk.push(p);
-            if chunk.len() == CHUNK || chunk_bytes >= CHUNK_BYTES {
-                kept += self.shared.push(chunk.drain(..));
-                chunk_bytes = 0;
+            fill_record(&mut record, e, seq, observed);
+            let len = put_record(&mut chunk, &record);
+            if len > self.budget {
+                chunk.truncate(chunk.len() - len);
+                self.shared.set_error(format!(
+                    "a record of {len} bytes does not fit in one request (at most {} bytes of records): not sent",
+                    self.budget
+                ));
+                self.shared.add_failed(1);
+                continue;
+            }
+            lens.push(len);
+            if lens.len() == CHUNK || chunk.len() >= CHUNK_BYTES {
+                kept += self.shared.push(&chunk, &lens);
+                chunk.clear();
+                lens.clear();
             }
         }
-        kept += self.shared.push(chunk.drain(..));
+        kept += self.shared.push(&chunk, &lens);
         Ok(kept)
     }
 
@@ -275,7 +293,7 @@ impl Sender<'_> {
             if self.deadline.borrow().is_some_and(|d| Instant::now() >= d) {
                 break; // close()'s time is up: what is left is dropped below
             }
-            let wait = match self.shared.take_batch(self.encoder.record_budget, LINGER) {
+            let wait = match self.shared.take_batch(LINGER) {
                 Ok(batch) => {
                     self.send(batch).await;
                     continue;
@@ -310,16 +328,9 @@ impl Sender<'_> {
     }
 
     /// Sends one batch until it is taken, refused, or close()'s time is up.
-    async fn send(&mut self, batch: Vec<Pending>) {
-        let n = batch.len() as u64;
-        if n == 1 && delimited_len(batch[0].encoded_len) > self.encoder.record_budget {
-            self.shared.set_error(format!(
-                "a record of {} bytes does not fit in one request (at most {} bytes): not sent",
-                batch[0].encoded_len, self.encoder.record_budget
-            ));
-            return self.shared.finish_batch(0, 1, 0);
-        }
-        let body = self.transport.prepare(self.encoder.encode(batch.into_iter().map(|p| p.record).collect()));
+    async fn send(&mut self, batch: Batch) {
+        let n = batch.records as u64;
+        let body = self.transport.prepare(self.encoder.encode(&batch.bytes));
         let mut backoff = Backoff::new();
         loop {
             let attempt = tokio::time::timeout(self.timeout + Duration::from_secs(1), self.transport.send(body.clone()));
@@ -327,7 +338,7 @@ impl Sender<'_> {
                 o = attempt => o.unwrap_or_else(|_| Outcome::Retry { after: None, why: format!("no answer within {:?}", self.timeout) }),
                 _ = Self::closing(self.deadline.clone()) => {
                     self.shared.set_error("close: the time ran out while a request was under way".into());
-                    return self.shared.finish_batch(0, 0, n);
+                    return self.shared.finish_batch(batch, 0, 0, n);
                 }
             };
             match outcome {
@@ -337,23 +348,23 @@ impl Sender<'_> {
                         self.shared.set_error(format!("the receiver rejected {rejected} of {n} records: {message}"));
                     }
                     self.shared.add_request();
-                    return self.shared.finish_batch(n - rejected, rejected, 0);
+                    return self.shared.finish_batch(batch, n - rejected, rejected, 0);
                 }
                 Outcome::Failed { why } => {
                     self.shared.set_error(why);
                     self.shared.add_request();
-                    return self.shared.finish_batch(0, n, 0);
+                    return self.shared.finish_batch(batch, 0, n, 0);
                 }
                 Outcome::Retry { after, why } => {
                     self.shared.set_error(why);
                     let delay = backoff.delay(after);
                     let deadline = *self.deadline.borrow();
                     if deadline.is_some_and(|d| Instant::now() + delay >= d) {
-                        return self.shared.finish_batch(0, 0, n);
+                        return self.shared.finish_batch(batch, 0, 0, n);
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = Self::closing(self.deadline.clone()) => return self.shared.finish_batch(0, 0, n),
+                        _ = Self::closing(self.deadline.clone()) => return self.shared.finish_batch(batch, 0, 0, n),
                     }
                     self.shared.add_retry();
                 }

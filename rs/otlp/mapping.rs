@@ -53,6 +53,7 @@ fn unsigned(u: u64) -> Value {
 }
 
 /// Text as a string when it is UTF-8, else the exact bytes.
+#[cfg(test)]
 fn text(b: &[u8]) -> Value {
     match std::str::from_utf8(b) {
         Ok(s) => Value::StringValue(s.to_string()),
@@ -69,98 +70,208 @@ pub fn is_write_like(e: &Event) -> bool {
     e.event_type.typed().is_some_and(|t| t.fields().iter().any(|f| f.kind == FieldKind::Bytes))
 }
 
-/// The value of a variable field; None when it was not captured.
-fn var_value(kind: FieldKind, v: &Var) -> Option<Value> {
-    if !v.captured() {
-        return None;
+/// A value written over the one a slot held for the record before: a
+/// string or bytes value of the same kind keeps its buffer, so that a
+/// stream of similar records costs no allocation per attribute.
+fn set_str(slot: &mut Option<AnyValue>, s: &str) {
+    if let Some(AnyValue { value: Some(Value::StringValue(old)) }) = slot {
+        old.clear();
+        old.push_str(s);
+    } else {
+        *slot = Some(AnyValue { value: Some(Value::StringValue(s.to_owned())) });
     }
-    Some(match kind {
-        FieldKind::StrList => array(v.strings().map(text)),
-        FieldKind::Bytes => Value::BytesValue(v.data.to_vec()),
-        _ => text(&v.data),
-    })
+}
+
+fn set_bytes(slot: &mut Option<AnyValue>, b: &[u8]) {
+    if let Some(AnyValue { value: Some(Value::BytesValue(old)) }) = slot {
+        old.clear();
+        old.extend_from_slice(b);
+    } else {
+        *slot = Some(AnyValue { value: Some(Value::BytesValue(b.to_vec())) });
+    }
+}
+
+/// Text as a string when it is UTF-8, else the exact bytes.
+fn set_text(slot: &mut Option<AnyValue>, b: &[u8]) {
+    match std::str::from_utf8(b) {
+        Ok(s) => set_str(slot, s),
+        Err(_) => set_bytes(slot, b),
+    }
+}
+
+fn set_value(slot: &mut Option<AnyValue>, v: Value) {
+    *slot = Some(AnyValue { value: Some(v) });
+}
+
+/// A list of key-values written from the start over the previous record's:
+/// keys are rewritten in their own buffers, and `finish` cuts what the
+/// previous record had beyond this one's.
+struct KvWriter<'a> {
+    list: &'a mut Vec<KeyValue>,
+    n: usize,
+}
+
+impl<'a> KvWriter<'a> {
+    fn new(list: &'a mut Vec<KeyValue>) -> KvWriter<'a> {
+        KvWriter { list, n: 0 }
+    }
+
+    /// The value slot of the next key, made of `parts`.
+    fn slot(&mut self, parts: &[&str]) -> &mut Option<AnyValue> {
+        if self.n == self.list.len() {
+            self.list.push(KeyValue::default());
+        }
+        let kv = &mut self.list[self.n];
+        self.n += 1;
+        kv.key.clear();
+        for p in parts {
+            kv.key.push_str(p);
+        }
+        &mut kv.value
+    }
+
+    fn int(&mut self, key: &[&str], i: impl Into<i64>) {
+        set_value(self.slot(key), Value::IntValue(i.into()));
+    }
+
+    fn unsigned(&mut self, key: &[&str], u: u64) {
+        match i64::try_from(u) {
+            Ok(i) => self.int(key, i),
+            Err(_) => set_str(self.slot(key), &u.to_string()),
+        }
+    }
+
+    fn str(&mut self, key: &[&str], s: &str) {
+        set_str(self.slot(key), s);
+    }
+
+    /// Bytes shown as text: invalid UTF-8 replaced (the exact bytes are
+    /// elsewhere in the record).
+    fn lossy(&mut self, key: &[&str], b: &[u8]) {
+        set_str(self.slot(key), &String::from_utf8_lossy(b));
+    }
+
+    fn value(&mut self, key: &[&str], v: Value) {
+        set_value(self.slot(key), v);
+    }
+
+    fn finish(self) {
+        self.list.truncate(self.n);
+    }
 }
 
 /// `tracer_ebpf.payload.<field>_lost`, `_truncated`, `_size`: what the JSON
 /// line says beside the field.
-fn var_flags(attrs: &mut Vec<KeyValue>, name: &str, v: &Var) {
+fn var_flags(attrs: &mut KvWriter<'_>, name: &str, v: &Var) {
     if let Some(why) = v.lost() {
-        attrs.push(kv(format!("{PAYLOAD_NS}{name}_lost"), Value::StringValue(why.to_string())));
+        attrs.str(&[PAYLOAD_NS, name, "_lost"], why);
     }
     if v.truncated() {
-        attrs.push(kv(format!("{PAYLOAD_NS}{name}_truncated"), Value::BoolValue(true)));
+        attrs.value(&[PAYLOAD_NS, name, "_truncated"], Value::BoolValue(true));
         if v.size != 0 {
-            attrs.push(kv(format!("{PAYLOAD_NS}{name}_size"), unsigned(v.size)));
+            attrs.unsigned(&[PAYLOAD_NS, name, "_size"], v.size);
         }
+    }
+}
+
+/// The value of a captured variable field, written into `slot`.
+fn set_var(slot: &mut Option<AnyValue>, kind: FieldKind, v: &Var) {
+    match kind {
+        FieldKind::StrList => {
+            let items = v.strings().map(|s| match std::str::from_utf8(s) {
+                Ok(t) => Value::StringValue(t.to_string()),
+                Err(_) => Value::BytesValue(s.to_vec()),
+            });
+            set_value(slot, array(items))
+        }
+        FieldKind::Bytes => set_bytes(slot, &v.data),
+        _ => set_text(slot, &v.data),
     }
 }
 
 /// The LogRecord of `e`, the `seq`-th record of its exporter, read at
 /// `observed_ns` (epoch ns).
 pub fn log_record(e: &Event, seq: u64, observed_ns: u64) -> LogRecord {
-    let mut attrs = Vec::with_capacity(16);
-    attrs.push(kv("process.pid", int(e.pid)));
-    attrs.push(kv("thread.id", int(e.tid)));
-    attrs.push(kv("process.parent_pid", int(e.ppid)));
+    let mut r = LogRecord::default();
+    fill_record(&mut r, e, seq, observed_ns);
+    r
+}
+
+/// Writes the LogRecord of `e` over `r` (which may hold the previous
+/// record: its buffers are reused).
+pub fn fill_record(r: &mut LogRecord, e: &Event, seq: u64, observed_ns: u64) {
+    let mut attrs = KvWriter::new(&mut r.attributes);
+    attrs.int(&["process.pid"], e.pid);
+    attrs.int(&["thread.id"], e.tid);
+    attrs.int(&["process.parent_pid"], e.ppid);
     let comm = e.comm.as_bytes();
-    attrs.push(kv("process.executable.name", Value::StringValue(String::from_utf8_lossy(comm).into_owned())));
+    attrs.lossy(&["process.executable.name"], comm);
     match &e.payload {
         Payload::SchedSchedProcessExec(p) => {
-            attrs.push(kv("process.args_count", int(p.argc)));
+            attrs.int(&["process.args_count"], p.argc);
             if p.argv.captured() {
                 let args = p.argv.strings().map(|a| Value::StringValue(String::from_utf8_lossy(a).into_owned()));
-                attrs.push(kv("process.command_args", array(args)));
+                attrs.value(&["process.command_args"], array(args));
             }
-            attrs.push(kv("process.real_user.id", int(p.uid)));
+            attrs.int(&["process.real_user.id"], p.uid);
             // Only a whole path: a cut one is not a directory (the body has it).
             if p.cwd.captured() && !p.cwd.truncated() {
-                attrs.push(kv("process.working_directory", Value::StringValue(String::from_utf8_lossy(&p.cwd.data).into_owned())));
+                attrs.lossy(&["process.working_directory"], &p.cwd.data);
             }
         }
         // A process already running (snapshot): its argv and executable.
         Payload::ProcSnapshot(p) => {
             if p.argv.captured() {
                 let args = p.argv.strings().map(|a| Value::StringValue(String::from_utf8_lossy(a).into_owned()));
-                attrs.push(kv("process.command_args", array(args)));
+                attrs.value(&["process.command_args"], array(args));
             }
             if p.exe.captured() && !p.exe.data.is_empty() {
-                attrs.push(kv("process.executable.path", Value::StringValue(String::from_utf8_lossy(&p.exe.data).into_owned())));
+                attrs.lossy(&["process.executable.path"], &p.exe.data);
             }
         }
-        Payload::SchedSchedProcessExit(p) if p.signal == 0 => attrs.push(kv("process.exit.code", int(p.exit_status))),
+        Payload::SchedSchedProcessExit(p) if p.signal == 0 => attrs.int(&["process.exit.code"], p.exit_status),
         _ => {}
     }
     if std::str::from_utf8(comm).is_err() {
-        attrs.push(kv(format!("{NS}comm_bytes"), Value::BytesValue(comm.to_vec())));
+        set_bytes(attrs.slot(&[NS, "comm_bytes"]), comm);
     }
-    attrs.push(kv(format!("{NS}upid"), unsigned(e.upid)));
-    attrs.push(kv(format!("{NS}uppid"), unsigned(e.uppid)));
-    attrs.push(kv(format!("{NS}event_id"), unsigned(e.event_id)));
-    attrs.push(kv(format!("{NS}cpu"), int(e.cpu)));
-    attrs.push(kv(format!("{NS}cgroup_id"), unsigned(e.cgroup_id)));
+    attrs.unsigned(&[NS, "upid"], e.upid);
+    attrs.unsigned(&[NS, "uppid"], e.uppid);
+    attrs.unsigned(&[NS, "event_id"], e.event_id);
+    attrs.int(&[NS, "cpu"], e.cpu);
+    attrs.unsigned(&[NS, "cgroup_id"], e.cgroup_id);
     if let Some(c) = &e.cgroup {
         if let Some(p) = &c.path {
-            attrs.push(kv(format!("{NS}cgroup"), Value::StringValue(p.clone())));
+            attrs.str(&[NS, "cgroup"], p);
         }
         if let Some(id) = &c.container_id {
-            attrs.push(kv("container.id", Value::StringValue(id.clone())));
+            attrs.str(&["container.id"], id);
         }
-        if let Some(r) = c.runtime {
-            attrs.push(kv("container.runtime", Value::StringValue(r.into())));
+        if let Some(rt) = c.runtime {
+            attrs.str(&["container.runtime"], rt);
         }
         if let Some(u) = &c.pod_uid {
-            attrs.push(kv("k8s.pod.uid", Value::StringValue(u.clone())));
+            attrs.str(&["k8s.pod.uid"], u);
         }
     }
     if (e.ns_pid, e.ns_tid) != (e.pid, e.tid) {
-        attrs.push(kv(format!("{NS}ns_pid"), int(e.ns_pid)));
-        attrs.push(kv(format!("{NS}ns_tid"), int(e.ns_tid)));
+        attrs.int(&[NS, "ns_pid"], e.ns_pid);
+        attrs.int(&[NS, "ns_tid"], e.ns_tid);
     }
-    attrs.push(kv(format!("{NS}seq"), unsigned(seq)));
+    attrs.unsigned(&[NS, "seq"], seq);
 
     let write_like = is_write_like(e);
-    let mut body: Option<Value> = None;
-    let mut fields: Vec<KeyValue> = Vec::new();
+    // The body's buffers, kept from the previous record when of the same kind.
+    let mut body = r.body.take().and_then(|b| b.value);
+    let mut fields = match body.take() {
+        Some(Value::KvlistValue(l)) if !write_like => l.values,
+        other => {
+            body = other;
+            Vec::new()
+        }
+    };
+    let mut fields_w = KvWriter::new(&mut fields);
+    let mut has_body = false;
     e.payload.for_each_field(|f: FieldRef<'_>, v: FieldValue<'_>| {
         let (value, decoded) = match v {
             FieldValue::Unsigned(u) => (Some(unsigned(u)), f.decode.and_then(|d| decoded_name(d, u as i64))),
@@ -169,38 +280,55 @@ pub fn log_record(e: &Event, seq: u64, observed_ns: u64) -> LogRecord {
             FieldValue::IList(l) => (Some(array(l.iter().map(|&i| int(i)))), None),
             FieldValue::Var(var) => {
                 var_flags(&mut attrs, f.name, var);
-                if write_like && f.kind == FieldKind::Bytes {
-                    body = var_value(f.kind, var);
-                    return;
+                if !write_like {
+                    let slot = fields_w.slot(&[f.name]);
+                    if var.captured() {
+                        set_var(slot, f.kind, var);
+                    } else {
+                        *slot = Some(AnyValue { value: None });
+                    }
+                } else if !var.captured() {
+                    // Nothing to show: its `_lost` attribute says why.
+                } else if f.kind == FieldKind::Bytes {
+                    let mut slot = body.take().map(|v| AnyValue { value: Some(v) });
+                    set_var(&mut slot, f.kind, var);
+                    body = slot.and_then(|s| s.value);
+                    has_body = true;
+                } else {
+                    set_var(attrs.slot(&[PAYLOAD_NS, f.name]), f.kind, var);
                 }
-                (var_value(f.kind, var), None)
+                return;
             }
         };
         if write_like {
             if let Some(value) = value {
-                attrs.push(kv(format!("{PAYLOAD_NS}{}", f.name), value));
+                attrs.value(&[PAYLOAD_NS, f.name], value);
             }
             if let Some(n) = decoded {
-                attrs.push(kv(format!("{PAYLOAD_NS}{}_name", f.name), Value::StringValue(n)));
+                attrs.str(&[PAYLOAD_NS, f.name, "_name"], &n);
             }
         } else {
-            fields.push(KeyValue { key: f.name.to_string(), value: Some(AnyValue { value }), ..Default::default() });
+            *fields_w.slot(&[f.name]) = Some(AnyValue { value });
             if let Some(n) = decoded {
-                fields.push(kv(format!("{}_name", f.name), Value::StringValue(n)));
+                fields_w.str(&[f.name, "_name"], &n);
             }
         }
     });
-    if !write_like {
-        body = Some(Value::KvlistValue(KeyValueList { values: fields }));
-    }
-    LogRecord {
-        time_unix_nano: e.timestamp_ns,
-        observed_time_unix_nano: observed_ns,
-        event_name: e.event_type.name().to_string(),
-        body: body.map(|v| AnyValue { value: Some(v) }),
-        attributes: attrs,
-        ..Default::default()
-    }
+    fields_w.finish();
+    attrs.finish();
+    r.body = if write_like {
+        if has_body {
+            body.map(|v| AnyValue { value: Some(v) })
+        } else {
+            None
+        }
+    } else {
+        Some(AnyValue { value: Some(Value::KvlistValue(KeyValueList { values: fields })) })
+    };
+    r.time_unix_nano = e.timestamp_ns;
+    r.observed_time_unix_nano = observed_ns;
+    r.event_name.clear();
+    r.event_name.push_str(e.event_type.name());
 }
 
 #[cfg(test)]
@@ -339,6 +467,39 @@ mod tests {
         assert_eq!(attr(&r, "process.exit.code"), None);
         assert_eq!(field(&r, "signal").unwrap().value, Some(Value::IntValue(9)));
         assert_eq!(field(&r, "signal_name").unwrap().value, Some(Value::StringValue("SIGKILL".into())));
+    }
+
+    #[test]
+    fn a_record_written_over_another_is_the_same_as_a_fresh_one() {
+        let var = |d: &'static [u8], flags| Var { data: Bytes::from_static(d), flags, size: 0 };
+        let write = |content: Var| Payload::SyscallsSysEnterWrite(payload::SyscallsSysEnterWrite { fd: 1, count: 10, content });
+        let exec = |cwd: Var| {
+            Payload::SchedSchedProcessExec(payload::SchedSchedProcessExec {
+                old_pid: 10,
+                argc: 2,
+                filename: var(b"/bin/x\xff", 0),
+                argv: var(b"x\0y\0", 0),
+                uid: 1,
+                gid: 2,
+                cwd,
+            })
+        };
+        let events = [
+            event(EventType::SyscallsSysEnterWrite, write(var(b"hello\0\xfe", vf::TRUNCATED)), b"sh\xff"),
+            event(EventType::SchedSchedProcessExec, exec(var(b"/tmp", 0)), b"x"),
+            event(EventType::SyscallsSysEnterWrite, write(var(b"", vf::NO_SPACE)), b"sh"),
+            event(EventType::SchedSchedProcessExec, exec(var(b"", vf::NO_SPACE)), b"longer-comm"),
+            event(EventType::SyscallsSysEnterWrite, write(var(b"abc", 0)), b"sh"),
+            event(EventType::SyscallsSysEnterWrite, write(var(b"\xffdef", 0)), b"a"),
+        ];
+        // Every event after every other (and after itself).
+        for a in &events {
+            for b in &events {
+                let mut r = log_record(a, 1, 2);
+                fill_record(&mut r, b, 3, 4);
+                assert_eq!(r, log_record(b, 3, 4));
+            }
+        }
     }
 
     #[test]
