@@ -131,7 +131,7 @@ static void reap(pid_t pid)
 
 /* A tracer of writes by tasks named `comm`, delivering to on_event with `c`;
  * without a callback if `c` is NULL (read as Arrow only). */
-static struct tb_tracer *open_write_tracer(const char *comm, struct collect *c)
+static struct tb_tracer *open_tracer(const char *comm, struct collect *c, int arrow)
 {
 	const char *events[] = { "syscalls/sys_enter_write" };
 	const char *comms[] = { comm };
@@ -143,11 +143,17 @@ static struct tb_tracer *open_write_tracer(const char *comm, struct collect *c)
 	o.ncomms = 1;
 	o.on_event = c ? on_event : NULL;
 	o.ctx = c;
+	o.arrow = arrow;
 	struct tb_tracer *t = NULL;
 	char err[4096];
 	int rc = tb_open(&o, &t, err, sizeof err);
 	CHECK(rc == TB_OK && t, "tb_open: %d %s", rc, err);
 	return rc == TB_OK ? t : NULL;
+}
+
+static struct tb_tracer *open_write_tracer(const char *comm, struct collect *c)
+{
+	return open_tracer(comm, c, 0);
 }
 
 static void poll_until(struct tb_tracer *t, struct collect *c, int marks)
@@ -552,11 +558,13 @@ static void wait_queued(struct tb_tracer *t, uint64_t n)
 /* A child's writes arrive as rows with its exact bytes and pid; batch
  * bounds, stop and drain as tb_poll/tb_consume; batches and the schema
  * outlive the tracer; no callback needed. */
-static void test_arrow(void)
+/* Batches built from the queue's events, or by the reader (tb_options.arrow):
+ * the same rows either way. */
+static void test_arrow(int built_by_reader)
 {
 	char comm[32];
 	snprintf(comm, sizeof comm, "tbarrow%d", (int)(getpid() % 100000));
-	struct tb_tracer *t = open_write_tracer(comm, NULL);
+	struct tb_tracer *t = open_tracer(comm, NULL, built_by_reader);
 	if (!t)
 		return;
 	CHECK(tb_poll(t, 0) == TB_ERR_INVALID && tb_consume(t) == TB_ERR_INVALID, "callback calls without a callback");
@@ -813,7 +821,8 @@ int main(void)
 	test_stop();
 	test_set_filters();
 	test_generic_tracepoint();
-	test_arrow();
+	test_arrow(0);
+	test_arrow(1);
 	if (failures) {
 		fprintf(stderr, "api-test: %d failure(s)\n", failures);
 		return 1;

@@ -224,6 +224,11 @@ struct tb_options {
 	 * existing descendants, then followed too), parents first, before any
 	 * live event (docs/snapshot.md). */
 	int snapshot;
+	/* Non-zero: the reader thread builds Arrow record batches as events
+	 * arrive; tb_poll_arrow/tb_consume_arrow hand them out as they are (the
+	 * fastest way to columns), and tb_poll/tb_consume fail with
+	 * TB_ERR_INVALID (docs/columnar.md). */
+	int arrow;
 };
 
 struct tb_tracer;

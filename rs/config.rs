@@ -72,6 +72,10 @@ pub struct Config {
     /// targets and their existing descendants, which are then followed
     /// too), parents first, before any live event (see `snapshot`).
     pub snapshot: bool,
+    /// The reader builds Arrow record batches as events arrive (no `Event`
+    /// is queued): take them with `poll_arrow`, which then only hands out
+    /// batches already built; `poll` and every per-event form refuse.
+    pub arrow: bool,
 }
 
 impl Default for Config {
@@ -99,6 +103,7 @@ impl Default for Config {
             trace_self: false,
             generic_max: 4096,
             snapshot: false,
+            arrow: false,
         }
     }
 }
@@ -141,6 +146,7 @@ impl Config {
     setter!(trace_self: bool);
     setter!(generic_max: u32);
     setter!(snapshot: bool);
+    setter!(arrow: bool);
 
     /// Validates everything and expands event names over the typed events
     /// only (no tracefs needed).
@@ -216,6 +222,7 @@ impl Config {
             wake_ns: self.wake_interval.as_nanos().min(u64::MAX as u128) as u64,
             trace_self: self.trace_self,
             snapshot: self.snapshot,
+            arrow: self.arrow,
         };
         r.validate_comm()?;
         Ok(r)
@@ -253,6 +260,8 @@ pub struct ResolvedConfig {
     pub trace_self: bool,
     /// Take the process snapshot (`proc/snapshot` is then in `events`).
     pub snapshot: bool,
+    /// Record batches built by the reader (`Config::arrow`).
+    pub arrow: bool,
 }
 
 /// The range of each numeric option, inclusive: the one table the Rust

@@ -6,11 +6,14 @@
 //! is full the reader stops draining; the kernel buffers then fill and count
 //! what they cannot hold, so a full queue never loses anything silently.
 
+use crate::columnar::{BatchBuilder, EventSchema};
 use crate::error::{Error, Result};
 use crate::event::Event;
+use arrow_array::RecordBatch;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -18,10 +21,24 @@ use std::time::{Duration, Instant};
 /// beyond (about 150 bytes an event), and that is given back.
 const KEEP_CAPACITY: usize = 16 << 10;
 
-/// Decoded events waiting for `poll`, with what each weighs.
+/// Rows per record batch a queue of batches builds (`Config::arrow`), the
+/// default `max_events` of `poll_arrow`.
+pub const ARROW_BATCH_ROWS: usize = 65536;
+
+/// Decoded events waiting for `poll`, with what each weighs: as `Event`s,
+/// or, for a tracer that builds Arrow batches in its reader
+/// (`Config::arrow`), as rows of record batches: full ones, then the one
+/// being built, which a consumer finding no full batch takes as it is (so
+/// batches are large while the consumer lags, and rows wait no longer than
+/// it takes the consumer to ask).
 #[derive(Default)]
 pub(crate) struct EventQueue {
     events: VecDeque<Event>,
+    batches: VecDeque<RecordBatch>,
+    /// Rows of `batches`.
+    batch_rows: usize,
+    builder: Option<BatchBuilder>,
+    /// One per event or row, in order.
     weights: VecDeque<u32>,
     bytes: usize,
     peak: usize,
@@ -32,6 +49,21 @@ pub(crate) struct EventQueue {
 }
 
 impl EventQueue {
+    fn len(&self) -> usize {
+        self.events.len() + self.batch_rows + self.builder.as_ref().map_or(0, |b| b.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes `n` weights (the events or rows just handed out).
+    fn release(&mut self, n: usize) {
+        self.taken += n as u64;
+        let freed: usize = self.weights.drain(..n).map(|w| w as usize).sum();
+        self.bytes -= freed;
+    }
+
     /// What an event counts for: its payload bytes plus the event itself.
     pub(crate) fn weight(payload_len: usize) -> u32 {
         (std::mem::size_of::<Event>() + payload_len).min(u32::MAX as usize) as u32
@@ -110,7 +142,7 @@ impl Shared {
     /// are queued).
     pub(crate) fn ready_fd(&self) -> i32 {
         let q = self.lock();
-        if !self.ready_armed.swap(true, Ordering::Relaxed) && !q.events.is_empty() {
+        if !self.ready_armed.swap(true, Ordering::Relaxed) && !q.is_empty() {
             signal(&self.ready_fd);
         }
         self.ready_fd.as_raw_fd()
@@ -127,7 +159,7 @@ impl Shared {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.lock().events.is_empty()
+        self.lock().is_empty()
     }
 
     /// Bytes the reader may still add before the queue is full.
@@ -138,15 +170,20 @@ impl Shared {
     /// (events, bytes, peak bytes) now in the queue, and events taken so far.
     pub(crate) fn levels(&self) -> (u64, u64, u64, u64) {
         let q = self.lock();
-        (q.events.len() as u64, q.bytes as u64, q.peak as u64, q.taken)
+        (q.len() as u64, q.bytes as u64, q.peak as u64, q.taken)
     }
 
     /// Empties the queue (the tracer is closing); returns how many events
     /// were in it.
     pub(crate) fn discard(&self) -> u64 {
         let mut q = self.lock();
-        let n = q.events.len() as u64;
+        let n = q.len() as u64;
         q.events = VecDeque::new();
+        q.batches = VecDeque::new();
+        q.batch_rows = 0;
+        if let Some(b) = &mut q.builder {
+            *b = BatchBuilder::with_capacity(Arc::clone(b.schema()), 0);
+        }
         q.weights = VecDeque::new();
         q.bytes = 0;
         if self.armed() {
@@ -155,11 +192,42 @@ impl Shared {
         n
     }
 
-    pub(crate) fn push(&self, events: impl Iterator<Item = Event>, weights: impl Iterator<Item = u32>) {
+    /// From now on, events pushed become rows of record batches of
+    /// `schema` (before the first push).
+    pub(crate) fn build_batches(&self, schema: Arc<EventSchema>) {
+        self.lock().builder = Some(BatchBuilder::with_capacity(schema, ARROW_BATCH_ROWS));
+    }
+
+    /// Queues `events` (which it empties), each weighing its entry of
+    /// `weights`. Building rows fails only for an event type the batches'
+    /// schema lacks (a bug): then nothing is queued.
+    pub(crate) fn push(&self, events: &mut Vec<Event>, weights: impl Iterator<Item = u32>) -> Result<()> {
         let mut q = self.lock();
-        let was_empty = q.events.is_empty();
-        q.events.extend(events);
-        if was_empty && !q.events.is_empty() && self.armed() {
+        let was_empty = q.is_empty();
+        let q_ref = &mut *q;
+        match &mut q_ref.builder {
+            None => q_ref.events.extend(events.drain(..)),
+            Some(b) => {
+                let mut rest: &[Event] = events;
+                while !rest.is_empty() {
+                    let (now, later) = rest.split_at(rest.len().min(ARROW_BATCH_ROWS - b.len()));
+                    b.extend(now)?;
+                    rest = later;
+                    if b.len() >= ARROW_BATCH_ROWS {
+                        let batch = b.finish()?;
+                        q_ref.batch_rows += batch.num_rows();
+                        q_ref.batches.push_back(batch);
+                    }
+                }
+                events.clear();
+            }
+        }
+        self.added(q, was_empty, weights);
+        Ok(())
+    }
+
+    fn added(&self, mut q: MutexGuard<'_, EventQueue>, was_empty: bool, weights: impl Iterator<Item = u32>) {
+        if was_empty && !q.is_empty() && self.armed() {
             signal(&self.ready_fd);
         }
         for w in weights {
@@ -182,10 +250,8 @@ impl Shared {
             if !q.events.is_empty() {
                 let n = q.events.len().min(max);
                 out.extend(q.events.drain(..n));
-                q.taken += n as u64;
-                let freed: usize = q.weights.drain(..n).map(|w| w as usize).sum();
-                q.bytes -= freed;
-                if q.events.is_empty() && self.armed() {
+                q.release(n);
+                if q.is_empty() && self.armed() {
                     clear(&self.ready_fd);
                 }
                 if q.events.is_empty() && q.events.capacity() > KEEP_CAPACITY {
@@ -203,6 +269,56 @@ impl Shared {
             };
             if left.is_zero() || self.stop.load(Ordering::Acquire) {
                 return Ok(0);
+            }
+            q = self.ready.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// Takes up to `max` rows of record batches, waiting until `deadline`
+    /// (None: forever) for the first: a full batch, else the one being
+    /// built; cut at `max` rows (without a copy), the rest left first in the
+    /// queue. None if no row came.
+    pub(crate) fn take_batch(&self, max: usize, deadline: Option<Instant>) -> Result<Option<RecordBatch>> {
+        let max = max.max(1);
+        let mut q = self.lock();
+        loop {
+            if let Some(e) = q.error.take() {
+                return Err(e);
+            }
+            let q_ref = &mut *q;
+            if q_ref.batches.is_empty() {
+                if let Some(b) = q_ref.builder.as_mut().filter(|b| !b.is_empty()) {
+                    let batch = b.finish()?;
+                    q_ref.batch_rows += batch.num_rows();
+                    q_ref.batches.push_back(batch);
+                }
+            }
+            if let Some(first) = q.batches.pop_front() {
+                let batch = if first.num_rows() > max {
+                    q.batches.push_front(first.slice(max, first.num_rows() - max));
+                    first.slice(0, max)
+                } else {
+                    first
+                };
+                let n = batch.num_rows();
+                q.batch_rows -= n;
+                q.release(n);
+                if q.is_empty() && self.armed() {
+                    clear(&self.ready_fd);
+                }
+                if q.is_empty() && q.weights.capacity() > KEEP_CAPACITY {
+                    q.weights.shrink_to(KEEP_CAPACITY);
+                }
+                drop(q);
+                self.room.notify_all();
+                return Ok(Some(batch));
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() || self.stop.load(Ordering::Acquire) {
+                return Ok(None);
             }
             q = self.ready.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
         }

@@ -75,8 +75,9 @@ impl Core {
         if n > 0 {
             // Pushed while `live` is held: events enter the queue in ring
             // order whichever thread consumed them.
-            self.shared.push(inbox.pending.drain(..), inbox.weights.drain(..));
+            let pushed = self.shared.push(&mut inbox.pending, inbox.weights.drain(..));
             inbox.pending_bytes = 0;
+            pushed?;
         }
         Ok(n)
     }

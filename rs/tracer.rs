@@ -181,11 +181,18 @@ impl Tracer {
         let epoll_fd = ring.epoll_fd();
         let live = Live { ring, links, inbox, loaded };
         let core = Arc::new(Core { live: Mutex::new(Some(live)), shared: Shared::new(config.queue_bytes)? });
+        let arrow_schema = OnceLock::new();
+        if config.arrow {
+            let schema = arrow_schema_of(&config.events, &formats);
+            core.shared.build_batches(Arc::clone(&schema));
+            let _ = arrow_schema.set(schema);
+        }
         // Queued before the ring is first read: ahead of every live event.
         // Never dropped for room: until the consumer takes them, the reader
         // waits and the kernel buffers hold (and count) what comes.
         let weights: Vec<u32> = snapshot.iter().map(|e| EventQueue::weight(crate::snapshot::payload_len(e))).collect();
-        core.shared.push(snapshot.into_iter(), weights.into_iter());
+        let mut snapshot = snapshot;
+        core.shared.push(&mut snapshot, weights.into_iter())?;
         fork_guard::keep_new_mappings_from_children(&mappings_before);
         let mut fds = fork_guard::new_bpf_fds(&fds_before);
         fds.push(epoll_fd);
@@ -218,7 +225,7 @@ impl Tracer {
             generic_formats: formats,
             attach_failures,
             output_readers,
-            arrow_schema: OnceLock::new(),
+            arrow_schema,
             arrow_scratch: Vec::new(),
         })
     }
@@ -295,18 +302,38 @@ impl Tracer {
     /// Like `poll`, appending to `out`; returns how many were appended.
     pub fn poll_into(&mut self, out: &mut Vec<Event>, max: usize, timeout: Duration) -> Result<usize> {
         self.check_open()?;
+        if self.config.arrow {
+            return Err(Error::Config(
+                "this tracer builds Arrow record batches (arrow): take its events with poll_arrow(); \
+                 poll, iteration, JSON and the other per-event forms need a tracer opened without arrow"
+                    .into(),
+            ));
+        }
         let max = max.max(1);
+        Ok(self.poll_queue(timeout, |shared, deadline| shared.take(out, max, deadline).map(|n| (n, n)))?.0)
+    }
+
+    /// Takes from the queue with `take` (which returns what it took and how
+    /// many events that is), waiting up to `timeout` for the first, and
+    /// filling the queue from the kernel buffers when it is empty.
+    fn poll_queue<T>(
+        &mut self,
+        timeout: Duration,
+        mut take: impl FnMut(&Shared, Option<Instant>) -> Result<(T, usize)>,
+    ) -> Result<(T, usize)> {
+        self.check_open()?;
         let shared = &self.core.shared;
         if self.stopped {
             // Nothing new can come: deliver what is left, never wait.
-            let mut n = shared.take(out, max, Some(Instant::now()))?;
-            if n == 0 {
-                self.core.fill()?;
-                n = shared.take(out, max, Some(Instant::now()))?;
-                // The queue was empty, so that fill had room for the whole ring.
-                self.drained = n == 0;
+            let got = take(shared, Some(Instant::now()))?;
+            if got.1 > 0 {
+                return Ok(got);
             }
-            return Ok(n);
+            self.core.fill()?;
+            let got = take(shared, Some(Instant::now()))?;
+            // The queue was empty, so that fill had room for the whole ring.
+            self.drained = got.1 == 0;
+            return Ok(got);
         }
         // Records already in the ring are delivered now, not a reader tick
         // later.
@@ -320,37 +347,39 @@ impl Tracer {
             // SAFETY: one valid pollfd; the epoll fd lives as long as `core`'s ring.
             unsafe { libc::poll(&mut pfd, 1, ms) };
             self.core.fill()?;
-            return shared.take(out, max, Some(Instant::now()));
+            return take(shared, Some(Instant::now()));
         }
-        let n = shared.take(out, max, Instant::now().checked_add(timeout))?;
-        if n > 0 || timeout.is_zero() {
-            return Ok(n);
+        let got = take(shared, Instant::now().checked_add(timeout))?;
+        if got.1 > 0 || timeout.is_zero() {
+            return Ok(got);
         }
         // Waited in vain: look at the ring once more (records can be pending
         // with no wake-up to come, see tb_end).
         self.core.fill()?;
-        shared.take(out, max, Some(Instant::now()))
+        take(shared, Some(Instant::now()))
     }
 
     /// The Arrow schema of this tracer's record batches: its typed events and
     /// generic tracepoints, each with its payload columns.
     pub fn arrow_schema(&self) -> Arc<EventSchema> {
-        self.arrow_schema
-            .get_or_init(|| {
-                let kinds: Vec<EventKind> = self
-                    .events()
-                    .iter()
-                    .map(|t| EventKind::Typed(*t))
-                    .chain(self.generic_formats.iter().map(|f| EventKind::Generic(f.clone())))
-                    .collect();
-                Arc::new(EventSchema::new(&kinds))
-            })
-            .clone()
+        self.arrow_schema.get_or_init(|| arrow_schema_of(self.events(), &self.generic_formats)).clone()
     }
 
     /// Like `poll`, as one Arrow record batch of `arrow_schema()` (possibly
     /// of no rows).
     pub fn poll_arrow(&mut self, max: usize, timeout: Duration) -> Result<arrow_array::RecordBatch> {
+        if self.config.arrow {
+            // Batches the reader built: handed out as they are (cut at
+            // `max` rows, small ones joined).
+            let max = max.max(1);
+            let (batch, _) = self.poll_queue(timeout, |shared, deadline| {
+                shared.take_batch(max, deadline).map(|b| {
+                    let n = b.as_ref().map_or(0, |b| b.num_rows());
+                    (b, n)
+                })
+            })?;
+            return Ok(batch.unwrap_or_else(|| arrow_array::RecordBatch::new_empty(self.arrow_schema().schema())));
+        }
         let mut events = std::mem::take(&mut self.arrow_scratch);
         events.clear();
         let polled = self.poll_into(&mut events, max, timeout);
@@ -534,6 +563,14 @@ impl Drop for Tracer {
             unsafe { ManuallyDrop::drop(&mut self.core) };
         }
     }
+}
+
+/// The Arrow schema of typed events `events` and generic tracepoints
+/// `formats`, in that order.
+fn arrow_schema_of(events: &[EventType], formats: &[Arc<Format>]) -> Arc<EventSchema> {
+    let kinds: Vec<EventKind> =
+        events.iter().map(|t| EventKind::Typed(*t)).chain(formats.iter().map(|f| EventKind::Generic(f.clone()))).collect();
+    Arc::new(EventSchema::new(&kinds))
 }
 
 /// A link handed to another thread only to be dropped.

@@ -45,10 +45,12 @@ os.execv(b"/bin/true", [b"/bin/true", b"", b"x\\xffy", b""])
 """
 
 
-def traced_both_ways(code, events, **kw):
-    """One workload seen by two tracers at once: Events and ArrowBatches."""
+def traced_both_ways(code, events, arrow=False, **kw):
+    """One workload seen by two tracers at once: Events and ArrowBatches
+    (built by the reader with ``arrow``)."""
     with gated_process([PY, "-c", code], stdout=subprocess.DEVNULL) as (proc, go):
-        with tracer_ebpf.Tracer(events, pids=proc.pid, **kw) as a, tracer_ebpf.Tracer(events, pids=proc.pid, **kw) as b:
+        with tracer_ebpf.Tracer(events, pids=proc.pid, **kw) as a, \
+                tracer_ebpf.Tracer(events, pids=proc.pid, arrow=arrow, **kw) as b:
             go()
             proc.wait(timeout=30)
             time.sleep(0.2)
@@ -135,8 +137,9 @@ def matched(evs, batches):
     return table, pairs
 
 
-def test_poll_arrow_holds_exactly_what_the_json_lines_hold():
-    evs, batches = traced_both_ways(WORKLOAD, EVENTS)
+@pytest.mark.parametrize("arrow", [False, True], ids=["events", "built-by-reader"])
+def test_poll_arrow_holds_exactly_what_the_json_lines_hold(arrow):
+    evs, batches = traced_both_ways(WORKLOAD, EVENTS, arrow=arrow)
     table, pairs = matched(evs, batches)
     schema_payload = {n for n in table.column_names if n.startswith("payload.")}
     for e, r in pairs:
@@ -183,10 +186,11 @@ def test_schema_types_and_stable_columns():
     assert s.field("payload.syscalls/sys_enter_close.fd").type == pa.uint64()
 
 
-def test_generic_tracepoint_rows_match_json():
+@pytest.mark.parametrize("arrow", [False, True], ids=["events", "built-by-reader"])
+def test_generic_tracepoint_rows_match_json(arrow):
     code = "import os\nfd = os.open('/etc/hostname', os.O_RDONLY)\nos.close(fd)\nos.rmdir(b'/nonexistent-tb\\xff')\n"
     code = code.replace("os.rmdir(", "import contextlib\nwith contextlib.suppress(OSError):\n    os.rmdir(")
-    evs, batches = traced_both_ways(code, ["syscalls/sys_enter_close", "syscalls/sys_enter_rmdir"])
+    evs, batches = traced_both_ways(code, ["syscalls/sys_enter_close", "syscalls/sys_enter_rmdir"], arrow=arrow)
     _, pairs = matched(evs, batches)
     rm = [(e, r) for e, r in pairs if e.event_type == "syscalls/sys_enter_rmdir"]
     assert len(rm) == 1
@@ -267,6 +271,116 @@ def test_to_dataframe_of_arrow_batches_and_of_events():
     assert a[a.event_type == EXIT]["payload.exit_status"].tolist() == [3]
     assert isinstance(a, pd.DataFrame) and str(a["timestamp"].dtype) == "datetime64[ns, UTC]"
     assert str(a["event_type"].dtype) == "category" and str(a["pid"].dtype) == "uint32"
+
+
+BURST = """
+import os, sys, threading
+n = int(sys.argv[1])
+def work(k):
+    for i in range(n // 4):
+        os.write(1, b"%d:%08d:" % (k, i) + bytes(54))
+ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+"""
+
+
+def test_reader_built_batches_hold_a_whole_burst_in_full_batches():
+    """arrow=True: while nobody polls, the reader makes full batches of
+    65,536 rows; they come out as they are, with every write's bytes, in
+    each thread's order; the counters add up at every step."""
+    n = 200_000
+    with gated_process([PY, "-c", BURST, str(n)], stdout=subprocess.DEVNULL) as (proc, go):
+        with tracer_ebpf.Tracer(WRITE, pids=proc.pid, arrow=True) as t:
+            go()
+            proc.wait(timeout=60)
+            deadline = time.monotonic() + 30
+            while t.stats()["queued"] < n and time.monotonic() < deadline:
+                time.sleep(0.05)
+            st = t.stats()
+            assert st["queued"] == st["records"] == n and st["delivered"] == 0, st
+            first = t.poll_arrow(timeout=1.0)
+            assert len(first) == 65536
+            part = t.poll_arrow(timeout=1.0, max_events=1000)
+            assert len(part) == 1000  # cut without a copy; the rest stays first
+            st = t.stats()
+            assert (st["delivered"], st["queued"]) == (66536, n - 66536), st
+            batches = [first, part]
+            while True:
+                b = t.poll_arrow(timeout=0.5)
+                if not len(b):
+                    break
+                batches.append(b)
+            assert t.stats()["queued"] == 0 and t.stats()["queued_bytes"] == 0
+    table = pa.Table.from_batches([pa.record_batch(b) for b in batches])
+    assert table.num_rows == n and table.schema == pa.record_batch(first).schema
+    contents = table.column("payload.content").to_pylist()
+    per_thread = {}
+    for tid, c in zip(table.column("tid").to_pylist(), contents):
+        per_thread.setdefault(tid, []).append(c)
+    assert len(per_thread) == 4
+    for got in per_thread.values():
+        k = got[0][:1]
+        assert got == [b"%s:%08d:" % (k, i) + bytes(54) for i in range(n // 4)]
+
+
+def reader_built_with_writes(n):
+    """A tracer with arrow=True (not closed) holding the rows of `n` writes
+    of a finished process."""
+    code = f"import os\nfor i in range({n}):\n    os.write(1, b'w%d' % i)\n"
+    with gated_process([PY, "-c", code], stdout=subprocess.DEVNULL) as (proc, go):
+        t = tracer_ebpf.Tracer(WRITE, pids=proc.pid, arrow=True)
+        go()
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while t.stats()["queued"] < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return t
+
+
+def test_a_reader_built_tracer_refuses_per_event_forms_and_counts_what_it_drops():
+    t = reader_built_with_writes(300)
+    try:
+        for call in (lambda: t.poll(0.1), lambda: next(iter(t)), lambda: t.poll_columns(0.1),
+                     lambda: t.read_json(0.1)):
+            with pytest.raises(tracer_ebpf.ConfigError, match="poll_arrow"):
+                call()
+        assert t.stats()["queued"] == 300 and t.stats()["delivered"] == 0  # nothing taken by them
+        assert len(t.poll_arrow(timeout=1.0, max_events=100)) == 100
+        # An idle tracer's poll_arrow waits its timeout, then gives no rows.
+        rest = t.poll_arrow(timeout=1.0)
+        assert len(rest) == 200
+        t0 = time.monotonic()
+        empty = t.poll_arrow(timeout=0.3)
+        assert len(empty) == 0 and 0.25 < time.monotonic() - t0 < 5
+        assert empty.column_names == rest.column_names
+    finally:
+        t.close()
+    st = t.stats()
+    assert (st["records"], st["delivered"], st["queued"], st["discarded"]) == (300, 300, 0, 0)
+
+
+@pytest.mark.parametrize("taken", [0, 123])
+def test_rows_left_in_a_reader_built_tracer_are_discarded_and_counted(taken):
+    t = reader_built_with_writes(500)
+    try:
+        if taken:  # the rest is then in a finished batch, else all still being built
+            assert len(t.poll_arrow(timeout=1.0, max_events=taken)) == taken
+    finally:
+        t.close()
+    st = t.stats()
+    assert (st["records"], st["delivered"], st["queued"], st["discarded"]) == (500, taken, 0, 500 - taken)
+
+
+def test_to_dataframe_of_a_reader_built_tracer():
+    pytest.importorskip("pandas")
+    code = "import os\nfor i in range(20):\n    os.write(1, b'd' * i)\n"
+    with gated_process([PY, "-c", code], stdout=subprocess.DEVNULL) as (proc, go):
+        with tracer_ebpf.Tracer(WRITE, pids=proc.pid, arrow=True) as t:
+            go()
+            proc.wait(timeout=30)
+            df = t.to_dataframe(1.0)
+    assert df["payload.content"].tolist() == [b"d" * i for i in range(20)]
 
 
 if __name__ == "__main__":

@@ -80,6 +80,13 @@ class Tracer:
             snapshotted and followed too. A field /proc no longer had is
             None with ``<field>_lost`` "exited" or "unreadable" (counted in
             ``stats()["snapshot_lost"]``). See docs/snapshot.md.
+        arrow: the reader thread builds Apache Arrow record batches as
+            events arrive (no per-event object is ever queued), and
+            ``poll_arrow()`` / ``to_dataframe()`` hand them out as they are:
+            the fastest way to columns. Such a tracer has no per-event forms:
+            iterating, ``poll()``, ``poll_columns()``, ``read_json()``,
+            ``export()`` and ``write_parquet()`` raise ``ConfigError``. See
+            docs/columnar.md.
 
     Pids must be those of running processes (else ``ConfigError``).
 
@@ -114,6 +121,7 @@ class Tracer:
         exclude_comm: Union[str, Iterable[str], None] = None,
         exclude_output_readers: bool = True,
         snapshot: bool = False,
+        arrow: bool = False,
     ) -> None:
         self._native: Optional[_native.NativeTracer] = None
         self._native = _native.NativeTracer(
@@ -135,6 +143,7 @@ class Tracer:
             exclude_output_readers=checks.flag("exclude_output_readers", exclude_output_readers),
             cgroups=checks.path_list("cgroups", cgroups),
             snapshot=checks.flag("snapshot", snapshot),
+            arrow=checks.flag("arrow", arrow),
         )
 
     # -- lifecycle ---------------------------------------------------------

@@ -76,5 +76,6 @@ pub unsafe fn config(o: &TbOptions) -> Result<Config, Failure> {
     }
     c.trace_self = o.trace_self != 0;
     c.snapshot = o.snapshot != 0;
+    c.arrow = o.arrow != 0;
     Ok(c)
 }

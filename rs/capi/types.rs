@@ -95,6 +95,8 @@ pub struct TbOptions {
     pub ncgroups: usize,
     /// Non-zero: the process snapshot (`Config::snapshot`).
     pub snapshot: c_int,
+    /// Non-zero: batches built by the reader (`Config::arrow`).
+    pub arrow: c_int,
 }
 
 /// struct tb_stats

@@ -86,14 +86,18 @@ impl NativeTracer {
         }
     }
 
-    /// Up to `max_events` events, waiting up to `timeout` seconds for the
-    /// first with the GIL released, in slices between which pending Python
-    /// signals are handled (so Ctrl-C raises KeyboardInterrupt promptly).
-    /// The Vec comes from `spare`: hand it back with `recycle`.
-    fn wait(&self, py: Python<'_>, max_events: usize, timeout: f64) -> PyResult<Vec<Event>> {
+    /// Calls `take(tracer, slice)` with the GIL released, in slices of
+    /// `timeout` seconds between which pending Python signals are handled
+    /// (so Ctrl-C raises KeyboardInterrupt promptly), until it takes
+    /// something (the count it returns), the tracer is drained, or the time
+    /// is up. None once another thread closed the tracer meanwhile.
+    fn wait_for<T: Send>(
+        &self,
+        py: Python<'_>,
+        timeout: f64,
+        mut take: impl FnMut(&mut crate::Tracer, Duration) -> crate::error::Result<(T, usize)> + Send,
+    ) -> PyResult<Option<T>> {
         self.check_owner()?;
-        let mut out = self.spare.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
-        out.reserve(max_events.min(1 << 16));
         let timeout = Duration::from_secs_f64(if timeout.is_finite() { timeout.clamp(0.0, 1e9) } else { 0.0 });
         let deadline = Instant::now() + timeout;
         let mut first = true;
@@ -105,9 +109,9 @@ impl NativeTracer {
                         .lock()
                         .map(|mut t| {
                             if t.is_closed() && !first {
-                                Ok(None) // closed by another thread meanwhile
+                                Ok(None)
                             } else {
-                                t.poll_into(&mut out, max_events, slice).map(|n| Some((n, t.is_drained())))
+                                take(&mut t, slice).map(|(v, n)| Some((v, n, t.is_drained())))
                             }
                         })
                         .map_err(|_| ())
@@ -116,11 +120,37 @@ impl NativeTracer {
                 .map_err(|e| to_py(py, e))?;
             first = false;
             match got {
-                None => return Ok(out),
-                Some((n, drained)) if n > 0 || drained || Instant::now() >= deadline => return Ok(out),
+                None => return Ok(None),
+                Some((v, n, drained)) if n > 0 || drained || Instant::now() >= deadline => return Ok(Some(v)),
                 Some(_) => py.check_signals()?,
             }
         }
+    }
+
+    /// Up to `max_events` events (see `wait_for`). The Vec comes from
+    /// `spare`: hand it back with `recycle`.
+    fn wait(&self, py: Python<'_>, max_events: usize, timeout: f64) -> PyResult<Vec<Event>> {
+        self.check_owner()?;
+        let mut out = self.spare.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+        out.reserve(max_events.min(1 << 16));
+        self.wait_for(py, timeout, |t, slice| t.poll_into(&mut out, max_events, slice).map(|n| ((), n)))?;
+        Ok(out)
+    }
+
+    /// For a tracer that builds record batches (`arrow`): one batch of up
+    /// to `max_events` rows, possibly empty (see `wait_for`).
+    fn wait_batch(&self, py: Python<'_>, max_events: usize, timeout: f64) -> PyResult<ArrowBatch> {
+        let got = self.wait_for(py, timeout, |t, slice| {
+            t.poll_arrow(max_events, slice).map(|b| {
+                let n = b.num_rows();
+                (b, n)
+            })
+        })?;
+        let batch = match got {
+            Some(b) => b,
+            None => arrow_array::RecordBatch::new_empty(self.lock()?.arrow_schema().schema()),
+        };
+        Ok(ArrowBatch { batch })
     }
 }
 
@@ -130,7 +160,7 @@ impl NativeTracer {
     #[pyo3(signature = (*, events, pids, follow_children, comm, content_fds, all_fds, content_max, argv_max,
                         ring_bytes, payload_bytes_per_cpu, queue_bytes, reader_thread, trace_self,
                         exclude_pids=Vec::new(), exclude_comm=Vec::new(), exclude_output_readers=true,
-                        cgroups=Vec::new(), snapshot=false))]
+                        cgroups=Vec::new(), snapshot=false, arrow=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -152,6 +182,7 @@ impl NativeTracer {
         exclude_output_readers: bool,
         cgroups: Vec<String>,
         snapshot: bool,
+        arrow: bool,
     ) -> PyResult<Self> {
         // Sizes not given are sized from the memory this process may use
         // (RAM or its cgroup's limit), now: see sizing.rs.
@@ -175,6 +206,7 @@ impl NativeTracer {
             exclude_output_readers,
             cgroups,
             snapshot,
+            arrow,
             ..defaults
         };
         let t = py.detach(|| crate::Tracer::new(cfg)).map_err(|e| to_py(py, e))?;
@@ -227,6 +259,9 @@ impl NativeTracer {
     /// Like poll(), as one Arrow record batch (an ArrowBatch, possibly of no
     /// rows) of this tracer's schema (see docs/columnar.md).
     fn poll_arrow(&self, py: Python<'_>, max_events: usize, timeout: f64) -> PyResult<ArrowBatch> {
+        if self.lock()?.config().arrow {
+            return self.wait_batch(py, max_events, timeout);
+        }
         let schema = self.lock()?.arrow_schema();
         let evs = self.wait(py, max_events, timeout)?;
         let built = py.detach(|| record_batch(schema, &evs));
