@@ -165,27 +165,34 @@ def capacity_child(kind: str, n: int, size: int, tmp: Path, port: int) -> None:
         deadline = time.monotonic() + 60
         while t.stats()["queued"] < n and time.monotonic() < deadline:
             time.sleep(0.05)
+        queued = t.stats()["queued"]
+        if queued < n:
+            raise SystemExit(f"capacity {kind}: {queued} of {n} events queued: {t.stats()}")
         got, out = 0, {}
         t0 = time.perf_counter()
+        end = time.monotonic() + 300
         if kind == "json":
             with open(tmp / "cap.jsonl", "wb") as f:
-                while got < n:
+                while got < n and time.monotonic() < end:
                     data, k = t.read_json(0.1, 65536)
                     f.write(data)
                     got += k
         elif kind == "parquet":
             ds = ParquetDataset(str(tmp / "cap-dataset"), host="bench")
-            while got < n:
+            while got < n and time.monotonic() < end:
                 got += t.write_parquet(ds, 0.1, 65536)
             ds.close(t.stats())
         else:
             proto = "grpc" if kind == "otlp-grpc" else "http/protobuf"
             ex = tracer_ebpf.OtlpExporter(f"http://127.0.0.1:{port}", protocol=proto)
-            while got < n:
+            while got < n and time.monotonic() < end:
                 got += t.export(ex, 0.1, 65536)
-            ex.flush(60)
+            if not ex.flush(60):
+                raise SystemExit(f"capacity {kind}: not flushed within 60 s: {ex.stats()}")
             out = ex.close(1)
         dt = time.perf_counter() - t0
+        if got < n:
+            raise SystemExit(f"capacity {kind}: {got} of {n} delivered in 300 s")
     print(json.dumps({"seconds": dt, "events": got, "exported": out.get("exported", got),
                       "dropped": out.get("export_dropped", 0)}))
 

@@ -201,6 +201,11 @@ static void test_option_errors(void)
 	CHECK(tb_open(&o, &t, err, sizeof err) == TB_ERR_INVALID && strstr(err, "follow"), "%s", err);
 	o.follow = 0;
 
+	/* Batches built by the reader are read with tb_poll_arrow: no callback. */
+	o.arrow = 1;
+	CHECK(tb_open(&o, &t, err, sizeof err) == TB_ERR_INVALID && strstr(err, "leave on_event NULL"), "%s", err);
+	o.arrow = 0;
+
 	const char *nocg[] = { "no-such-cgroup-api-test" };
 	o.cgroups = nocg;
 	o.ncgroups = 1;

@@ -226,8 +226,8 @@ struct tb_options {
 	int snapshot;
 	/* Non-zero: the reader thread builds Arrow record batches as events
 	 * arrive; tb_poll_arrow/tb_consume_arrow hand them out as they are (the
-	 * fastest way to columns), and tb_poll/tb_consume fail with
-	 * TB_ERR_INVALID (docs/columnar.md). */
+	 * fastest way to columns). on_event must be NULL (else tb_open fails
+	 * with TB_ERR_INVALID) (docs/columnar.md). */
 	int arrow;
 };
 

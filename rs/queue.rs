@@ -60,8 +60,8 @@ impl EventQueue {
     /// Takes `n` weights (the events or rows just handed out).
     fn release(&mut self, n: usize) {
         self.taken += n as u64;
-        let freed: usize = self.weights.drain(..n).map(|w| w as usize).sum();
-        self.bytes -= freed;
+        let freed: usize = self.weights.drain(..n.min(self.weights.len())).map(|w| w as usize).sum();
+        self.bytes = self.bytes.saturating_sub(freed);
     }
 
     /// What an event counts for: its payload bytes plus the event itself.
@@ -199,30 +199,43 @@ impl Shared {
     }
 
     /// Queues `events` (which it empties), each weighing its entry of
-    /// `weights`. Building rows fails only for an event type the batches'
-    /// schema lacks (a bug): then nothing is queued.
+    /// `weights`. As rows of record batches, an event type the batches'
+    /// schema lacks (a bug) is an error, and then none of them is queued.
     pub(crate) fn push(&self, events: &mut Vec<Event>, weights: impl Iterator<Item = u32>) -> Result<()> {
         let mut q = self.lock();
         let was_empty = q.is_empty();
         let q_ref = &mut *q;
-        match &mut q_ref.builder {
-            None => q_ref.events.extend(events.drain(..)),
-            Some(b) => {
-                let mut rest: &[Event] = events;
-                while !rest.is_empty() {
-                    let (now, later) = rest.split_at(rest.len().min(ARROW_BATCH_ROWS - b.len()));
-                    b.extend(now)?;
-                    rest = later;
-                    if b.len() >= ARROW_BATCH_ROWS {
-                        let batch = b.finish()?;
-                        q_ref.batch_rows += batch.num_rows();
-                        q_ref.batches.push_back(batch);
-                    }
+        let Some(b) = &mut q_ref.builder else {
+            q_ref.events.extend(events.drain(..));
+            self.added(q, was_empty, weights);
+            return Ok(());
+        };
+        if let Err(e) = b.check(events.iter()) {
+            events.clear();
+            return Err(e);
+        }
+        // A row also holds a null of every payload column of the other
+        // event types: weighed too, so that the bound holds for rows.
+        let padding = b.schema().payload_columns().len() as u32 * 8;
+        let mut rest: &[Event] = events;
+        while !rest.is_empty() {
+            let (now, later) = rest.split_at(rest.len().min(ARROW_BATCH_ROWS.saturating_sub(b.len()).max(1)));
+            // Cannot fail: every type was checked above.
+            let added = b.extend(now);
+            rest = later;
+            let finished = if b.len() >= ARROW_BATCH_ROWS { Some(b.finish()) } else { None };
+            match added.and_then(|()| finished.transpose()) {
+                Ok(Some(batch)) => {
+                    q_ref.batch_rows += batch.num_rows();
+                    q_ref.batches.push_back(batch);
                 }
-                events.clear();
+                Ok(None) => {}
+                // A bug: reported by the next take, whose counters are then off.
+                Err(e) => q_ref.error = Some(e),
             }
         }
-        self.added(q, was_empty, weights);
+        events.clear();
+        self.added(q, was_empty, weights.map(|w| w.saturating_add(padding)));
         Ok(())
     }
 
@@ -288,9 +301,19 @@ impl Shared {
             let q_ref = &mut *q;
             if q_ref.batches.is_empty() {
                 if let Some(b) = q_ref.builder.as_mut().filter(|b| !b.is_empty()) {
-                    let batch = b.finish()?;
-                    q_ref.batch_rows += batch.num_rows();
-                    q_ref.batches.push_back(batch);
+                    match b.finish() {
+                        Ok(batch) => {
+                            q_ref.batch_rows += batch.num_rows();
+                            q_ref.batches.push_back(batch);
+                        }
+                        Err(e) => {
+                            // A bug (the rows are gone): said, never a silent empty batch.
+                            if q.is_empty() && self.armed() {
+                                clear(&self.ready_fd);
+                            }
+                            return Err(e);
+                        }
+                    }
                 }
             }
             if let Some(first) = q.batches.pop_front() {

@@ -370,7 +370,7 @@ impl Tracer {
     pub fn poll_arrow(&mut self, max: usize, timeout: Duration) -> Result<arrow_array::RecordBatch> {
         if self.config.arrow {
             // Batches the reader built: handed out as they are (cut at
-            // `max` rows, small ones joined).
+            // `max` rows).
             let max = max.max(1);
             let (batch, _) = self.poll_queue(timeout, |shared, deadline| {
                 shared.take_batch(max, deadline).map(|b| {

@@ -287,11 +287,13 @@ for t in ts: t.join()
 
 def test_reader_built_batches_hold_a_whole_burst_in_full_batches():
     """arrow=True: while nobody polls, the reader makes full batches of
-    65,536 rows; they come out as they are, with every write's bytes, in
-    each thread's order; the counters add up at every step."""
+    65,536 rows; they come out as they are (a smaller max_events cuts one,
+    its rest next), the last rows as the batch being built, with every
+    write's bytes, in each thread's order; the counters add up at each step."""
     n = 200_000
     with gated_process([PY, "-c", BURST, str(n)], stdout=subprocess.DEVNULL) as (proc, go):
-        with tracer_ebpf.Tracer(WRITE, pids=proc.pid, arrow=True) as t:
+        # Room for the whole burst in the queue (the test is about batches).
+        with tracer_ebpf.Tracer(WRITE, pids=proc.pid, arrow=True, queue_bytes=512 << 20) as t:
             go()
             proc.wait(timeout=60)
             deadline = time.monotonic() + 30
@@ -299,21 +301,20 @@ def test_reader_built_batches_hold_a_whole_burst_in_full_batches():
                 time.sleep(0.05)
             st = t.stats()
             assert st["queued"] == st["records"] == n and st["delivered"] == 0, st
-            first = t.poll_arrow(timeout=1.0)
-            assert len(first) == 65536
-            part = t.poll_arrow(timeout=1.0, max_events=1000)
-            assert len(part) == 1000  # cut without a copy; the rest stays first
-            st = t.stats()
-            assert (st["delivered"], st["queued"]) == (66536, n - 66536), st
-            batches = [first, part]
-            while True:
-                b = t.poll_arrow(timeout=0.5)
-                if not len(b):
-                    break
+            batches, delivered = [], 0
+            # Taken at once, a batch the consumer finished would hold all n.
+            for want, got in [(1 << 20, 65536), (1000, 1000), (1 << 20, 64536), (1 << 20, 65536), (1 << 20, 3392)]:
+                b = t.poll_arrow(timeout=1.0, max_events=want)
+                assert len(b) == got, [len(x) for x in batches]
                 batches.append(b)
-            assert t.stats()["queued"] == 0 and t.stats()["queued_bytes"] == 0
+                delivered += got
+                st = t.stats()
+                assert (st["delivered"], st["queued"], st["discarded"]) == (delivered, n - delivered, 0), st
+            assert len(t.poll_arrow(timeout=0.2)) == 0
+            st = t.stats()
+            assert st["queued_bytes"] == 0 and st["ring_full"] == st["payload_full"] == 0, st
     table = pa.Table.from_batches([pa.record_batch(b) for b in batches])
-    assert table.num_rows == n and table.schema == pa.record_batch(first).schema
+    assert table.num_rows == n and table.schema == pa.record_batch(batches[0]).schema
     contents = table.column("payload.content").to_pylist()
     per_thread = {}
     for tid, c in zip(table.column("tid").to_pylist(), contents):
@@ -338,13 +339,17 @@ def reader_built_with_writes(n):
     return t
 
 
-def test_a_reader_built_tracer_refuses_per_event_forms_and_counts_what_it_drops():
+def test_a_reader_built_tracer_refuses_per_event_forms_and_takes_nothing(tmp_path):
     t = reader_built_with_writes(300)
+    exporter = tracer_ebpf.OtlpExporter("http://127.0.0.1:9")
+    dataset = tracer_ebpf.ParquetDataset(str(tmp_path / "ds"))
     try:
         for call in (lambda: t.poll(0.1), lambda: next(iter(t)), lambda: t.poll_columns(0.1),
-                     lambda: t.read_json(0.1)):
+                     lambda: t.read_json(0.1), lambda: t.export(exporter, 0.1),
+                     lambda: t.write_parquet(dataset, 0.1)):
             with pytest.raises(tracer_ebpf.ConfigError, match="poll_arrow"):
                 call()
+        assert exporter.close(0)["export_records"] == 0
         assert t.stats()["queued"] == 300 and t.stats()["delivered"] == 0  # nothing taken by them
         assert len(t.poll_arrow(timeout=1.0, max_events=100)) == 100
         # An idle tracer's poll_arrow waits its timeout, then gives no rows.
@@ -356,6 +361,7 @@ def test_a_reader_built_tracer_refuses_per_event_forms_and_counts_what_it_drops(
         assert empty.column_names == rest.column_names
     finally:
         t.close()
+        dataset.close()
     st = t.stats()
     assert (st["records"], st["delivered"], st["queued"], st["discarded"]) == (300, 300, 0, 0)
 

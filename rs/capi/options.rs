@@ -76,6 +76,11 @@ pub unsafe fn config(o: &TbOptions) -> Result<Config, Failure> {
     }
     c.trace_self = o.trace_self != 0;
     c.snapshot = o.snapshot != 0;
+    if o.arrow != 0 && o.on_event.is_some() {
+        return Err(Failure::invalid(
+            "arrow: the reader builds Arrow batches, read with tb_poll_arrow/tb_consume_arrow: leave on_event NULL",
+        ));
+    }
     c.arrow = o.arrow != 0;
     Ok(c)
 }

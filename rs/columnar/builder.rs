@@ -88,19 +88,26 @@ impl BatchBuilder {
     /// Adds `events`. An event type the schema lacks is an error, and then
     /// nothing of `events` is added.
     pub fn extend<'a>(&mut self, events: impl IntoIterator<Item = &'a Event> + Clone) -> Result<()> {
-        if let Some(e) = events.clone().into_iter().find(|e| self.key_of(e.event_type.name()).is_none()) {
-            return Err(Error::Config(format!(
-                "event type {} is not in this schema (it has {})",
-                e.event_type.name(),
-                self.schema.event_types().join(", ")
-            )));
-        }
+        self.check(events.clone())?;
         for e in events {
             if let Some(key) = self.key_of(e.event_type.name()) {
                 self.push(e, key);
             }
         }
         Ok(())
+    }
+
+    /// Whether every one of `events` has a type of the schema (the error
+    /// names the first that has not).
+    pub fn check<'a>(&mut self, events: impl IntoIterator<Item = &'a Event>) -> Result<()> {
+        match events.into_iter().find(|e| self.key_of(e.event_type.name()).is_none()) {
+            None => Ok(()),
+            Some(e) => Err(Error::Config(format!(
+                "event type {} is not in this schema (it has {})",
+                e.event_type.name(),
+                self.schema.event_types().join(", ")
+            ))),
+        }
     }
 
     /// The dictionary key of an event type. Consecutive events mostly share

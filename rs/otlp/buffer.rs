@@ -1,9 +1,8 @@
 //! The bounded buffer between the callers of `export` and the exporter's
 //! thread, and the counters that account for every record.
 //!
-//! Bounded by bytes: each record is kept encoded and weighs its encoded size
-//! plus its entry's overhead, and a batch being sent keeps its weight until
-//! it is done. A record that does not fit is dropped at once (the caller
+//! Bounded by bytes: each record is kept encoded and weighs its encoded
+//! size, and a batch being sent keeps its weight until it is done. A record that does not fit is dropped at once (the caller
 //! never waits) and counted in `export_dropped`.
 
 use std::collections::VecDeque;
@@ -169,6 +168,8 @@ impl Shared {
             if st.open.records > 0 && st.open.bytes.len() + len > self.budget {
                 let next = Batch { bytes: st.spare.pop().unwrap_or_default(), records: 0 };
                 st.full.push_back(std::mem::replace(&mut st.open, next));
+                // The full one goes at once; the new one waits from now.
+                st.oldest = Some(Instant::now());
             }
             st.open.bytes.extend_from_slice(r);
             st.open.records += 1;
@@ -305,6 +306,21 @@ mod tests {
     fn push(s: &Shared, n: usize, len: usize) -> usize {
         let (b, l) = recs(n, len);
         s.push(&b, &l)
+    }
+
+    #[test]
+    fn a_batch_begun_when_another_fills_waits_its_own_linger() {
+        let s = Shared::new(1 << 30, 450);
+        let linger = Duration::from_millis(200);
+        assert_eq!(push(&s, 4, 100), 4);
+        std::thread::sleep(linger);
+        // The 5th record begins a new batch: the full one goes at once, the
+        // new one only after lingering itself.
+        assert_eq!(push(&s, 1, 100), 1);
+        let full = s.take_batch(linger).unwrap_or_else(|_| panic!("the full batch"));
+        assert_eq!(full.records, 4);
+        s.finish_batch(full, 4, 0, 0);
+        assert!(matches!(s.take_batch(linger), Err(Some(_))));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 pub const LINGER: Duration = Duration::from_millis(100);
 /// Records encoded at a time by `export` before they go into the buffer:
 /// at most this many, or CHUNK_BYTES (bounds the memory of records on
-/// their way in, beyond the buffer's, to about CHUNK_BYTES and one record).
+/// their way in, beyond the buffer's, to CHUNK_BYTES plus one record).
 const CHUNK: usize = 256;
 const CHUNK_BYTES: usize = 1 << 20;
 

@@ -30,6 +30,8 @@ pub struct NativeTracer {
     owner: i32,
     /// Closed in a forked child (which never touches `inner`).
     closed_in_child: std::sync::atomic::AtomicBool,
+    /// Its batches are built by the reader (`arrow`): known without the lock.
+    arrow: bool,
 }
 
 /// Longest wait without looking for Python signals: bounds how long Ctrl-C
@@ -217,6 +219,7 @@ impl NativeTracer {
             spare: Mutex::default(),
             owner: crate::fork_guard::current_pid(),
             closed_in_child: Default::default(),
+            arrow,
         })
     }
 
@@ -259,7 +262,7 @@ impl NativeTracer {
     /// Like poll(), as one Arrow record batch (an ArrowBatch, possibly of no
     /// rows) of this tracer's schema (see docs/columnar.md).
     fn poll_arrow(&self, py: Python<'_>, max_events: usize, timeout: f64) -> PyResult<ArrowBatch> {
-        if self.lock()?.config().arrow {
+        if self.arrow {
             return self.wait_batch(py, max_events, timeout);
         }
         let schema = self.lock()?.arrow_schema();
