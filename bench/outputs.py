@@ -27,7 +27,9 @@ the file or dataset, `exported` for OTLP), the tracer's CPU (every thread,
 from its rusage) per event, the output's bytes per event (file sizes; for
 OTLP the request bytes the receiver got), the rate at which events reached
 the output (N over the time from the workload's start to the end of the
-stop's drain), start-up, drain time and peak RSS.
+stop's drain), start-up, drain time and peak RSS. For OTLP also the
+receiver's CPU per event: it runs on the same CPUs as the workload, so it
+is part of the slowdown that the JSON file output does not have.
 Run as root from the repository root; --python needs pyarrow (to count
 Parquet rows) and grpcio. Writes bench/results/outputs.md.
 """
@@ -138,9 +140,15 @@ def run_one(python: str, cli: str, kind: str, n: int, size: int, tmp: Path) -> D
     drained = time.perf_counter() - stop_at
     if ru is None:
         raise RuntimeError(f"{kind}: tracer-example did not end")
+    err.seek(0)
+    summary = err.read()
+    losses = {k: int(v) for k, v in re.findall(r"\b(ring_full|payload_full|discarded|export_failed|export_dropped)=(\d+)", summary)
+              if int(v)}
+    receiver_cpu = 0.0
     if sink is not None:
         sink.terminate()
-        sink.wait(30)
+        sink_ru = wait4(sink, 30)
+        receiver_cpu = (sink_ru.ru_utime + sink_ru.ru_stime) if sink_ru else float("nan")
         err.seek(0)
         counters = dict(re.findall(r"\b(exported|export_failed|export_dropped)=(\d+)", err.read()))
         rows = int(counters.get("exported", 0))
@@ -151,6 +159,7 @@ def run_one(python: str, cli: str, kind: str, n: int, size: int, tmp: Path) -> D
     return {"startup_s": ready, "workload_s": wl, "stop_s": drained, "rows": rows,
             "rate_mps": rows / (wl + 0.5 + drained) / 1e6,
             "cpu_us_per_event": (ru.ru_utime + ru.ru_stime) / max(rows, 1) * 1e6,
+            "receiver_cpu_us_per_event": receiver_cpu / max(rows, 1) * 1e6, "losses": losses,
             "bytes_per_event": size_out / max(rows, 1), "maxrss_mib": ru.ru_maxrss / 1024}
 
 
@@ -246,12 +255,14 @@ def main() -> int:
     lines = [f"# tracer-example's outputs ({datetime.date.today()})", "",
              f"{platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release()}; "
              f"{a.n:,} writes of {a.size} B, untraced {base:.3f} s; median of {a.reps} runs, defaults.", "",
-             "| output | events | slowdown | tracer CPU µs/event | bytes/event | M events/s out | start-up s | stop (drain) s | peak RSS MiB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| output | events | counted losses (runs) | slowdown | tracer CPU µs/event | receiver CPU µs/event | bytes/event | M events/s out | start-up s | stop (drain) s | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for kind, runs in res.items():
         def med(k: str) -> float:
             return statistics.median(r[k] for r in runs)
-        lines.append(f"| {kind} | {int(med('rows')):,} | {med('workload_s') / base:.2f}x | {med('cpu_us_per_event'):.2f} | "
+        recv = f"{med('receiver_cpu_us_per_event'):.2f}" if kind.startswith("otlp") else "—"
+        lost = "; ".join(", ".join(f"{k}={v:,}" for k, v in r["losses"].items()) for r in runs if r["losses"]) or "none"
+        lines.append(f"| {kind} | {int(med('rows')):,} | {lost} | {med('workload_s') / base:.2f}x | {med('cpu_us_per_event'):.2f} | {recv} | "
                      f"{med('bytes_per_event'):.1f} | {med('rate_mps'):.2f} | {med('startup_s'):.2f} | {med('stop_s'):.2f} | {med('maxrss_mib'):.0f} |")
     lines += ["", f"Capacity: {a.n:,} events queued first, then delivered by the output alone (median of {a.reps}).", "",
               "| output | delivered | dropped | s | M events/s |", "|---|---|---|---|---|"]
