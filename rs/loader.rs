@@ -285,8 +285,10 @@ pub fn write_filters(maps: &BootstrapMaps, cfg: &ResolvedConfig, cgroups_changed
     maps.cfg.update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY).map_err(upd)?;
     // Slots no longer used, once the kernel no longer reads them: the map
     // holds a reference to each cgroup until its slot is cleared.
-    for slot in cfg.cgroups.len()..crate::cgroup::CGROUP_FILTERS_MAX {
-        let _ = maps.cgroups.delete(&(slot as u32).to_ne_bytes());
+    if cgroups_changed {
+        for slot in cfg.cgroups.len()..crate::cgroup::CGROUP_FILTERS_MAX {
+            let _ = maps.cgroups.delete(&(slot as u32).to_ne_bytes());
+        }
     }
     Ok(())
 }

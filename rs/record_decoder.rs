@@ -119,7 +119,6 @@ impl Inbox {
         let pid = u32_at(rec::PID)?;
         let cgroup_id = u64_at(rec::CGROUP_ID)?;
         let cgroup = self.cgroups.resolve(cgroup_id, pid);
-        self.counters.cgroup_unresolved = self.cgroups.unresolved();
         self.next_event_id = self.next_event_id.wrapping_add(1);
         let event = Event {
             event_id: self.next_event_id,

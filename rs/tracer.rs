@@ -1,7 +1,7 @@
 //! Loading, attaching and consuming: the tracer itself.
 
 use crate::byte_blocks::BlockWriter;
-use crate::cgroup::CgroupResolver;
+use crate::cgroup::{CgroupInfo, CgroupResolver};
 use crate::clock::{clock_offset, epoch_ns};
 use crate::columnar::{record_batch, EventSchema};
 use crate::config::{Config, ResolvedConfig};
@@ -19,6 +19,7 @@ use crate::tracepoint_format::Format;
 use crate::types::{EventType, KERNEL_STATS};
 use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd};
 use std::rc::Rc;
@@ -155,7 +156,10 @@ impl Tracer {
             let mut inbox = inbox.borrow_mut();
             let inbox = &mut *inbox;
             let resolver = &mut inbox.cgroups;
-            let root = resolver.mounts().v2.as_ref().map(|m| m.point.clone());
+            // Canonical, as the filter's paths are (cgroup::filter).
+            let root = resolver.mounts().v2.as_ref().map(|m| m.point.canonicalize().unwrap_or_else(|_| m.point.clone()));
+            // What the filter resolved, for the events (resolved once).
+            let mut resolved: HashMap<u32, Option<Arc<CgroupInfo>>> = HashMap::new();
             // The cgroup filter, as the kernel applies it to live events:
             // the cgroups given and their descendants.
             let mut in_cgroups = |pid: u32, cgroup_id: u64| {
@@ -163,17 +167,21 @@ impl Tracer {
                     return true;
                 }
                 let info = resolver.resolve(cgroup_id, pid);
-                match (&root, info.as_ref().and_then(|c| c.path.as_deref())) {
+                let inside = match (&root, info.as_ref().and_then(|c| c.path.as_deref())) {
                     (Some(root), Some(p)) => config.cgroups.iter().any(|c| root.join(p.trim_start_matches('/')).starts_with(c)),
                     _ => false,
-                }
+                };
+                resolved.insert(pid, info);
+                inside
             };
             let (mut events, counts) = crate::snapshot::take(&loaded, &config, &mut inbox.next_event_id, &mut in_cgroups)?;
             for e in &mut events {
-                e.cgroup = inbox.cgroups.resolve(e.cgroup_id, e.pid);
+                e.cgroup = match resolved.remove(&e.pid) {
+                    Some(info) => info,
+                    None => inbox.cgroups.resolve(e.cgroup_id, e.pid),
+                };
             }
             inbox.counters.add_snapshot(&counts);
-            inbox.counters.cgroup_unresolved = inbox.cgroups.unresolved();
             events
         } else {
             Vec::new()
@@ -418,7 +426,11 @@ impl Tracer {
             let total: u64 = per_cpu.iter().filter_map(|v| read_array::<8>(v, 0).ok()).map(u64::from_ne_bytes).sum();
             kernel.push((*name, total));
         }
-        let mut user = live.inbox.borrow().counters.clone();
+        let inbox = live.inbox.borrow();
+        let mut user = inbox.counters.clone();
+        // Kept by the resolver, read here rather than copied per event.
+        user.cgroup_unresolved = inbox.cgroups.unresolved();
+        drop(inbox);
         let (queued, queued_bytes, queue_peak_bytes, taken) = shared.levels();
         user.delivered = taken;
         Ok(Stats { kernel, user, queued, queued_bytes, queue_peak_bytes })

@@ -17,20 +17,19 @@ use std::sync::Arc;
 #[derive(Default)]
 pub struct ContextStrings {
     last: Option<Arc<CgroupInfo>>,
-    filled: bool,
     /// cgroup, container_id, container_runtime, pod_uid.
     strs: [Option<CString>; 4],
 }
 
 impl ContextStrings {
     fn pointers(&mut self, info: Option<&Arc<CgroupInfo>>) -> [*const c_char; 4] {
-        if !self.filled || !same_cgroup(self.last.as_ref(), info) {
+        // Starts as the strings of no cgroup (all NULL).
+        if !same_cgroup(self.last.as_ref(), info) {
             let c = Context::of(info.map(|i| &**i));
             // A path holds no NUL (the kernel refuses one in a name).
             let owned = |s: Option<&str>| s.and_then(|s| CString::new(s).ok());
             self.strs = [owned(c.cgroup), owned(c.container_id), owned(c.container_runtime), owned(c.pod_uid)];
             self.last = info.cloned();
-            self.filled = true;
         }
         self.strs.each_ref().map(|s| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()))
     }

@@ -127,12 +127,13 @@ impl CgroupResolver {
     }
 
     fn by_id(&mut self, id: u64) -> Arc<CgroupInfo> {
-        let now = Instant::now();
         if let Some(e) = self.by_id.get(&id) {
-            if e.retry_at.is_none_or(|t| now < t) {
+            // The clock only for an entry to be retried.
+            if e.retry_at.is_none_or(|t| Instant::now() < t) {
                 return Arc::clone(&e.info);
             }
         }
+        let now = Instant::now();
         let path = self.path_of(id);
         let container = path.as_deref().and_then(parse_container);
         let info = Arc::new(CgroupInfo {
