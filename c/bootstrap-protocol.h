@@ -36,7 +36,7 @@ struct tb_config {
 	__u32 nexclude_comm; /* number of active excluded comm prefixes */
 	struct tb_comm_prefix exclude_comm[TB_MAX_COMM_FILTERS]; /* never tasks whose comm starts so */
 	__u32 ncgroup;       /* only tasks under one of the first ncgroup cgroups of `cgroups` */
-	__u32 pad0;
+	__u32 stopped;       /* 1: recording stopped (stop, close): every handler returns at once */
 };
 
 /* One CPU's control block, mmapped by userspace. The producer's fields and

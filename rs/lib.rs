@@ -44,6 +44,7 @@ pub mod payload_area;
 mod queue;
 mod reader;
 mod record_decoder;
+mod release;
 mod sizing;
 mod skeleton;
 mod snapshot;

@@ -232,11 +232,12 @@ fn raw_errno(e: &libbpf_rs::Error) -> Option<i32> {
 }
 
 /// Writes the filter and capture settings into the `cfg`, `pids` and
-/// `content_fds` maps. Safe to call while attached.
+/// `content_fds` maps. Safe to call while attached. `stopped` keeps the
+/// handlers' off switch as it is (see `stop_recording`).
 /// The cgroup map is rewritten only when `cgroups_changed`: a cgroup of
 /// the filter removed since (which the map still references, and nothing can
 /// be in) must not make another filter's change fail.
-pub fn write_filters(maps: &BootstrapMaps, cfg: &ResolvedConfig, cgroups_changed: bool) -> Result<()> {
+pub fn write_filters(maps: &BootstrapMaps, cfg: &ResolvedConfig, cgroups_changed: bool, stopped: bool) -> Result<()> {
     let upd = |e| Error::Bpf { context: "updating filter maps".into(), source: e };
     // Opened before anything changes: a cgroup removed since it was checked
     // fails here, with the filters as they were.
@@ -270,6 +271,7 @@ pub fn write_filters(maps: &BootstrapMaps, cfg: &ResolvedConfig, cgroups_changed
     c.exclude_pids = u32::from(!cfg.exclude_pids.is_empty());
     c.nexclude_comm = cfg.exclude_comm.len() as u32;
     c.ncgroup = cfg.cgroups.len() as u32;
+    c.stopped = u32::from(stopped);
     for (slots, prefixes) in [(&mut c.comm, &cfg.comm), (&mut c.exclude_comm, &cfg.exclude_comm)] {
         for (slot, prefix) in slots.iter_mut().zip(prefixes) {
             let b = prefix.as_bytes();
@@ -291,6 +293,25 @@ pub fn write_filters(maps: &BootstrapMaps, cfg: &ResolvedConfig, cgroups_changed
         }
     }
     Ok(())
+}
+
+/// Turns every handler off: from the next handler run on, nothing is
+/// recorded or counted. Only `cfg.stopped` changes: the filters stay as
+/// they are, so no handler sees a half-written filter.
+pub fn stop_recording(maps: &BootstrapMaps) -> Result<()> {
+    let err = |e| Error::Bpf { context: "stopping the handlers".into(), source: e };
+    let key = 0u32.to_ne_bytes();
+    let mut bytes = maps.cfg.lookup(&key, MapFlags::ANY).map_err(err)?.unwrap_or_default();
+    let at = std::mem::offset_of!(tb_config, stopped);
+    let Some(field) = bytes.get_mut(at..at + 4) else {
+        let short = format!("the cfg map holds {} bytes, fewer than a tb_config", bytes.len());
+        return Err(Error::Io {
+            context: "stopping the handlers".into(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, short),
+        });
+    };
+    field.copy_from_slice(&1u32.to_ne_bytes());
+    maps.cfg.update(&key, &bytes, MapFlags::ANY).map_err(err)
 }
 
 /// Makes the pid set `m` hold exactly `pids` (value 1: given by the caller).

@@ -14,6 +14,7 @@ use crate::payload_area::PayloadArea;
 use crate::queue::{EventQueue, Shared};
 use crate::reader::{run_reader, Core, Live};
 use crate::record_decoder::Inbox;
+use crate::release;
 use crate::stats::{Stats, UserCounters};
 use crate::tracepoint_format::Format;
 use crate::types::{EventType, KERNEL_STATS};
@@ -52,8 +53,8 @@ pub struct Tracer {
     /// The process that created the tracer; in any other (a forked child)
     /// the tracer is inert.
     owner: i32,
-    /// Its descriptors, closed in forked children.
-    _fork_fds: ForkFds,
+    /// Its descriptors, closed in forked children (until released).
+    fork_fds: Option<ForkFds>,
     config: ResolvedConfig,
     ncpus: usize,
     attach_time: Duration,
@@ -112,6 +113,9 @@ impl Tracer {
         }
 
         let ncpus = libbpf_rs::num_possible_cpus().map_err(|e| Error::Bpf { context: "counting possible CPUs".into(), source: e })?;
+        // The kernel objects of tracers this process closed are released
+        // before this one is attached (see `release`).
+        release::wait_idle();
         let fds_before = fork_guard::anon_fds();
         let mappings_before = fork_guard::bpf_mappings();
         let loaded = loader::open_and_load(&config, ncpus)?;
@@ -142,7 +146,7 @@ impl Tracer {
                 .map_err(|e| Error::Bpf { context: "setting up the ring buffer".into(), source: e })?;
             b.build().map_err(|e| Error::Bpf { context: "setting up the ring buffer".into(), source: e })?
         };
-        loader::write_filters(maps, &config, true)?;
+        loader::write_filters(maps, &config, true, false)?;
         loader::write_generic_descs(maps, &formats)?;
         let mut links = loader::attach(&loaded, &config)?;
         let (generic_links, failures) = loader::attach_generic(&loaded, &config, &formats)?;
@@ -225,7 +229,7 @@ impl Tracer {
             drained: false,
             final_stats: None,
             owner: fork_guard::current_pid(),
-            _fork_fds: fork_fds,
+            fork_fds: Some(fork_fds),
             config,
             ncpus,
             attach_time: started.elapsed(),
@@ -485,7 +489,7 @@ impl Tracer {
     fn apply_filters(&mut self, c: ResolvedConfig) -> Result<()> {
         let guard = self.core.live();
         let live = guard.as_ref().ok_or(Error::Closed)?;
-        loader::write_filters(live.loaded.maps(), &c, c.cgroups != self.config.cgroups)?;
+        loader::write_filters(live.loaded.maps(), &c, c.cgroups != self.config.cgroups, self.stopped)?;
         drop(guard);
         self.config = c;
         Ok(())
@@ -500,8 +504,15 @@ impl Tracer {
         if self.stopped {
             return Ok(());
         }
-        let links = self.core.live().as_mut().map(|l| std::mem::take(&mut l.links)).unwrap_or_default();
-        detach_all(links);
+        let mut guard = self.core.live();
+        if let Some(live) = guard.as_mut() {
+            let links = std::mem::take(&mut live.links);
+            if stop_handlers(live) {
+                release::release(DetachOnly(links));
+            } else {
+                detach_all(links);
+            }
+        }
         self.stopped = true;
         Ok(())
     }
@@ -537,9 +548,12 @@ impl Tracer {
         }
         let live = self.core.live().take();
         if let Some(mut live) = live {
-            // No handler runs once the links are gone: what is in the
-            // buffers now is all there will be.
-            detach_all(std::mem::take(&mut live.links));
+            // No handler runs once they are switched off (or, if that
+            // fails, detached): what is in the buffers now is all there
+            // will be.
+            if !(self.stopped || stop_handlers(&live)) {
+                detach_all(std::mem::take(&mut live.links));
+            }
             let queued = self.core.shared.discard();
             {
                 let mut inbox = live.inbox.borrow_mut();
@@ -549,6 +563,10 @@ impl Tracer {
             }
             live.ring.consume_raw();
             self.final_stats = Self::snapshot(&live, &self.core.shared).ok();
+            // The descriptors stay registered for forked children until
+            // they are closed.
+            let fork_fds = self.fork_fds.take();
+            release::release(Released { live, _fork_fds: fork_fds });
         }
     }
 
@@ -589,6 +607,37 @@ fn arrow_schema_of(events: &[EventType], formats: &[Arc<Format>]) -> Arc<EventSc
 struct SendLink(#[allow(dead_code)] Link);
 // SAFETY: destroying a bpf_link only closes its fd; no thread affinity.
 unsafe impl Send for SendLink {}
+
+/// Switches the handlers off and waits until none is running (see
+/// `release`). False if that could not be done: only detaching stops them.
+fn stop_handlers(live: &Live) -> bool {
+    loader::stop_recording(live.loaded.maps()).is_ok() && release::wait_for_handlers()
+}
+
+/// Links of a stopped tracer, detached by a release thread.
+struct DetachOnly(Vec<Link>);
+// SAFETY: as SendLink.
+unsafe impl Send for DetachOnly {}
+
+impl Drop for DetachOnly {
+    fn drop(&mut self) {
+        detach_all(std::mem::take(&mut self.0));
+    }
+}
+
+/// What a closed tracer leaves to its release thread: links detached
+/// first, then the ring buffer, maps and programs, then the descriptors
+/// are no longer closed in forked children.
+struct Released {
+    live: Live,
+    _fork_fds: Option<ForkFds>,
+}
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        detach_all(std::mem::take(&mut self.live.links));
+    }
+}
 
 /// Detaches links. Each tracepoint detach waits for an RCU grace period in
 /// the kernel (~50-80 ms); hundreds of them (`syscalls/*`) would take a minute

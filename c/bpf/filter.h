@@ -64,7 +64,7 @@ static __always_inline bool tb_filter(struct tb_ctx *t)
 
 	t->task = task;
 	t->cfg = bpf_map_lookup_elem(&cfg, &zero);
-	if (!t->cfg)
+	if (!t->cfg || t->cfg->stopped)
 		return false;
 	if (t->cfg->self_tgid && tgid == t->cfg->self_tgid) /* 0: trace_self (pid 0 is the idle task) */
 		return false;

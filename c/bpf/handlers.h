@@ -16,7 +16,7 @@ int BPF_PROG(tb_follow_fork, struct task_struct *parent, struct task_struct *chi
 {
 	__u32 zero = 0;
 	struct tb_config *c = bpf_map_lookup_elem(&cfg, &zero);
-	if (!c || !c->follow)
+	if (!c || !c->follow || c->stopped)
 		return 0;
 	__u32 ptgid = parent->tgid, ctgid = child->tgid;
 	if (ptgid == ctgid || !bpf_map_lookup_elem(&pids, &ptgid))
