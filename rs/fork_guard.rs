@@ -8,14 +8,19 @@
 //! shares with the parent. So:
 //! - in the child, a handler registered with `pthread_atfork` closes every
 //!   descriptor a tracer registered here, before the child runs any code of
-//!   its own (a plain `close`, which touches only the child's table);
+//!   its own (a plain `close`, which touches only the child's table). It
+//!   closes a number only while it still names an anonymous-inode file (all
+//!   BPF objects, perf events, epoll and event fds share that inode): a
+//!   tracer's descriptors are closed (on its release thread, see `release`)
+//!   before they are unregistered, and a number reused meanwhile by a pipe
+//!   or a file (a `subprocess`'s own pipes) must stay open in the child;
 //! - the kernel buffers' mappings are marked `MADV_DONTFORK`, so the child
 //!   holds no reference to the maps either;
 //! - every entry point of a `Tracer` compares `getpid()` with its owner and,
 //!   in a child, does nothing but fail clearly (or, to close, forget).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Once;
 
 /// Descriptors of all open tracers of this process (-1: free slot). A fixed
@@ -24,11 +29,23 @@ use std::sync::Once;
 const SLOTS: usize = 16384;
 static FDS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
 static REGISTER_HANDLER: Once = Once::new();
+/// Device and inode number of the anonymous inode behind the registered
+/// descriptors (set before the first is registered).
+static ANON_DEV: AtomicU64 = AtomicU64::new(0);
+static ANON_INO: AtomicU64 = AtomicU64::new(0);
+
+/// (device, inode) of the file behind `fd`.
+fn file_id(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: fstat into a zeroed stat buffer; async-signal-safe, no allocation.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
 
 extern "C" fn close_in_child() {
+    let anon = (ANON_DEV.load(Ordering::Relaxed), ANON_INO.load(Ordering::Relaxed));
     for slot in FDS.iter() {
         let fd = slot.swap(-1, Ordering::Relaxed);
-        if fd >= 0 {
+        if fd >= 0 && file_id(fd) == Some(anon) {
             // SAFETY: closes a descriptor of this (child) process only.
             unsafe { libc::close(fd) };
         }
@@ -52,12 +69,27 @@ impl ForkFds {
     /// all) stay open in children, which is what happens without this.
     pub(crate) fn register(fds: impl IntoIterator<Item = i32>) -> ForkFds {
         REGISTER_HANDLER.call_once(|| {
+            // The anonymous inode, as an eventfd shows it.
+            // SAFETY: creates and closes a descriptor of its own.
+            let probe = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+            if let Some((dev, ino)) = file_id(probe) {
+                ANON_DEV.store(dev, Ordering::Relaxed);
+                ANON_INO.store(ino, Ordering::Relaxed);
+            }
+            if probe >= 0 {
+                // SAFETY: the descriptor created above.
+                unsafe { libc::close(probe) };
+            }
             // SAFETY: registers a handler that only closes descriptors.
             unsafe { libc::pthread_atfork(None, None, Some(close_in_child)) };
         });
+        let anon = (ANON_DEV.load(Ordering::Relaxed), ANON_INO.load(Ordering::Relaxed));
         let mut slots = Vec::new();
         let mut start = 0;
         for fd in fds {
+            if file_id(fd) != Some(anon) {
+                continue; // never closed in children: not one of the tracer's objects
+            }
             while start < SLOTS {
                 if FDS[start].compare_exchange(-1, fd, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
                     slots.push(start);

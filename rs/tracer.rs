@@ -15,6 +15,7 @@ use crate::queue::{EventQueue, Shared};
 use crate::reader::{run_reader, Core, Live};
 use crate::record_decoder::Inbox;
 use crate::release;
+use crate::skeleton::Loaded;
 use crate::stats::{Stats, UserCounters};
 use crate::tracepoint_format::Format;
 use crate::types::{EventType, KERNEL_STATS};
@@ -508,7 +509,7 @@ impl Tracer {
         if let Some(live) = guard.as_mut() {
             let links = std::mem::take(&mut live.links);
             if stop_handlers(live) {
-                release::release(DetachOnly(links));
+                release::release(Released { links, _loaded: None, _fork_fds: None });
             } else {
                 detach_all(links);
             }
@@ -563,10 +564,14 @@ impl Tracer {
             }
             live.ring.consume_raw();
             self.final_stats = Self::snapshot(&live, &self.core.shared).ok();
-            // The descriptors stay registered for forked children until
-            // they are closed.
-            let fork_fds = self.fork_fds.take();
-            release::release(Released { live, _fork_fds: fork_fds });
+            // This process's memory is given back now (the mapped kernel
+            // buffers, the copied bytes); the links, programs and maps go
+            // on the release thread, and their descriptors stay registered
+            // for forked children until they are closed.
+            let Live { ring, links, inbox, loaded } = live;
+            drop(ring);
+            drop(inbox);
+            release::release(Released { links, _loaded: Some(loaded), _fork_fds: self.fork_fds.take() });
         }
     }
 
@@ -614,28 +619,21 @@ fn stop_handlers(live: &Live) -> bool {
     loader::stop_recording(live.loaded.maps()).is_ok() && release::wait_for_handlers()
 }
 
-/// Links of a stopped tracer, detached by a release thread.
-struct DetachOnly(Vec<Link>);
-// SAFETY: as SendLink.
-unsafe impl Send for DetachOnly {}
-
-impl Drop for DetachOnly {
-    fn drop(&mut self) {
-        detach_all(std::mem::take(&mut self.0));
-    }
-}
-
-/// What a closed tracer leaves to its release thread: links detached
-/// first, then the ring buffer, maps and programs, then the descriptors
-/// are no longer closed in forked children.
+/// What a stopped or closed tracer leaves to its release thread: the links
+/// are detached first, then (when closed) the programs and maps go, then
+/// the descriptors are no longer closed in forked children.
 struct Released {
-    live: Live,
+    links: Vec<Link>,
+    _loaded: Option<Loaded>,
     _fork_fds: Option<ForkFds>,
 }
+// SAFETY: as SendLink; the skeleton's libbpf objects have no thread
+// affinity, and nothing else refers to them once the tracer gave them up.
+unsafe impl Send for Released {}
 
 impl Drop for Released {
     fn drop(&mut self) {
-        detach_all(std::mem::take(&mut self.live.links));
+        detach_all(std::mem::take(&mut self.links));
     }
 }
 

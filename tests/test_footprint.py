@@ -167,7 +167,7 @@ def test_the_reader_drains_a_burst_far_larger_than_the_kernel_buffers_while_the_
 
 def test_without_the_reader_thread_the_same_burst_keeps_only_what_the_kernel_buffers_hold():
     # The control of the test above: the same check fails without the drain.
-    intact, lost, st, mem, per_cpu = sleeping_consumer_burst()
+    intact, lost, st, mem, per_cpu = sleeping_consumer_burst(reader_thread=False)
     area = mem["payload_bytes_per_cpu"]
     assert all(n * SIZE <= area for n in per_cpu.values()), (per_cpu, st, mem)
     assert lost > 0 and st["payload_full"] == lost, st

@@ -242,6 +242,40 @@ FORK_RACE = textwrap.dedent("""
 """)
 
 
+RELEASE_FORKS = textwrap.dedent("""
+    import os, time, tracer_ebpf as te
+    t = te.Tracer()  # every typed event: their release takes a good part of a second
+    t.close()
+    forks = bad = 0
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        r, w = os.pipe()  # numbers the release thread has just freed
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.write(w, b"k")
+                os._exit(0)
+            except OSError:
+                os._exit(3)
+        _, status = os.waitpid(pid, 0)
+        os.close(w)
+        ok = os.read(r, 1) == b"k" and os.waitstatus_to_exitcode(status) == 0
+        os.close(r)
+        forks += 1
+        bad += not ok
+    print(forks, bad)
+""")
+
+
+def test_a_child_forked_while_a_closed_tracer_is_released_keeps_its_own_descriptors():
+    # The child closes the tracer's descriptors it inherits; a number the
+    # release thread has closed and a pipe has taken since is not one of them.
+    r = subprocess.run([PY, "-c", RELEASE_FORKS], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    forks, bad = map(int, r.stdout.split())
+    assert forks >= 50 and bad == 0, r.stdout
+
+
 def test_forking_while_another_thread_polls_never_hangs_the_child():
     r = subprocess.run([PY, "-c", FORK_RACE, "40"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
