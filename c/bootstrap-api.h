@@ -359,9 +359,11 @@ unsigned tb_ncpus(const struct tb_tracer *t);
 size_t tb_nevents(const struct tb_tracer *t);
 const struct tb_event_desc *tb_event_at(const struct tb_tracer *t, size_t i);
 
-/* Stops the reader thread, detaches every program and frees every kernel and
- * userspace resource; returns when done. NULL is accepted. Not from the
- * callback. */
+/* Stops the reader thread and the programs (nothing more is recorded once it
+ * returns; the counters are final) and frees the userspace resources; the
+ * programs are detached and the kernel's resources freed by a release thread
+ * right after (a tracer opened next waits for it; at exit the kernel does
+ * it). NULL is accepted. Not from the callback. */
 void tb_close(struct tb_tracer *t);
 
 /*

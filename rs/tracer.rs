@@ -496,8 +496,9 @@ impl Tracer {
         Ok(())
     }
 
-    /// Detaches every program: nothing new is captured, and `poll` hands out
-    /// what already was (the reader thread keeps draining the kernel
+    /// Stops every program: once it returns nothing new is captured (the
+    /// programs are detached afterwards, see `release`), and `poll` hands
+    /// out what already was (the reader thread keeps draining the kernel
     /// buffers), then returns nothing at once; `is_drained()` tells when all
     /// of it was. Idempotent.
     pub fn stop(&mut self) -> Result<()> {
@@ -528,10 +529,12 @@ impl Tracer {
         self.drained
     }
 
-    /// Detaches everything and frees the kernel resources. Events not handed
-    /// out yet (queued, or unread in the kernel buffers) are counted as
-    /// `discarded`; `stats()` keeps the final counters. Idempotent. In a
-    /// forked child it only marks the tracer closed (see `fork_guard`).
+    /// Stops everything and frees this process's buffers; the programs are
+    /// detached and the kernel's resources freed by a release thread right
+    /// after (see `release`). Events not handed out yet (queued, or unread
+    /// in the kernel buffers) are counted as `discarded`; `stats()` keeps
+    /// the final counters. Idempotent. In a forked child it only marks the
+    /// tracer closed (see `fork_guard`).
     pub fn close(&mut self) {
         if self.closed {
             return;

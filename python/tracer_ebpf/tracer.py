@@ -160,9 +160,11 @@ class Tracer:
             pass
 
     def close(self) -> None:
-        """Detaches everything and frees the buffers; idempotent. Events not
+        """Stops everything and frees the buffers; idempotent. Events not
         handed out yet are counted as ``discarded``; ``stats()`` keeps the
-        final counters. To get them instead, ``stop()`` first and read on.
+        final counters. The programs are detached and the kernel's memory
+        freed by a background thread right after (the next tracer waits for
+        it). To get them instead, ``stop()`` first and read on.
         In a child process made by ``os.fork()`` it does nothing to the
         parent's tracer (which the child cannot use)."""
         native = self._native
@@ -170,10 +172,11 @@ class Tracer:
             native.close()
 
     def stop(self) -> None:
-        """Detaches the programs: nothing new is captured, and reading hands
-        out what already was, then ends (iteration stops; ``poll()`` returns
-        ``[]`` at once and ``drained`` becomes True). ``close()`` still frees
-        the buffers. Idempotent."""
+        """Stops the programs: once it returns nothing new is captured (they
+        are detached in the background), and reading hands out what already
+        was, then ends (iteration stops; ``poll()`` returns ``[]`` at once
+        and ``drained`` becomes True). ``close()`` still frees the buffers.
+        Idempotent."""
         self._n().stop()
 
     @property
