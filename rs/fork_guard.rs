@@ -8,12 +8,12 @@
 //! shares with the parent. So:
 //! - in the child, a handler registered with `pthread_atfork` closes every
 //!   descriptor a tracer registered here, before the child runs any code of
-//!   its own (a plain `close`, which touches only the child's table). It
-//!   closes a number only while it still names an anonymous-inode file (all
-//!   BPF objects, perf events, epoll and event fds share that inode): a
-//!   tracer's descriptors are closed (on its release thread, see `release`)
-//!   before they are unregistered, and a number reused meanwhile by a pipe
-//!   or a file (a `subprocess`'s own pipes) must stay open in the child;
+//!   its own (a plain `close`, which touches only the child's table). A
+//!   descriptor is unregistered just before the tracer closes it (on the
+//!   release worker, see `release`), never after: by then its number may
+//!   name a pipe of the child's own (`subprocess`). As a second guard the
+//!   child closes a number only while it still names an anonymous-inode file
+//!   (all BPF objects, perf events, epoll and event fds share that inode);
 //! - the kernel buffers' mappings are marked `MADV_DONTFORK`, so the child
 //!   holds no reference to the maps either;
 //! - every entry point of a `Tracer` compares `getpid()` with its owner and,
@@ -30,7 +30,7 @@ const SLOTS: usize = 16384;
 static FDS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
 static REGISTER_HANDLER: Once = Once::new();
 /// Device and inode number of the anonymous inode behind the registered
-/// descriptors (set before the first is registered).
+/// descriptors (0 until a probe succeeded).
 static ANON_DEV: AtomicU64 = AtomicU64::new(0);
 static ANON_INO: AtomicU64 = AtomicU64::new(0);
 
@@ -45,7 +45,8 @@ extern "C" fn close_in_child() {
     let anon = (ANON_DEV.load(Ordering::Relaxed), ANON_INO.load(Ordering::Relaxed));
     for slot in FDS.iter() {
         let fd = slot.swap(-1, Ordering::Relaxed);
-        if fd >= 0 && file_id(fd) == Some(anon) {
+        // Without the inode (no probe succeeded), by number alone.
+        if fd >= 0 && (anon.1 == 0 || file_id(fd) == Some(anon)) {
             // SAFETY: closes a descriptor of this (child) process only.
             unsafe { libc::close(fd) };
         }
@@ -68,8 +69,9 @@ impl ForkFds {
     /// Registers `fds`; those that find no free slot (more than SLOTS open in
     /// all) stay open in children, which is what happens without this.
     pub(crate) fn register(fds: impl IntoIterator<Item = i32>) -> ForkFds {
-        REGISTER_HANDLER.call_once(|| {
-            // The anonymous inode, as an eventfd shows it.
+        if ANON_INO.load(Ordering::Relaxed) == 0 {
+            // The anonymous inode, as an eventfd shows it (tried again at
+            // the next tracer if no descriptor could be made now).
             // SAFETY: creates and closes a descriptor of its own.
             let probe = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
             if let Some((dev, ino)) = file_id(probe) {
@@ -80,6 +82,8 @@ impl ForkFds {
                 // SAFETY: the descriptor created above.
                 unsafe { libc::close(probe) };
             }
+        }
+        REGISTER_HANDLER.call_once(|| {
             // SAFETY: registers a handler that only closes descriptors.
             unsafe { libc::pthread_atfork(None, None, Some(close_in_child)) };
         });
@@ -87,7 +91,7 @@ impl ForkFds {
         let mut slots = Vec::new();
         let mut start = 0;
         for fd in fds {
-            if file_id(fd) != Some(anon) {
+            if anon.1 != 0 && file_id(fd) != Some(anon) {
                 continue; // never closed in children: not one of the tracer's objects
             }
             while start < SLOTS {
@@ -100,6 +104,24 @@ impl ForkFds {
             }
         }
         ForkFds { slots }
+    }
+}
+
+impl ForkFds {
+    /// `fds` are no longer closed in forked children. Called just before
+    /// they are closed: a child forked in between keeps a copy (harmless),
+    /// whereas one forked after the close might find the number taken by
+    /// another file, which it must not close.
+    pub(crate) fn forget(&mut self, fds: &[i32]) {
+        self.slots.retain(|&i| {
+            let fd = FDS[i].load(Ordering::Relaxed);
+            if fds.contains(&fd) {
+                FDS[i].store(-1, Ordering::Relaxed);
+                false
+            } else {
+                true
+            }
+        });
     }
 }
 

@@ -506,14 +506,17 @@ impl Tracer {
         if self.stopped {
             return Ok(());
         }
-        let mut guard = self.core.live();
-        if let Some(live) = guard.as_mut() {
-            let links = std::mem::take(&mut live.links);
-            if stop_handlers(live) {
-                release::release(Released { links, _loaded: None, _fork_fds: None });
-            } else {
-                detach_all(links);
-            }
+        // The reader keeps draining meanwhile: `live` is held only to take
+        // the links and flip the switch, not through the grace period.
+        let (links, switched) = match self.core.live().as_mut() {
+            Some(live) => (std::mem::take(&mut live.links), loader::stop_recording(live.loaded.maps()).is_ok()),
+            None => (Vec::new(), false),
+        };
+        self.forget_in_children(&link_fds(&links));
+        if switched && release::wait_for_handlers() {
+            release::release(Released { links, _fork_fds: None, _loaded: None });
+        } else {
+            detach_all(links);
         }
         self.stopped = true;
         Ok(())
@@ -556,6 +559,7 @@ impl Tracer {
             // fails, detached): what is in the buffers now is all there
             // will be.
             if !(self.stopped || stop_handlers(&live)) {
+                self.forget_in_children(&link_fds(&live.links));
                 detach_all(std::mem::take(&mut live.links));
             }
             let queued = self.core.shared.discard();
@@ -569,17 +573,29 @@ impl Tracer {
             self.final_stats = Self::snapshot(&live, &self.core.shared).ok();
             // This process's memory is given back now (the mapped kernel
             // buffers, the copied bytes); the links, programs and maps go
-            // on the release thread, and their descriptors stay registered
-            // for forked children until they are closed.
+            // on the release worker. A descriptor stops being closed in
+            // forked children just before it is closed (never after: the
+            // number may be reused by then), so the ring's epoll fd and
+            // the queue's eventfds (closed when the tracer is dropped) now.
+            let mut closing = self.core.shared.eventfds().to_vec();
+            closing.push(self.epoll_fd);
+            self.forget_in_children(&closing);
             let Live { ring, links, inbox, loaded } = live;
             drop(ring);
             drop(inbox);
-            release::release(Released { links, _loaded: Some(loaded), _fork_fds: self.fork_fds.take() });
+            release::release(Released { links, _fork_fds: self.fork_fds.take(), _loaded: Some(loaded) });
         }
     }
 
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// Descriptors about to be closed are no longer closed in forked children.
+    fn forget_in_children(&mut self, fds: &[i32]) {
+        if let Some(f) = self.fork_fds.as_mut() {
+            f.forget(fds);
+        }
     }
 
     /// Number of possible CPUs the buffers were sized for.
@@ -622,13 +638,18 @@ fn stop_handlers(live: &Live) -> bool {
     loader::stop_recording(live.loaded.maps()).is_ok() && release::wait_for_handlers()
 }
 
-/// What a stopped or closed tracer leaves to its release thread: the links
-/// are detached first, then (when closed) the programs and maps go, then
-/// the descriptors are no longer closed in forked children.
+/// The links' descriptors.
+fn link_fds(links: &[Link]) -> Vec<i32> {
+    links.iter().map(|l| l.as_fd().as_raw_fd()).collect()
+}
+
+/// What a stopped or closed tracer leaves to the release worker: the links
+/// are detached first; then (when closed) the remaining descriptors are no
+/// longer closed in forked children, and the programs and maps go.
 struct Released {
     links: Vec<Link>,
-    _loaded: Option<Loaded>,
     _fork_fds: Option<ForkFds>,
+    _loaded: Option<Loaded>,
 }
 // SAFETY: as SendLink; the skeleton's libbpf objects have no thread
 // affinity, and nothing else refers to them once the tracer gave them up.
@@ -636,6 +657,9 @@ unsafe impl Send for Released {}
 
 impl Drop for Released {
     fn drop(&mut self) {
+        if let Some(f) = self._fork_fds.as_mut() {
+            f.forget(&link_fds(&self.links));
+        }
         detach_all(std::mem::take(&mut self.links));
     }
 }
@@ -661,9 +685,15 @@ fn detach_all(links: Vec<Link>) {
         }
         batches.last_mut().expect("pushed above").push(SendLink(l));
     }
+    // Each batch in a slot its thread empties; a batch whose thread could
+    // not be started (a pids limit) is dropped here.
+    let slots: Vec<std::sync::Mutex<Option<Vec<SendLink>>>> = batches.into_iter().map(|b| std::sync::Mutex::new(Some(b))).collect();
+    let take = |slot: &std::sync::Mutex<Option<Vec<SendLink>>>| drop(slot.lock().ok().and_then(|mut b| b.take()));
     std::thread::scope(|s| {
-        for b in batches {
-            s.spawn(move || drop(b));
+        for slot in &slots {
+            if std::thread::Builder::new().spawn_scoped(s, move || take(slot)).is_err() {
+                take(slot);
+            }
         }
     });
 }

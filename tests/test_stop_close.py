@@ -121,9 +121,32 @@ def test_close_under_a_running_writer_accounts_for_every_record(endless_writer):
     st = t.stats()
     assert got == st["delivered"] == 500, (got, st)
     assert st["records"] == st["delivered"] + st["discarded"] and st["queued"] == 0, st
-    assert st == t.stats()  # final
     # The kernel objects go shortly after, while the writer still runs.
     assert_released(ids)
     # A tracer opened right after one closed is attached and records.
     with te.Tracer(W, pids=[pid]) as t2:
         assert recording(t2, 100) >= 100
+
+
+FORK_AFTER_CLOSE = r"""
+import os, sys, tracer_ebpf as te
+t = te.Tracer()  # every typed event: detached by the release worker for most of a second
+t.close()
+pid = os.fork()
+if pid == 0:
+    import signal
+    signal.alarm(30)  # a hang ends here, not as an orphan
+    # The child has no release worker: its tracer must not wait for the parent's.
+    t2 = te.Tracer("syscalls/sys_enter_write")
+    t2.close()
+    t3 = te.Tracer("syscalls/sys_enter_write")
+    t3.close()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_child_forked_while_its_parent_releases_a_tracer_opens_and_closes_its_own():
+    r = subprocess.run([PY, "-c", FORK_AFTER_CLOSE], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.split() == ["0"], (r.stdout, r.stderr[-2000:])
