@@ -512,8 +512,10 @@ impl Tracer {
             Some(live) => (std::mem::take(&mut live.links), loader::stop_recording(live.loaded.maps()).is_ok()),
             None => (Vec::new(), false),
         };
+        // Unregistered now: the tracer keeps its fork guard until close().
         self.forget_in_children(&link_fds(&links));
-        if switched && release::wait_for_handlers() {
+        let quiet = switched && release::wait_for_handlers();
+        if quiet && links.len() <= BACKGROUND_DETACH_MAX {
             release::release(Released { links, _fork_fds: None, _loaded: None });
         } else {
             detach_all(links);
@@ -580,9 +582,13 @@ impl Tracer {
             let mut closing = self.core.shared.eventfds().to_vec();
             closing.push(self.epoll_fd);
             self.forget_in_children(&closing);
-            let Live { ring, links, inbox, loaded } = live;
+            let Live { ring, mut links, inbox, loaded } = live;
             drop(ring);
             drop(inbox);
+            if links.len() > BACKGROUND_DETACH_MAX {
+                self.forget_in_children(&link_fds(&links));
+                detach_all(std::mem::take(&mut links));
+            }
             release::release(Released { links, _fork_fds: self.fork_fds.take(), _loaded: Some(loaded) });
         }
     }
@@ -637,6 +643,13 @@ unsafe impl Send for SendLink {}
 fn stop_handlers(live: &Live) -> bool {
     loader::stop_recording(live.loaded.maps()).is_ok() && release::wait_for_handlers()
 }
+
+/// Links detached in the background at most: a larger set (`syscalls/*`:
+/// hundreds) holds the kernel's `event_mutex` for tens of seconds while it
+/// detaches, stalling every reader of tracefs (the next tracer's lookup of
+/// event names, other tools), so `stop()` and `close()` detach it before
+/// they return rather than hand that wait to whoever comes next.
+const BACKGROUND_DETACH_MAX: usize = 16;
 
 /// The links' descriptors.
 fn link_fds(links: &[Link]) -> Vec<i32> {
