@@ -363,7 +363,8 @@ const struct tb_event_desc *tb_event_at(const struct tb_tracer *t, size_t i);
  * returns; the counters are final) and frees the userspace resources; the
  * programs are detached and the kernel's resources freed by a release thread
  * right after (a tracer opened next waits for it; at exit the kernel does
- * it). NULL is accepted. Not from the callback. */
+ * it); more than 16 tracepoints are detached before it returns. NULL is
+ * accepted. Not from the callback. */
 void tb_close(struct tb_tracer *t);
 
 /*

@@ -496,8 +496,8 @@ impl Tracer {
         Ok(())
     }
 
-    /// Stops every program: once it returns nothing new is captured (the
-    /// programs are detached afterwards, see `release`), and `poll` hands
+    /// Stops every program: once it returns nothing new is captured (up to
+    /// BACKGROUND_DETACH_MAX are detached afterwards, see `release`), and `poll` hands
     /// out what already was (the reader thread keeps draining the kernel
     /// buffers), then returns nothing at once; `is_drained()` tells when all
     /// of it was. Idempotent.
@@ -536,7 +536,8 @@ impl Tracer {
 
     /// Stops everything and frees this process's buffers; the programs are
     /// detached and the kernel's resources freed by a release thread right
-    /// after (see `release`). Events not handed out yet (queued, or unread
+    /// after (see `release`; larger sets than BACKGROUND_DETACH_MAX are
+    /// detached before it returns). Events not handed out yet (queued, or unread
     /// in the kernel buffers) are counted as `discarded`; `stats()` keeps
     /// the final counters. Idempotent. In a forked child it only marks the
     /// tracer closed (see `fork_guard`).

@@ -164,7 +164,7 @@ class Tracer:
         handed out yet are counted as ``discarded``; ``stats()`` keeps the
         final counters. The programs are detached and the kernel's memory
         freed by a background thread right after (the next tracer waits for
-        it). To get them instead, ``stop()`` first and read on.
+        it); more than 16 tracepoints are detached before it returns. To get them instead, ``stop()`` first and read on.
         In a child process made by ``os.fork()`` it does nothing to the
         parent's tracer (which the child cannot use)."""
         native = self._native
@@ -172,8 +172,8 @@ class Tracer:
             native.close()
 
     def stop(self) -> None:
-        """Stops the programs: once it returns nothing new is captured (they
-        are detached in the background), and reading hands out what already
+        """Stops the programs: once it returns nothing new is captured (up to
+        16 are detached in the background), and reading hands out what already
         was, then ends (iteration stops; ``poll()`` returns ``[]`` at once
         and ``drained`` becomes True). ``close()`` still frees the buffers.
         Idempotent."""
