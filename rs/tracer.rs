@@ -512,13 +512,10 @@ impl Tracer {
             Some(live) => (std::mem::take(&mut live.links), loader::stop_recording(live.loaded.maps()).is_ok()),
             None => (Vec::new(), false),
         };
-        // Unregistered now: the tracer keeps its fork guard until close().
-        self.forget_in_children(&link_fds(&links));
         let quiet = switched && release::wait_for_handlers();
-        if quiet && links.len() <= BACKGROUND_DETACH_MAX {
+        let links = self.hand_over_links(links, quiet);
+        if !links.is_empty() {
             release::release(Released { links, _fork_fds: None, _loaded: None });
-        } else {
-            detach_all(links);
         }
         self.stopped = true;
         Ok(())
@@ -561,10 +558,8 @@ impl Tracer {
             // No handler runs once they are switched off (or, if that
             // fails, detached): what is in the buffers now is all there
             // will be.
-            if !(self.stopped || stop_handlers(&live)) {
-                self.forget_in_children(&link_fds(&live.links));
-                detach_all(std::mem::take(&mut live.links));
-            }
+            let quiet = self.stopped || stop_handlers(&live);
+            let links = self.hand_over_links(std::mem::take(&mut live.links), quiet);
             let queued = self.core.shared.discard();
             {
                 let mut inbox = live.inbox.borrow_mut();
@@ -583,19 +578,29 @@ impl Tracer {
             let mut closing = self.core.shared.eventfds().to_vec();
             closing.push(self.epoll_fd);
             self.forget_in_children(&closing);
-            let Live { ring, mut links, inbox, loaded } = live;
+            let Live { ring, inbox, loaded, .. } = live;
             drop(ring);
             drop(inbox);
-            if links.len() > BACKGROUND_DETACH_MAX {
-                self.forget_in_children(&link_fds(&links));
-                detach_all(std::mem::take(&mut links));
-            }
             release::release(Released { links, _fork_fds: self.fork_fds.take(), _loaded: Some(loaded) });
         }
     }
 
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// Links of stopped handlers: kept for the release worker (returned) if
+    /// `quiet` (switched off, grace period passed) and at most
+    /// BACKGROUND_DETACH_MAX, else detached here. Either way their
+    /// descriptors are no longer closed in forked children from now on.
+    fn hand_over_links(&mut self, links: Vec<Link>, quiet: bool) -> Vec<Link> {
+        self.forget_in_children(&link_fds(&links));
+        if quiet && links.len() <= BACKGROUND_DETACH_MAX {
+            links
+        } else {
+            detach_all(links);
+            Vec::new()
+        }
     }
 
     /// Descriptors about to be closed are no longer closed in forked children.
@@ -671,9 +676,6 @@ unsafe impl Send for Released {}
 
 impl Drop for Released {
     fn drop(&mut self) {
-        if let Some(f) = self._fork_fds.as_mut() {
-            f.forget(&link_fds(&self.links));
-        }
         detach_all(std::mem::take(&mut self.links));
     }
 }
