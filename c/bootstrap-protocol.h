@@ -15,6 +15,8 @@
  * its descendants each; rs/cgroup/filter.rs CGROUP_FILTERS_MAX). */
 #define TB_MAX_CGROUP_FILTERS 8
 
+/* A comm prefix: its bytes (no NUL among them), NUL padded; the BPF side
+ * matches the non-NUL bytes (bpf/filter.h). */
 struct tb_comm_prefix {
 	char prefix[TB_COMM_LEN];
 	__u32 len;

@@ -36,105 +36,117 @@ fill_syscalls__sys_enter_pwrite64(struct syscall_trace_enter *ctx, struct tb_ctx
 		tb_skip(&p->content, p->count);
 }
 
-/* Sums the lengths of the first `n` (at most TB_IOV_MAX) iovecs at `iov`
- * (one small read each: cheap next to the copy) into `total`, and those of
- * the first TB_IOV_COPY into `head`. Returns false if the iovec array could
- * not be read. */
-static __always_inline bool tb_iov_total(const struct iovec *iov, __u32 n, __u64 *total, __u64 *head)
-{
-	struct iovec v;
-	__u64 sum = 0;
+/* Where tb_iov_sum_step's bpf_loop is: the iovec array, the sum so far. */
+struct tb_iov_sum {
+	__u64 iov; /* user address of the iovec array */
+	__u64 sum;
+	__u64 fault;
+};
 
-	*head = 0;
-	for (__u32 i = 0; i < TB_IOV_MAX; i++) {
-		if (i == TB_IOV_COPY)
-			*head = sum;
-		if (i >= n)
-			break;
-		if (bpf_probe_read_user(&v, sizeof(v), &iov[i]))
-			return false;
-		sum += v.iov_len;
+/* Adds the length of iovec `i` (a bpf_loop callback: the verifier checks
+ * it once, not once per iovec). Returns 1 to stop if it cannot be read. */
+static long tb_iov_sum_step(__u64 i, void *ctx)
+{
+	struct tb_iov_sum *a = ctx;
+	struct iovec v;
+
+	if (bpf_probe_read_user(&v, sizeof(v), (const void *)(a->iov + i * sizeof(v)))) {
+		a->fault = 1;
+		return 1;
 	}
-	*total = sum;
-	if (n <= TB_IOV_COPY)
-		*head = sum;
-	return true;
+	a->sum += v.iov_len;
+	return 0;
+}
+
+/* Where tb_iov_copy_step's bpf_loop is. How far the copy got is kept in
+ * the per-CPU scratch, not here: read back from a map it is a number the
+ * verifier does not track, so it checks one step, where numbers on the
+ * stack would make it walk every iovec (see tb_append). */
+struct tb_iov_copy {
+	struct tb_ctx *t;
+	struct tb_var *v;
+	struct tb_scratch *s;
+	__u64 iov;  /* user address of the iovec array */
+	__u64 n;    /* iovecs */
+	__u64 want; /* bytes to copy */
+};
+
+/* Copies one piece of the current iovec, or steps over an empty one; a
+ * piece that ends its iovec steps to the next itself (a bpf_loop callback).
+ * Returns 1 when the copy is done or cannot go on. */
+static long tb_iov_copy_step(__u64 i, void *ctx)
+{
+	struct tb_iov_copy *c = ctx;
+	struct tb_scratch *s = c->s;
+	struct iovec v;
+	__u64 done = c->v->len;
+	__u64 idx = *(volatile __u64 *)&s->iov_idx;
+	__u64 off = *(volatile __u64 *)&s->iov_off;
+
+	if (done >= c->want || idx >= c->n)
+		return 1;
+	if (bpf_probe_read_user(&v, sizeof(v), (const void *)(c->iov + idx * sizeof(v))))
+		return 1; /* flagged by the caller */
+	if (off >= v.iov_len) {
+		s->iov_idx = idx + 1;
+		s->iov_off = 0;
+		return 0;
+	}
+	__u64 len = v.iov_len - off;
+	if (len > c->want - done)
+		len = c->want - done;
+	__u64 k = tb_piece(c->t, c->v, v.iov_base + off, len, true);
+	if (!k)
+		return 1;
+	if (off + k >= v.iov_len) {
+		s->iov_idx = idx + 1;
+		s->iov_off = 0;
+	} else {
+		s->iov_off = off + k;
+	}
+	return 0;
 }
 
 /* writev(2): count is the sum of the lengths of all iovecs (up to IOV_MAX,
- * the most the kernel accepts); content is the bytes of the first
- * TB_IOV_COPY, concatenated (a cut beyond them is flagged and counted like
- * one at content_max, with the size of all). One flat loop over pieces and
- * iovecs (not a loop of loops), its position kept in the per-CPU scratch, so
- * verification stays linear in their number. */
+ * the most the kernel accepts); content is their bytes, concatenated, up to
+ * content_max. Both walks are bpf_loop callbacks, so verification does not
+ * grow with the number of iovecs or pieces. */
 static __always_inline void
 fill_syscalls__sys_enter_writev(struct syscall_trace_enter *ctx, struct tb_ctx *t,
 				struct tb_payload_syscalls__sys_enter_writev *p)
 {
-	const struct iovec *iov = (const struct iovec *)ctx->args[1];
+	__u64 iov = ctx->args[1];
 	__s32 iovcnt = (__s32)ctx->args[2];
 	__u32 n = iovcnt < 0 ? 0 : iovcnt > TB_IOV_MAX ? TB_IOV_MAX : (__u32)iovcnt;
-	struct iovec v;
-	__u64 total = 0, head = 0;
-	__u32 zero = 0;
+	struct tb_iov_sum sum = { .iov = iov };
 
 	p->fd = (__s32)ctx->args[0];
 	p->iovcnt = iovcnt;
-	struct tb_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-	if (!s)
-		return;
-	if (!tb_iov_total(iov, n, &total, &head)) {
+	bpf_loop(n, tb_iov_sum_step, &sum, 0);
+	if (sum.fault) {
 		/* The iovec array itself is unreadable: no total, no content. */
 		p->content.flags |= TB_VAR_FAULT;
 		t->rec->flags |= TB_REC_PAYLOAD_LOST;
 		tb_count(TB_STAT_FAULT);
 		return;
 	}
-	p->count = total;
+	p->count = sum.sum;
 	if (!tb_content_fd(t, p->fd)) {
-		tb_skip(&p->content, total);
+		tb_skip(&p->content, sum.sum);
 		return;
 	}
-	__u64 want = tb_var_start(t, &p->content, total, t->cfg->content_max);
-	if (want > head) { /* only with more than TB_IOV_COPY iovecs */
-		want = head;
-		if (!(p->content.flags & TB_VAR_TRUNCATED)) {
-			p->content.flags |= TB_VAR_TRUNCATED;
-			tb_count(TB_STAT_TRUNCATED);
-		}
-	}
-	if (n > TB_IOV_COPY)
-		n = TB_IOV_COPY;
+	__u32 zero = 0;
+	struct tb_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return;
+	__u64 want = tb_var_start(t, &p->content, sum.sum, t->cfg->content_max);
+	struct tb_iov_copy c = { .t = t, .v = &p->content, .s = s, .iov = iov, .n = n, .want = want };
 	s->iov_idx = 0;
 	s->iov_off = 0;
-	/* Each iteration copies a piece or steps over an empty iovec; a piece
-	 * that ends its iovec steps to the next one itself. */
-	for (__u32 i = 0; i < TB_MAX_PIECES + TB_IOV_COPY; i++) {
-		__u64 done = *(volatile __u32 *)&p->content.len;
-		__u64 idx = *(volatile __u64 *)&s->iov_idx;
-		__u64 off = *(volatile __u64 *)&s->iov_off;
-		if (done >= want || idx >= n)
-			break;
-		if (bpf_probe_read_user(&v, sizeof(v), &iov[idx & (TB_IOV_MAX - 1)]))
-			break; /* flagged below */
-		if (off >= v.iov_len) {
-			s->iov_idx = idx + 1;
-			s->iov_off = 0;
-			continue;
-		}
-		__u64 len = v.iov_len - off;
-		if (len > want - done)
-			len = want - done;
-		__u64 k = tb_piece(t, &p->content, v.iov_base + off, len, true);
-		if (!k)
-			break;
-		if (off + k >= v.iov_len) {
-			s->iov_idx = idx + 1;
-			s->iov_off = 0;
-		} else {
-			s->iov_off = off + k;
-		}
-	}
+	/* Each iteration copies a piece or steps over an iovec: at most one
+	 * per piece plus one per iovec. */
+	if (want)
+		bpf_loop(TB_MAX_PIECES + TB_IOV_MAX, tb_iov_copy_step, &c, 0);
 	/* Short of what was granted without a piece faulting: the iovec array
 	 * became unreadable, or another thread shrank it, since it was summed. */
 	if (p->content.len < want && !(p->content.flags & TB_VAR_FAULT)) {

@@ -110,7 +110,7 @@ enum tb_event_type {
 	TB_EVENT_SYSCALLS__SYS_EXIT_OPENAT = 1025, /* openat(2) exit: the new fd, or -errno */
 	TB_EVENT_SYSCALLS__SYS_ENTER_READ = 1026, /* read(2) entry: fd and requested byte count */
 	TB_EVENT_SYSCALLS__SYS_ENTER_WRITE = 1028, /* write(2) entry; content captured for the selected fds (default 1 and 2) */
-	TB_EVENT_SYSCALLS__SYS_ENTER_WRITEV = 1029, /* writev(2) entry: count sums all iovecs; content (the first 64 iovecs, concatenated) captured for the selected fds */
+	TB_EVENT_SYSCALLS__SYS_ENTER_WRITEV = 1029, /* writev(2) entry: count sums all iovecs; content (all iovecs, concatenated, up to content_max) captured for the selected fds */
 	TB_EVENT_SYSCALLS__SYS_ENTER_PWRITE64 = 1030, /* pwrite64(2) entry; content captured for the selected fds */
 	TB_EVENT_PROC__SNAPSHOT = 4096, /* A process already running when the tracer attached (snapshot=True): its exe, argv, cwd and ids, parents first */
 };
@@ -225,7 +225,7 @@ TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_write,
 TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_syscalls__sys_enter_write, content) == 16, "tb_payload_syscalls__sys_enter_write.content");
 #define TB_MAX_SYSCALLS__SYS_ENTER_WRITE__CONTENT 1048576u
 
-/* syscalls/sys_enter_writev: writev(2) entry: count sums all iovecs; content (the first 64 iovecs, concatenated) captured for the selected fds */
+/* syscalls/sys_enter_writev: writev(2) entry: count sums all iovecs; content (all iovecs, concatenated, up to content_max) captured for the selected fds */
 struct tb_payload_syscalls__sys_enter_writev {
 	__s32 fd;
 	__s32 iovcnt;

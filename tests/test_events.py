@@ -225,6 +225,30 @@ def test_comm_filter_in_the_kernel():
     assert any(e.payload["content"] == b"from-tbcommx" for e in evs)
 
 
+# Comm prefixes ending before, at and after the 8-byte word the kernel
+# compares at once, up to the longest (15 bytes), and non-ASCII bytes.
+PREFIXES = ["tbpA", "tbpB-123", "tbpC-1234", "tbpD-1234567890", "tbp\u00e9"]
+COMMS = {  # comm: whether one of PREFIXES starts it
+    "tbpA": True, "tbpAxyz": True, "tbpX": False,
+    "tbpB-123": True, "tbpB-12": False, "tbpB-124": False, "tbpB-1234567": True,
+    "tbpC-1234": True, "tbpC-1234zz": True, "tbpC-1235": False, "tbpC-123": False,
+    "tbpD-1234567890": True, "tbpD-1234567899": False, "tbpD-123456789": False,
+    "tbp\u00e9!": True, "tbp\u00e8": False, "tbp\u00c3": False,
+}
+
+
+def test_comm_prefixes_match_exactly_their_bytes():
+    # One process takes each comm in turn and writes it.
+    code = ("import ctypes, os, sys\nlibc = ctypes.CDLL(None)\n"
+            "for c in sys.argv[1:]:\n    b = c.encode()\n    libc.prctl(15, b, 0, 0, 0)\n    os.write(1, b)\n")
+    with tracer_ebpf.Tracer("syscalls/sys_enter_write", comm=PREFIXES) as t:
+        subprocess.run([PY, "-c", code, *COMMS], stdout=subprocess.DEVNULL, check=True, timeout=60)
+        evs = t.collect(0.3)
+    got = [e.comm for e in evs if e.payload["content"] == e.comm.encode()]
+    assert got == [c for c, match in COMMS.items() if match], got
+    assert all(e.comm in COMMS for e in evs), {e.comm for e in evs}
+
+
 def test_pid_filter_changes_while_tracing():
     code = "import os, sys, time\nfor i in range(40):\n    os.write(1, b'tick %d\\n' % i); time.sleep(0.025)\n"
     a = subprocess.Popen([PY, "-c", code], stdout=subprocess.DEVNULL)

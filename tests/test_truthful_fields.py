@@ -17,7 +17,7 @@ def mine(r, event_type):
 
 
 # --------------------------------------------------------------------------
-# writev: count over every iovec, content from every iovec, cuts counted
+# writev: count and content over every iovec, cuts counted
 
 WRITEV = """
 import os
@@ -27,25 +27,43 @@ os.writev(1, [b"", b"x", b""] + [b"yz"] * 20)
 """
 
 
-def test_writev_count_covers_every_iovec_and_content_the_first_64():
+def test_writev_count_and_content_cover_every_iovec():
     r = tracer_ebpf.trace([PY, "-c", WRITEV], "syscalls/sys_enter_writev", stdout=subprocess.DEVNULL)
     assert r.returncode == 0
     evs = mine(r, "syscalls/sys_enter_writev")
     assert [e.payload["iovcnt"] for e in evs] == [17, 1024, 23]
     assert [e.payload["count"] for e in evs] == [34, 8192, 41]
     assert evs[0].payload["content"] == b"ab" * 17
+    # All 1024 iovecs (IOV_MAX), in order.
+    assert evs[1].payload["content"] == b"".join(bytes([65 + i % 26]) * 8 for i in range(1024))
     assert evs[2].payload["content"] == b"x" + b"yz" * 20
-    for e in evs[0], evs[2]:
+    for e in evs:
         assert e.payload_info["content"] == {"truncated": False, "lost": None, "captured": True,
                                              "size": e.payload["count"], "len": e.payload["count"]}
         assert "content_truncated" not in e.to_json()
-    # Content comes from the first TB_IOV_COPY (64) iovecs: the rest is a
-    # cut, with the size of all, counted.
-    assert evs[1].payload["content"] == b"".join(bytes([65 + i % 26]) * 8 for i in range(64))
-    assert evs[1].payload_info["content"] == {"truncated": True, "lost": None, "captured": True, "size": 8192, "len": 512}
-    d = json.loads(evs[1].to_json())["payload"]
-    assert d["content_truncated"] is True and d["content_size"] == 8192
-    assert r.stats["truncated"] == 1 and r.stats["fault"] == 0
+    assert r.stats["truncated"] == 0 and r.stats["fault"] == 0
+
+
+WRITEV_LARGE = """
+import os
+# 1024 iovecs of 1,500 bytes (1.46 MiB, more than content_max's 1 MiB), each
+# iovec its own byte, then 3 of 100,000 bytes (pieces split inside iovecs).
+os.writev(1, [bytes([i % 251]) * 1500 for i in range(1024)])
+os.writev(1, [b"p" * 100000, b"q" * 100000, b"r" * 100000])
+"""
+
+
+def test_writev_content_over_many_iovecs_and_pieces_is_whole_up_to_content_max():
+    r = tracer_ebpf.trace([PY, "-c", WRITEV_LARGE], "syscalls/sys_enter_writev", stdout=subprocess.DEVNULL)
+    assert r.returncode == 0
+    evs = mine(r, "syscalls/sys_enter_writev")
+    assert [e.payload["count"] for e in evs] == [1024 * 1500, 300000]
+    whole = b"".join(bytes([i % 251]) * 1500 for i in range(1024))
+    assert evs[0].payload["content"] == whole[: 1 << 20]
+    assert evs[0].payload_info["content"]["truncated"] is True
+    assert evs[0].payload_info["content"]["size"] == 1024 * 1500
+    assert evs[1].payload["content"] == b"p" * 100000 + b"q" * 100000 + b"r" * 100000
+    assert r.stats["truncated"] == 1 and r.stats["fault"] == 0 and r.stats["payload_full"] == 0
 
 
 def test_writev_cut_at_content_max_has_its_size_and_is_counted():

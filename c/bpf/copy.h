@@ -84,6 +84,41 @@ static __always_inline __u64 tb_piece(struct tb_ctx *t, struct tb_var *v, const 
 	return k;
 }
 
+/* Where tb_append's bpf_loop over the pieces of a copy is. */
+struct tb_append_walk {
+	struct tb_ctx *t;
+	struct tb_var *v;
+	__u64 src;   /* address of the first byte to append */
+	__u64 base;  /* v->len before the append */
+	__u64 end;   /* v->len after it */
+	__u64 user;  /* src is user memory (else kernel: the per-CPU scratch) */
+	__u64 fault; /* a piece faulted */
+};
+
+/* Appends the next piece (a bpf_loop callback: the verifier checks one
+ * piece, not every piece of the largest field, and progress is read back
+ * from the record, a number it does not track). Returns 1 when the copy is
+ * done or faulted. */
+static long tb_append_step(__u64 i, void *ctx)
+{
+	struct tb_append_walk *w = ctx;
+	__u64 done = w->v->len;
+	__u64 k;
+
+	if (done >= w->end)
+		return 1;
+	if (w->user)
+		k = tb_piece(w->t, w->v, (const void *)(w->src + (done - w->base)), w->end - done, true);
+	else /* the per-CPU scratch: the mask bounds the pointer arithmetic */
+		k = tb_piece(w->t, w->v, (const void *)(w->src + ((done - w->base) & (TB_SCRATCH_SIZE - 1))),
+			     w->end - done, false);
+	if (!k) {
+		w->fault = 1;
+		return 1;
+	}
+	return 0;
+}
+
 /*
  * Appends `n` bytes from `src` to `v` in pieces (see tb_piece). Returns
  * false on a fault.
@@ -91,23 +126,10 @@ static __always_inline __u64 tb_piece(struct tb_ctx *t, struct tb_var *v, const 
 static __always_inline bool tb_append(struct tb_ctx *t, struct tb_var *v, const void *src, __u64 n, bool user)
 {
 	__u64 base = *(volatile __u32 *)&v->len;
-	__u64 end = base + n;
+	struct tb_append_walk w = { .t = t, .v = v, .src = (__u64)src, .base = base, .end = base + n, .user = user };
 
-	for (__u32 i = 0; i < TB_MAX_PIECES; i++) {
-		/* Progress is re-read from the record each time rather than kept in
-		 * a register: the verifier then sees the same (unknown) state at
-		 * every iteration and prunes, instead of walking each distinct
-		 * byte count separately. */
-		__u64 done = *(volatile __u32 *)&v->len;
-		if (done >= end)
-			break;
-		/* Kernel copies only come from the per-CPU scratch (strings): the
-		 * mask lets the verifier bound the pointer arithmetic on it. */
-		const void *from = user ? src + (done - base) : src + ((done - base) & (TB_SCRATCH_SIZE - 1));
-		if (!tb_piece(t, v, from, end - done, user))
-			return false;
-	}
-	return true;
+	bpf_loop(TB_MAX_PIECES, tb_append_step, &w, 0);
+	return !w.fault;
 }
 
 /* Copies the `n` bytes of inline field `v` (tb_var_start said it fits)
@@ -217,44 +239,73 @@ static __always_inline void tb_copy_user_str(struct tb_ctx *t, struct tb_var *v,
 #define TB_LIST_CUT (1ull << 32)
 #define TB_LIST_FAULT (1ull << 33)
 
+/* Where tb_gather_str_list's bpf_loop is. The bytes gathered so far are
+ * kept in the scratch (s->list_len), read back as a number the verifier
+ * does not track (see tb_append). */
+struct tb_str_list_walk {
+	__u64 src;
+	struct tb_scratch *s;
+	__u64 result;
+};
+
+/* Gathers string `i` of the array (a bpf_loop callback: the verifier checks
+ * one string, not all TB_GENERIC_LIST_STRS). Returns 1 when the gathering
+ * ends, with its result set. */
+static long tb_str_list_step(__u64 i, void *ctx)
+{
+	struct tb_str_list_walk *w = ctx;
+	struct tb_scratch *s = w->s;
+	__u64 off = *(volatile __u64 *)&s->list_len;
+	const char *str = NULL;
+
+	if (bpf_probe_read_user(&str, sizeof(str), (const void *)(w->src + i * sizeof(str)))) {
+		w->result = off | TB_LIST_FAULT;
+		return 1;
+	}
+	if (!str) {
+		w->result = off;
+		return 1;
+	}
+	if (i >= TB_GENERIC_LIST_STRS || off >= TB_GENERIC_LIST_BYTES) {
+		w->result = off | TB_LIST_CUT;
+		return 1;
+	}
+	off &= TB_GENERIC_LIST_BYTES - 1;
+	__u64 room = TB_GENERIC_LIST_BYTES - off;
+	/* room + 2: tells a string of exactly `room` bytes (kept whole,
+	 * without its NUL) from a longer one (cut). */
+	long n = bpf_probe_read_user_str(&s->buf[off], room + 2, str);
+	if (n < 0) {
+		w->result = off | TB_LIST_FAULT;
+		return 1;
+	}
+	if ((__u64)n > room + 1) {
+		w->result = (off + room) | TB_LIST_CUT;
+		return 1;
+	}
+	s->list_len = off + ((__u64)n > room ? room : (__u64)n);
+	return 0;
+}
+
 /*
  * Gathers the NULL-terminated array of user strings at `src` (argv, envp) in
  * the per-CPU scratch, each string followed by its NUL, at most
  * TB_GENERIC_LIST_STRS strings and TB_GENERIC_LIST_BYTES bytes (a string
  * crossing the limit is cut there). Returns the bytes gathered, | TB_LIST_CUT
  * if some were left out, | TB_LIST_FAULT if reading user memory failed. A
- * global function: the verifier walks its loop once, not once per call site.
+ * global function: the verifier checks it once, not once per call site.
  */
 __noinline __u64 tb_gather_str_list(__u64 src)
 {
 	__u32 zero = 0;
-	__u64 cut = 0;
 	struct tb_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
 		return TB_LIST_FAULT;
 	s->list_len = 0;
-	for (__u32 i = 0; i <= TB_GENERIC_LIST_STRS; i++) {
-		/* Progress in memory, not a register (see tb_append). */
-		__u64 off = *(volatile __u64 *)&s->list_len;
-		const char *str = NULL;
-		if (bpf_probe_read_user(&str, sizeof(str), (const void *)(src + i * sizeof(str))))
-			return off | TB_LIST_FAULT;
-		if (!str)
-			break;
-		if (i == TB_GENERIC_LIST_STRS || off >= TB_GENERIC_LIST_BYTES)
-			return off | TB_LIST_CUT;
-		off &= TB_GENERIC_LIST_BYTES - 1;
-		__u64 room = TB_GENERIC_LIST_BYTES - off;
-		/* room + 2: tells a string of exactly `room` bytes (kept whole,
-		 * without its NUL) from a longer one (cut). */
-		long n = bpf_probe_read_user_str(&s->buf[off], room + 2, str);
-		if (n < 0)
-			return off | TB_LIST_FAULT;
-		if ((__u64)n > room + 1)
-			return (off + room) | TB_LIST_CUT;
-		s->list_len = off + ((__u64)n > room ? room : (__u64)n);
-	}
-	return *(volatile __u64 *)&s->list_len;
+	/* Ends by the NULL, or at string TB_GENERIC_LIST_STRS (a cut), at the latest. */
+	struct tb_str_list_walk w = { .src = src, .s = s, .result = TB_LIST_CUT };
+	bpf_loop(TB_GENERIC_LIST_STRS + 1, tb_str_list_step, &w, 0);
+	return w.result;
 }
 
 /* The array of user strings at `src` into variable field `v` (see

@@ -105,19 +105,13 @@ struct {
 } stats SEC(".maps");
 
 #define TB_IOV_MAX 1024  /* IOV_MAX: the kernel refuses a writev with more (EINVAL) */
-/* Iovecs whose bytes writev content is copied from: the copy loop takes an
- * iteration per piece and per iovec, and the verifier walks every one (with
- * 1024 it gives up: "sequence of 8193 jumps is too complex"; each 64 more
- * cost about 0.05 s of start-up here). Content beyond them is cut, flagged
- * and counted like a cut at content_max. */
-#define TB_IOV_COPY 64
 
 struct tb_scratch {
 	char buf[TB_SCRATCH_SIZE];
 	/* Loop state kept in memory, not registers, so the verifier sees one
 	 * state per loop iteration (see tb_append). */
-	__u64 iov_idx;
-	__u64 iov_off;
+	__u64 iov_idx; /* writev's copy: the iovec being copied */
+	__u64 iov_off; /* and the bytes of it copied */
 	__u64 list_len;
 	__u64 path_pos; /* start of the path being built (bpf/path.h) */
 };

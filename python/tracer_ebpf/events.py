@@ -96,7 +96,7 @@ class SyscallsSysEnterWritePayload(TypedDict):
 
 
 class SyscallsSysEnterWritevPayload(TypedDict):
-    """``syscalls/sys_enter_writev``: writev(2) entry: count sums all iovecs; content (the first 64 iovecs, concatenated) captured for the selected fds"""
+    """``syscalls/sys_enter_writev``: writev(2) entry: count sums all iovecs; content (all iovecs, concatenated, up to content_max) captured for the selected fds"""
 
     fd: int
     iovcnt: int
@@ -150,7 +150,7 @@ CATALOGUE: Dict[str, Tuple[int, str, Tuple[Tuple[str, str], ...]]] = {
     "syscalls/sys_exit_openat": (1025, "openat(2) exit: the new fd, or -errno", (("ret", "i64"),)),
     "syscalls/sys_enter_read": (1026, "read(2) entry: fd and requested byte count", (("fd", "i32"), ("count", "u64"))),
     "syscalls/sys_enter_write": (1028, "write(2) entry; content captured for the selected fds (default 1 and 2)", (("fd", "i32"), ("count", "u64"), ("content", "u8[]"))),
-    "syscalls/sys_enter_writev": (1029, "writev(2) entry: count sums all iovecs; content (the first 64 iovecs, concatenated) captured for the selected fds", (("fd", "i32"), ("iovcnt", "i32"), ("count", "u64"), ("content", "u8[]"))),
+    "syscalls/sys_enter_writev": (1029, "writev(2) entry: count sums all iovecs; content (all iovecs, concatenated, up to content_max) captured for the selected fds", (("fd", "i32"), ("iovcnt", "i32"), ("count", "u64"), ("content", "u8[]"))),
     "syscalls/sys_enter_pwrite64": (1030, "pwrite64(2) entry; content captured for the selected fds", (("fd", "i32"), ("count", "u64"), ("pos", "i64"), ("content", "u8[]"))),
     "proc/snapshot": (4096, "A process already running when the tracer attached (snapshot=True): its exe, argv, cwd and ids, parents first", (("uid", "u32"), ("gid", "u32"), ("kernel_thread", "u8"), ("exe", "char[]"), ("cwd", "char[]"), ("argv", "char[][]"))),
 }
