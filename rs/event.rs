@@ -116,4 +116,31 @@ impl Event {
         crate::json::write_event(&mut s, self);
         s
     }
+
+    /// A read(2) event of process 42 ("test") whose event id and count are
+    /// `id`: for tests without a kernel.
+    #[cfg(test)]
+    pub(crate) fn test_read(id: u64, timestamp_ns: u64) -> Event {
+        use crate::types::{payload, Payload};
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"test");
+        Event {
+            event_id: id,
+            event_type: EventKind::Typed(EventType::SyscallsSysEnterRead),
+            timestamp_ns,
+            cpu: 0,
+            pid: 42,
+            tid: 42,
+            ppid: 1,
+            upid: 42,
+            uppid: 1,
+            comm: Comm::from_padded(&comm),
+            ns_pid: 0,
+            ns_tid: 0,
+            cgroup_id: 0,
+            cgroup: None,
+            flags: 0,
+            payload: Payload::SyscallsSysEnterRead(payload::SyscallsSysEnterRead { fd: 3, count: id }),
+        }
+    }
 }

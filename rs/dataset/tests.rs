@@ -2,7 +2,7 @@
 //! the parquet crate.
 
 use super::{Dataset, DatasetOptions};
-use crate::event::{Comm, Event, EventKind};
+use crate::event::{Event, EventKind};
 use crate::types::{payload, EventType, Payload};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use std::path::{Path, PathBuf};
@@ -13,26 +13,7 @@ const HOUR: u64 = 3_600_000_000_000;
 const T0: u64 = 1_796_216_400 * 1_000_000_000;
 
 fn read(id: u64, ts: u64) -> Event {
-    let mut comm = [0u8; 16];
-    comm[..4].copy_from_slice(b"test");
-    Event {
-        event_id: id,
-        event_type: EventKind::Typed(EventType::SyscallsSysEnterRead),
-        timestamp_ns: ts,
-        cpu: 0,
-        pid: 42,
-        tid: 42,
-        ppid: 1,
-        upid: 42,
-        uppid: 1,
-        comm: Comm::from_padded(&comm),
-        ns_pid: 0,
-        ns_tid: 0,
-        cgroup_id: 0,
-        cgroup: None,
-        flags: 0,
-        payload: Payload::SyscallsSysEnterRead(payload::SyscallsSysEnterRead { fd: 3, count: id }),
-    }
+    Event::test_read(id, ts)
 }
 
 fn exit(id: u64, ts: u64) -> Event {
