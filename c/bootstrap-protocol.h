@@ -19,7 +19,7 @@
  * matches the non-NUL bytes (bpf/filter.h). */
 struct tb_comm_prefix {
 	char prefix[TB_COMM_LEN];
-	__u32 len;
+	__u32 len; /* bytes of the prefix; kept for the layout, the BPF side does not need it */
 };
 
 /* Changeable while tracing (userspace updates the single `cfg` entry). */

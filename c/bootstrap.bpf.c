@@ -71,8 +71,8 @@ struct tb_iov_copy {
 	__u64 want; /* bytes to copy */
 };
 
-/* Copies one piece of the current iovec, or steps over an empty one; a
- * piece that ends its iovec steps to the next itself (a bpf_loop callback).
+/* Copies one piece of the current iovec and steps to the next iovec when it
+ * is done (at once for an empty one) (a bpf_loop callback).
  * Returns 1 when the copy is done or cannot go on. */
 static long tb_iov_copy_step(__u64 i, void *ctx)
 {
@@ -87,17 +87,15 @@ static long tb_iov_copy_step(__u64 i, void *ctx)
 		return 1;
 	if (bpf_probe_read_user(&v, sizeof(v), (const void *)(c->iov + idx * sizeof(v))))
 		return 1; /* flagged by the caller */
-	if (off >= v.iov_len) {
-		s->iov_idx = idx + 1;
-		s->iov_off = 0;
-		return 0;
+	__u64 k = 0;
+	if (off < v.iov_len) {
+		__u64 len = v.iov_len - off;
+		if (len > c->want - done)
+			len = c->want - done;
+		k = tb_piece(c->t, c->v, v.iov_base + off, len, true);
+		if (!k)
+			return 1;
 	}
-	__u64 len = v.iov_len - off;
-	if (len > c->want - done)
-		len = c->want - done;
-	__u64 k = tb_piece(c->t, c->v, v.iov_base + off, len, true);
-	if (!k)
-		return 1;
 	if (off + k >= v.iov_len) {
 		s->iov_idx = idx + 1;
 		s->iov_off = 0;

@@ -270,18 +270,20 @@ impl Shared {
                 return Err(e);
             }
             if !q.events.is_empty() {
-                // All of them: swapped for the spare, and moved to `out`
-                // after the lock is released. Else a bounded part, moved
-                // under it.
+                // All of them: the queue is swapped for the spare and its
+                // events moved to `out` after the lock is released. Else at
+                // most TAKE_UNDER_LOCK, moved under it.
                 let all = q.events.len() <= max;
-                let taken = if all {
+                let mut taken = VecDeque::new();
+                let n = if all {
                     let spare = std::mem::take(&mut q.spare);
-                    std::mem::replace(&mut q.events, spare)
+                    taken = std::mem::replace(&mut q.events, spare);
+                    taken.len()
                 } else {
                     let n = max.min(TAKE_UNDER_LOCK);
-                    q.events.drain(..n).collect()
+                    out.extend(q.events.drain(..n));
+                    n
                 };
-                let n = taken.len();
                 q.release(n);
                 if q.is_empty() && self.armed() {
                     clear(&self.ready_fd);
@@ -292,9 +294,8 @@ impl Shared {
                 }
                 drop(q);
                 self.room.notify_all();
-                let mut taken = taken;
-                out.extend(taken.drain(..));
                 if all {
+                    out.extend(taken.drain(..));
                     // The emptied queue is the next spare, at most
                     // KEEP_CAPACITY events large (the rest of a burst's room
                     // is given back).

@@ -101,29 +101,21 @@ pub(crate) fn run_reader(core: Arc<Core>, epoll_fd: i32) {
         if !core.shared.wait_for_room(READER_FOLLOW_UP) {
             continue; // queue full: the kernel buffers hold (and count) the rest
         }
-        if found >= READER_BURST {
-            // A burst: more came while this drain ran; read on at once
-            // rather than wait for the next wake-up.
-            match core.fill() {
-                Ok(n) => found = n,
-                Err(e) => {
-                    core.shared.fail(e);
-                    break;
-                }
+        // After a drain that found a burst's worth, more came while it ran:
+        // read on at once rather than wait for the next wake-up.
+        if found < READER_BURST {
+            let wait = if found > 0 { READER_FOLLOW_UP } else { READER_IDLE };
+            let mut pfds = [
+                libc::pollfd { fd: epoll_fd, events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: core.shared.stop_fd(), events: libc::POLLIN, revents: 0 },
+            ];
+            // SAFETY: valid pollfds; the epoll fd outlives this thread (the ring
+            // buffer is dropped only after the thread is joined), the stop fd
+            // lives in `core`.
+            unsafe { libc::poll(pfds.as_mut_ptr(), 2, wait.as_millis() as i32) };
+            if core.shared.stop.load(Ordering::Acquire) {
+                break;
             }
-            continue;
-        }
-        let wait = if found > 0 { READER_FOLLOW_UP } else { READER_IDLE };
-        let mut pfds = [
-            libc::pollfd { fd: epoll_fd, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: core.shared.stop_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        // SAFETY: valid pollfds; the epoll fd outlives this thread (the ring
-        // buffer is dropped only after the thread is joined), the stop fd
-        // lives in `core`.
-        unsafe { libc::poll(pfds.as_mut_ptr(), 2, wait.as_millis() as i32) };
-        if core.shared.stop.load(Ordering::Acquire) {
-            break;
         }
         match core.fill() {
             Ok(n) => found = n,
