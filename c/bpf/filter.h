@@ -58,6 +58,21 @@ static __always_inline __u64 tb_upid(__u64 start_boottime, __u32 tgid)
 	return ((start_boottime >> 20) << 22) | (tgid & ((1u << 22) - 1));
 }
 
+/* The current task as a read-only (untrusted) BTF pointer where the kernel
+ * has bpf_rdonly_cast (6.2+): the header's pointer chains (parent, group
+ * leader, pid, cgroup) are then plain loads the verifier accepts without
+ * asking, field by field, whether the pointer they yield is trusted; on 6.18
+ * each of those questions is a search of the kernel's BTF by name, most of
+ * the time a handler takes to load. The loads are the same instructions at
+ * run time. 6.1 has no such question to ask, and no kfunc: the trusted
+ * pointer there. */
+static __always_inline struct task_struct *tb_current_task(void)
+{
+	if (bpf_ksym_exists(bpf_rdonly_cast))
+		return bpf_core_cast((void *)bpf_get_current_task(), struct task_struct);
+	return bpf_get_current_task_btf();
+}
+
 /* Filters: takes the CPU's region for this event, or returns false.
  * Helper calls are the expensive part of a handler (each is a call and a
  * return, and returns are costly under the kernel's return-stack
@@ -66,7 +81,7 @@ static __always_inline __u64 tb_upid(__u64 start_boottime, __u32 tgid)
 static __always_inline bool tb_filter(struct tb_ctx *t)
 {
 	__u32 zero = 0;
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = tb_current_task();
 	__u32 tgid = task->tgid; /* as bpf_get_current_pid_tgid */
 
 	t->task = task;
