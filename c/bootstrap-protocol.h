@@ -88,4 +88,11 @@ struct tb_generic_payload {
 };
 TB_STATIC_ASSERT(sizeof(struct tb_generic_payload) <= TB_FIXED_SLOT_SIZE, "tb_generic_payload size");
 
+/* Many syscall events at once (c/bpf/syscalls.h): the tracefs IDs of the
+ * enter and exit events of one syscall number, 0 where not traced. */
+struct tb_syscall_ids {
+	__u32 enter;
+	__u32 exit;
+};
+
 #endif /* TB_BOOTSTRAP_PROTOCOL_H */

@@ -20,13 +20,15 @@
 #define TB_BOOTSTRAP_BPF_H
 
 /* By layer: maps and protocol, filters, the ring record, copy helpers,
- * the working-directory walk, programs, the process snapshot's iterator. */
+ * the working-directory walk, programs, the shared syscall programs, the
+ * process snapshot's iterator. */
 #include "bpf/maps.h"
 #include "bpf/filter.h"
 #include "bpf/record.h"
 #include "bpf/copy.h"
 #include "bpf/path.h"
 #include "bpf/handlers.h"
+#include "bpf/syscalls.h"
 #include "bpf/snapshot.h"
 
 #endif /* TB_BOOTSTRAP_BPF_H */

@@ -166,13 +166,15 @@ fn prepare(mut open: skeleton::Open, cfg: &ResolvedConfig, ncpus: usize, payload
     rodata.tb_wake_ns = cfg.wake_ns;
     open.progs.tb_follow_fork.set_autoload(cfg.follow_children);
     open.progs.handle__generic.set_autoload(!cfg.generic.is_empty());
+    let generic_names: Vec<&str> = cfg.generic.iter().map(|(n, _)| n.as_str()).collect();
+    crate::shared_syscalls::prepare(&mut open, &generic_names);
     // The snapshot's task iterator: verified only when a snapshot is taken.
     open.progs.tb_snapshot.set_autoload(cfg.snapshot);
     // One handler per typed event, named by typegen (EventType::program_name)
     // as TB_HANDLER names it.
     for mut p in open.open_object_mut().progs_mut() {
         let name = p.name().to_string_lossy().into_owned();
-        if name.starts_with("handle__") && name != "handle__generic" {
+        if name.starts_with("handle__") && !["handle__generic", "handle__sys_enter", "handle__sys_exit"].contains(&name.as_str()) {
             p.set_autoload(cfg.events.iter().any(|e| e.program_name() == name));
         }
     }
@@ -370,17 +372,23 @@ pub fn write_generic_descs(maps: &BootstrapMaps, formats: &[Arc<Format>]) -> Res
 /// Tracepoints that could not be attached, with why: (name, reason).
 pub type AttachFailures = Vec<(String, String)>;
 
-/// Attaches handle__generic to each generic tracepoint. A failure on a name
+/// Attaches handle__generic to each generic tracepoint but those in
+/// `shared` (recorded by the shared syscall programs). A failure on a name
 /// the caller gave is an error; on a wildcard expansion it is reported in the
 /// returned list (name, reason) and tracing goes on.
-pub fn attach_generic(loaded: &Loaded, cfg: &ResolvedConfig, formats: &[Arc<Format>]) -> Result<(Vec<Link>, AttachFailures)> {
+pub fn attach_generic(
+    loaded: &Loaded,
+    cfg: &ResolvedConfig,
+    formats: &[Arc<Format>],
+    shared: &std::collections::HashSet<u32>,
+) -> Result<(Vec<Link>, AttachFailures)> {
     let mut links = Vec::new();
     let mut failures = Vec::new();
     if formats.is_empty() {
         return Ok((links, failures));
     }
     let prog = &loaded.progs().handle__generic;
-    for f in formats {
+    for f in formats.iter().filter(|f| !shared.contains(&f.id)) {
         let (cat, name) = f.name.split_once('/').unwrap_or((f.name, ""));
         let opts = libbpf_rs::TracepointOpts { cookie: f.id as u64, ..Default::default() };
         match prog.attach_tracepoint_with_opts(libbpf_rs::TracepointCategory::Custom(cat.to_string()), name, opts) {

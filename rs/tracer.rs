@@ -150,7 +150,9 @@ impl Tracer {
         loader::write_filters(maps, &config, true, false)?;
         loader::write_generic_descs(maps, &formats)?;
         let mut links = loader::attach(&loaded, &config)?;
-        let (generic_links, failures) = loader::attach_generic(&loaded, &config, &formats)?;
+        let (shared_links, shared) = crate::shared_syscalls::attach(&loaded, &tracing, &formats)?;
+        links.extend(shared_links);
+        let (generic_links, failures) = loader::attach_generic(&loaded, &config, &formats, &shared)?;
         let failed: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
         formats.retain(|f| !failed.contains(&f.name));
         let generic = formats.iter().map(|f| f.name.to_string()).collect();

@@ -50,40 +50,35 @@ struct {
 } generic_desc SEC(".maps");
 
 /*
- * Any tracepoint: attached by userspace to each requested tracepoint that has
- * no typed event. Records the raw tracepoint record (fixed fields and the
- * __data_loc data after them, at most cfg->generic_max bytes) and the user
- * strings that pointer fields of syscall events point to.
+ * Records generic tracepoint `type` described by `d`: the raw tracepoint
+ * record at `raw` (its fixed fields and the __data_loc data after them, at
+ * most `limit` bytes of it and at most cfg->generic_max), then the user
+ * strings its pointer fields point to. `raw` is kernel memory: the
+ * tracepoint's own record, or one built on the stack (tb_syscall_record).
  */
-SEC("tp")
-int handle__generic(void *ctx)
+static __always_inline void tb_generic(struct tb_ctx *t, struct tb_generic_desc *d, __u32 type, const void *raw, __u64 limit)
 {
-	/* The attach cookie is the tracefs ID: the record's own common_type is
-	 * not usable here (perf stores a pt_regs pointer over it for BPF). */
-	__u32 type = (__u32)bpf_get_attach_cookie(ctx);
 	__u32 zero = 0;
-	struct tb_generic_desc *d = bpf_map_lookup_elem(&generic_desc, &type);
-	if (!d)
-		return 0;
-	struct tb_ctx t;
-	if (!tb_filter(&t) || !tb_reserve(&t, type, false))
-		return 0;
-	struct tb_generic_payload *p = (struct tb_generic_payload *)t.rec->fixed;
-	t.rec->flags |= TB_REC_GENERIC;
+	if (!tb_reserve(t, type, false))
+		return;
+	struct tb_generic_payload *p = (struct tb_generic_payload *)t->rec->fixed;
+	t->rec->flags |= TB_REC_GENERIC;
 
 	__u64 size = d->raw_size;
 	for (int i = 0; i < TB_GENERIC_MAX_DATALOC; i++) {
 		if (i >= d->ndataloc)
 			break;
 		__u32 loc = 0;
-		bpf_probe_read_kernel(&loc, sizeof(loc), ctx + (d->dataloc_off[i] & 0x7ff));
+		bpf_probe_read_kernel(&loc, sizeof(loc), raw + (d->dataloc_off[i] & 0x7ff));
 		__u64 end = (loc & 0xffff) + (loc >> 16);
 		if (end > size)
 			size = end;
 	}
+	if (size > limit)
+		size = limit;
 	struct tb_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
 	if (s) {
-		__u64 max = t.cfg->generic_max;
+		__u64 max = t->cfg->generic_max;
 		if (max > TB_SCRATCH_SIZE - 2)
 			max = TB_SCRATCH_SIZE - 2;
 		__u64 n = size < max ? size : max;
@@ -91,9 +86,9 @@ int handle__generic(void *ctx)
 		 * verifiers before 6.8 learn no bound from `size < max`. */
 		barrier_var(n);
 		n &= TB_SCRATCH_SIZE - 1;
-		if (bpf_probe_read_kernel(s->buf, n, ctx) == 0) {
-			if (tb_var_start(&t, &p->raw, size, max))
-				tb_put(&t, &p->raw, s->buf, n, false);
+		if (bpf_probe_read_kernel(s->buf, n, raw) == 0) {
+			if (tb_var_start(t, &p->raw, size, max))
+				tb_put(t, &p->raw, s->buf, n, false);
 		} else {
 			p->raw.flags |= TB_VAR_FAULT;
 			tb_count(TB_STAT_FAULT);
@@ -103,15 +98,34 @@ int handle__generic(void *ctx)
 		if (i >= d->nstr)
 			break;
 		__u64 ptr = 0;
-		bpf_probe_read_kernel(&ptr, sizeof(ptr), ctx + (d->str_off[i] & 0x7ff));
+		bpf_probe_read_kernel(&ptr, sizeof(ptr), raw + (d->str_off[i] & 0x7ff));
 		if (ptr && (d->str_list >> i & 1))
-			tb_copy_user_str_list(&t, &p->str[i], ptr);
+			tb_copy_user_str_list(t, &p->str[i], ptr);
 		else if (ptr)
-			tb_copy_user_str(&t, &p->str[i], (const char *)ptr, 4096);
+			tb_copy_user_str(t, &p->str[i], (const char *)ptr, 4096);
 		else
 			tb_none(&p->str[i], TB_VAR_NULL_POINTER);
 	}
-	tb_end(&t);
+	tb_end(t);
+}
+
+/*
+ * Any tracepoint: attached by userspace to each requested tracepoint that has
+ * no typed event (syscalls: see syscalls.h when many are asked for).
+ */
+SEC("tp")
+int handle__generic(void *ctx)
+{
+	/* The attach cookie is the tracefs ID: the record's own common_type is
+	 * not usable here (perf stores a pt_regs pointer over it for BPF). */
+	__u32 type = (__u32)bpf_get_attach_cookie(ctx);
+	struct tb_generic_desc *d = bpf_map_lookup_elem(&generic_desc, &type);
+	if (!d)
+		return 0;
+	struct tb_ctx t;
+	if (!tb_filter(&t))
+		return 0;
+	tb_generic(&t, d, type, ctx, 1 << 16);
 	return 0;
 }
 

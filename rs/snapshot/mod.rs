@@ -18,10 +18,9 @@ use crate::event::{Comm, Event, EventKind};
 use crate::skeleton::Loaded;
 use crate::types::{payload, rec_flags, EventType, Payload};
 use crate::value::Var;
-use libbpf_rs::{Iter, IterOpts, MapCore, MapFlags};
+use libbpf_rs::{IterOpts, MapCore, MapFlags};
 use record::SnapRecord;
 use std::collections::HashSet;
-use std::io::Read;
 
 /// What a snapshot counted (added to `UserCounters`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,19 +53,7 @@ fn iterate(loaded: &Loaded) -> Result<Vec<SnapRecord>> {
         move |e| Error::Bpf { context: context.clone(), source: e }
     };
     let link = loaded.progs().tb_snapshot.attach_iter_with_opts(IterOpts::None).map_err(bpf("creating the snapshot iterator"))?;
-    let mut it = Iter::new(&link).map_err(bpf("opening the snapshot iterator"))?;
-    // Whole records per read: a read shorter than a record is not
-    // guaranteed to resume at the right place by every kernel.
-    let mut bytes = Vec::new();
-    let mut buf = vec![0u8; ITER_READ_BYTES];
-    loop {
-        match it.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => bytes.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("reading the snapshot iterator", e)),
-        }
-    }
+    let bytes = crate::iter_output::read_all(&link, ITER_READ_BYTES, "snapshot iterator")?;
     SnapRecord::parse_all(&bytes)
         .map_err(|e| Error::io("reading the snapshot iterator", std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }

@@ -87,7 +87,9 @@ TYPED=syscalls/sys_enter_write,syscalls/sys_enter_openat,syscalls/sys_exit_opena
 TYPED=$TYPED,syscalls/sys_enter_writev,syscalls/sys_enter_pwrite64,sched/sched_process_exec,sched/sched_process_exit
 TYPED=$TYPED,vmscan/mm_vmscan_direct_reclaim_begin,oom/mark_victim
 # TBK_GENERIC= (empty) leaves the generic handler out, to tell typed from generic failures.
-GENERIC=${TBK_GENERIC-sched/sched_process_fork,syscalls/sys_enter_unlinkat}
+# syscalls/sys_exit_* makes the syscall events many enough for the shared
+# programs on the raw sys_enter/sys_exit tracepoints (c/bpf/syscalls.h).
+GENERIC=${TBK_GENERIC-sched/sched_process_fork,syscalls/sys_enter_unlinkat,syscalls/sys_exit_*}
 EVENTS=$TYPED${GENERIC:+,$GENERIC}
 
 # The key line of a failed load/attach (run with TRACER_EBPF_DEBUG=1): the
@@ -303,6 +305,12 @@ ul = of("syscalls/sys_enter_unlinkat", comm="tbk-rm")
 want_path = f"{w}/victim-{nonce}"
 if "syscalls/sys_enter_unlinkat" in generic and not any(e["payload"].get("pathname") == want_path and e["payload"].get("dfd") == -100 for e in ul):
     fail(f"no unlinkat of {want_path}: {[e['payload'] for e in ul]!r}")
+# generic through the shared sys_exit program: the kernel's number (263 on
+# x86-64) and the return value
+if "syscalls/sys_exit_*" in generic:
+    ux = [e["payload"] for e in of("syscalls/sys_exit_unlinkat", comm="tbk-rm")]
+    if {"__syscall_nr": 263, "ret": 0} not in [{k: p.get(k) for k in ("__syscall_nr", "ret")} for p in ux]:
+        fail(f"no exit of unlinkat with __syscall_nr 263 and ret 0: {ux!r}")
 
 # counters that must stay 0 in a run this small (fault may not: a path in a
 # page not yet faulted in is a documented, flagged loss)

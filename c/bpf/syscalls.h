@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Many syscall tracepoints at once (`syscalls/*`), through two programs on
+ * the raw sys_enter and sys_exit tracepoints instead of one perf event per
+ * syscall: each perf event's detach waits for a grace period under the
+ * kernel's event_mutex (about 35 ms, 25 s for all of them), a raw
+ * tracepoint's does not.
+ *
+ * The records are the ones the syscalls/* tracepoints would give
+ * (struct syscall_trace_enter / syscall_trace_exit: the common header, the
+ * syscall number, the arguments or the return value), built from the
+ * registers, and recorded by tb_generic under the syscall event's tracefs ID,
+ * so userspace decodes them from the same format files.
+ *
+ * Which syscall number each event belongs to is read from the kernel's own
+ * syscall metadata, not from a table of names (the event names are the
+ * SYSCALL_DEFINE names: newstat is stat, umount is umount2): userspace opens
+ * each event's tracefs `enable` file, and tb_syscall_ident, a file iterator
+ * over this process, follows each of those files to its trace event and the
+ * event's struct syscall_metadata. Userspace checks that the event found is
+ * the one it opened (its tracefs ID) before it uses the number.
+ */
+#ifndef TB_BPF_SYSCALLS_H
+#define TB_BPF_SYSCALLS_H
+
+#include "handlers.h"
+
+/* Syscall numbers the programs look up: x86-64's table ends below 512, and
+ * the tracepoints ignore numbers at or above the kernel's NR_syscalls. */
+#define TB_SYSCALL_NR_MAX 1024
+/* thread_info.status: the task is in a 32-bit syscall (arch/x86), whose
+ * number is from another table; the syscalls/* tracepoints skip those. */
+#define TB_TS_COMPAT 0x0002
+
+/* Set at load time: the process whose files tb_syscall_ident reads. */
+const volatile __u32 tb_ident_tgid = 0;
+
+/* The tracefs IDs of a syscall's enter and exit events being traced (0: not
+ * traced), by syscall number; written by userspace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TB_SYSCALL_NR_MAX);
+	__type(key, __u32);
+	__type(value, struct tb_syscall_ids);
+} syscall_ids SEC(".maps");
+
+/* One line of tb_syscall_ident's output. */
+struct tb_syscall_ident_rec {
+	__u32 fd;
+	__u32 type; /* the trace event's tracefs ID */
+	__s32 nr;   /* its syscall number */
+	__u32 _pad;
+};
+_Static_assert(sizeof(struct tb_syscall_ident_rec) == 16, "tb_syscall_ident_rec size");
+
+/* For each open file of this process: the trace event and syscall number
+ * behind it, if it is the `enable` file of a syscall event (its inode's
+ * private data is then the event's struct trace_event_file). Every read is a
+ * checked kernel read: on any other file it yields numbers userspace
+ * ignores, since it asks only about the files it opened. */
+SEC("iter/task_file")
+int tb_syscall_ident(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	if (!task || !file || task->tgid != tb_ident_tgid)
+		return 0;
+	struct trace_event_file *tf = BPF_CORE_READ(file, f_inode, i_private);
+	struct trace_event_call *call = BPF_CORE_READ(tf, event_call);
+	struct syscall_metadata *meta = BPF_CORE_READ(call, data);
+	struct tb_syscall_ident_rec r = {
+		.fd = ctx->fd,
+		.type = BPF_CORE_READ(call, event.type),
+		.nr = BPF_CORE_READ(meta, syscall_nr),
+	};
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}
+
+/* Records syscall `nr` as its enter or exit event, if traced. */
+static __always_inline int tb_syscall_event(struct pt_regs *regs, long nr, bool enter, long ret)
+{
+	if (nr < 0 || nr >= TB_SYSCALL_NR_MAX)
+		return 0;
+	__u32 key = (__u32)nr;
+	struct tb_syscall_ids *ids = bpf_map_lookup_elem(&syscall_ids, &key);
+	if (!ids)
+		return 0;
+	__u32 type = enter ? ids->enter : ids->exit;
+	struct tb_generic_desc *d = bpf_map_lookup_elem(&generic_desc, &type);
+	if (!type || !d)
+		return 0;
+	struct tb_ctx t;
+	if (!tb_filter(&t))
+		return 0;
+	if (t.task->thread_info.status & TB_TS_COMPAT)
+		return 0;
+	/* The record the tracepoint would give: struct syscall_trace_enter
+	 * (the common header, which userspace skips, the number, the six
+	 * argument registers of x86-64's syscall convention) or
+	 * syscall_trace_exit (the number, the return value). Written through
+	 * the kernel's types, so CO-RE places each field where this kernel's
+	 * format file says it is (the header is 12 bytes with Debian's
+	 * PREEMPT_RT patches, 8 elsewhere). */
+	__u64 rec[10] = {};
+	if (enter) {
+		struct syscall_trace_enter *e = (void *)rec;
+		e->nr = (int)nr;
+		e->args[0] = regs->di;
+		e->args[1] = regs->si;
+		e->args[2] = regs->dx;
+		e->args[3] = regs->r10;
+		e->args[4] = regs->r8;
+		e->args[5] = regs->r9;
+	} else {
+		struct syscall_trace_exit *x = (void *)rec;
+		x->nr = (int)nr;
+		x->ret = ret;
+	}
+	tb_generic(&t, d, type, rec, sizeof(rec));
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(handle__sys_enter, struct pt_regs *regs, long id)
+{
+	return tb_syscall_event(regs, id, true, 0);
+}
+
+/* The number is the one the syscall entered with (syscall_get_nr). */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(handle__sys_exit, struct pt_regs *regs, long ret)
+{
+	return tb_syscall_event(regs, (long)regs->orig_ax, false, ret);
+}
+
+#endif /* TB_BPF_SYSCALLS_H */
