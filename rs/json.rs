@@ -107,17 +107,32 @@ pub fn write_event(s: &mut String, e: &Event) {
 /// Writes the line of an event given as a header and its fields:
 /// `fields` calls its argument once per payload field, in order.
 pub fn write_view(s: &mut String, h: &Header<'_>, fields: impl FnOnce(&mut dyn FnMut(FieldRef<'_>, Value<'_>))) {
-    let _ = write!(
-        s,
-        "{{\"event_id\":{},\"event_type\":\"{}\",\"timestamp_ns\":{},\"pid\":{},\"tid\":{},\"ppid\":{},\"upid\":{},\"uppid\":{},\"comm\":",
-        h.event_id, h.event_type, h.timestamp_ns, h.pid, h.tid, h.ppid, h.upid, h.uppid
-    );
+    s.push_str("{\"event_id\":");
+    push_int(s, h.event_id);
+    s.push_str(",\"event_type\":\"");
+    s.push_str(h.event_type);
+    s.push_str("\",\"timestamp_ns\":");
+    push_int(s, h.timestamp_ns);
+    for (key, v) in [(",\"pid\":", h.pid), (",\"tid\":", h.tid), (",\"ppid\":", h.ppid)] {
+        s.push_str(key);
+        push_int(s, v);
+    }
+    for (key, v) in [(",\"upid\":", h.upid), (",\"uppid\":", h.uppid)] {
+        s.push_str(key);
+        push_int(s, v);
+    }
+    s.push_str(",\"comm\":");
     if !write_str(s, h.comm) {
         s.push_str(",\"comm_base64\":\"");
         base64(s, h.comm);
         s.push('"');
     }
-    let _ = write!(s, ",\"ns_pid\":{},\"ns_tid\":{},\"cgroup_id\":{}", h.ns_pid, h.ns_tid, h.cgroup_id);
+    for (key, v) in [(",\"ns_pid\":", h.ns_pid), (",\"ns_tid\":", h.ns_tid)] {
+        s.push_str(key);
+        push_int(s, v);
+    }
+    s.push_str(",\"cgroup_id\":");
+    push_int(s, h.cgroup_id);
     let c = &h.context;
     for (key, value, always) in [
         ("cgroup", c.cgroup, true),
@@ -148,16 +163,18 @@ pub fn write_view(s: &mut String, h: &Header<'_>, fields: impl FnOnce(&mut dyn F
             s.push(',');
         }
         first = false;
-        let _ = write!(s, "\"{}\":", info.name);
+        s.push('"');
+        s.push_str(info.name);
+        s.push_str("\":");
         match v {
             Value::Unsigned(u) => {
-                let _ = write!(s, "{u}");
+                push_int(s, u);
                 if let Some(d) = info.decode {
                     write_decoded(s, info.name, d, u as i64);
                 }
             }
             Value::Signed(i) => {
-                let _ = write!(s, "{i}");
+                push_int(s, i);
                 if let Some(d) = info.decode {
                     write_decoded(s, info.name, d, i);
                 }
@@ -208,15 +225,21 @@ fn write_var(s: &mut String, name: &str, kind: FieldKind, v: VarRef<'_>) {
     }
 }
 
-fn write_list<T: std::fmt::Display>(s: &mut String, l: &[T]) {
+fn write_list<T: itoa::Integer + Copy>(s: &mut String, l: &[T]) {
     s.push('[');
     for (i, v) in l.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        let _ = write!(s, "{v}");
+        push_int(s, *v);
     }
     s.push(']');
+}
+
+/// Appends an integer in decimal (itoa: no core::fmt machinery per number).
+#[inline]
+fn push_int<T: itoa::Integer>(s: &mut String, v: T) {
+    s.push_str(itoa::Buffer::new().format(v));
 }
 
 fn lookup(table: &[(i64, &'static str)], v: i64) -> Option<&'static str> {
