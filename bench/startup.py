@@ -28,6 +28,7 @@ SETS = {
     "write": ["syscalls/sys_enter_write"],
     "the ten typed events (the default)": [],
     "a generic tracepoint (sched/sched_switch)": ["sched/sched_switch"],
+    "every syscall (syscalls/*)": ["syscalls/*"],
 }
 
 CHILD = """
