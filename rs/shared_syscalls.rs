@@ -64,7 +64,9 @@ pub fn prepare(open: &mut Open, names: &[&str]) {
 /// that the kernel's metadata identifies. Returns the links and the
 /// tracefs IDs of the events they record: the others are for
 /// `attach_generic`. Nothing is attached if the programs were not loaded
-/// (fewer than SHARED_MIN syscall events) or no event could be identified.
+/// (fewer than SHARED_MIN syscall events), no event could be identified, or
+/// the kernel refuses the iterator or either program: then every syscall
+/// event gets its own perf event, the slower way to the same records.
 pub fn attach(loaded: &Loaded, tracing: &Path, formats: &[Arc<Format>]) -> Result<(Vec<Link>, HashSet<u32>)> {
     let progs = loaded.progs();
     let (enter, exit) = (&progs.handle__sys_enter, &progs.handle__sys_exit);
@@ -72,7 +74,11 @@ pub fn attach(loaded: &Loaded, tracing: &Path, formats: &[Arc<Format>]) -> Resul
         return Ok((Vec::new(), HashSet::new()));
     }
     let syscall_events: Vec<&Arc<Format>> = formats.iter().filter(|f| direction(f.name).is_some()).collect();
-    let numbers = identify(loaded, tracing, &syscall_events)?;
+    // A kernel that refuses the iterator leaves every event to its own
+    // perf event, as if there were fewer.
+    let Ok(numbers) = identify(loaded, tracing, &syscall_events) else {
+        return Ok((Vec::new(), HashSet::new()));
+    };
     let mut ids: HashMap<i32, (u32, u32)> = HashMap::new();
     for f in &syscall_events {
         if let Some(&nr) = numbers.get(&f.id) {
@@ -94,10 +100,13 @@ pub fn attach(loaded: &Loaded, tracing: &Path, formats: &[Arc<Format>]) -> Resul
         map.update(&(*nr as u32).to_ne_bytes(), &value, MapFlags::ANY)
             .map_err(|e| Error::Bpf { context: "writing the syscall numbers of the shared programs".into(), source: e })?;
     }
+    // Both or neither: with one of them refused, its events go to their
+    // own perf events with the others (the link attached is dropped).
     let mut links = Vec::new();
-    for (prog, name) in [(enter, "sys_enter"), (exit, "sys_exit")] {
-        if prog.autoload() {
-            links.push(prog.attach().map_err(|e| Error::Bpf { context: format!("attaching the shared program of {name}"), source: e })?);
+    for prog in [enter, exit].into_iter().filter(|p| p.autoload()) {
+        match prog.attach() {
+            Ok(l) => links.push(l),
+            Err(_) => return Ok((Vec::new(), HashSet::new())),
         }
     }
     let handled = ids.values().flat_map(|&(a, b)| [a, b]).filter(|&id| id != 0).collect();

@@ -87,8 +87,10 @@ static __always_inline int tb_syscall_event(struct pt_regs *regs, long nr, bool 
 	if (!ids)
 		return 0;
 	__u32 type = enter ? ids->enter : ids->exit;
+	if (!type) /* not traced: every other syscall of the machine ends here */
+		return 0;
 	struct tb_generic_desc *d = bpf_map_lookup_elem(&generic_desc, &type);
-	if (!type || !d)
+	if (!d)
 		return 0;
 	struct tb_ctx t;
 	if (!tb_filter(&t))
