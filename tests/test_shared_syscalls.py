@@ -103,6 +103,22 @@ def test_32_bit_syscalls_are_not_taken_for_64_bit_ones(tmp_path):
     after_exec = mine[mine.index("syscalls/sys_enter_execve") + 1:]
     wrong = {"syscalls/sys_enter_writev", "syscalls/sys_exit_writev", "syscalls/sys_enter_write", "syscalls/sys_exit_write"}
     assert not wrong & set(after_exec), after_exec
+    # Skipping a 32-bit syscall must leave the CPU free for the next event:
+    # 64-bit syscalls after it on the same CPU are recorded, none dropped as
+    # busy (each CPU's region is taken from the filter to the record's end).
+    cpus = sorted(os.sched_getaffinity(0))
+    with tracer_ebpf.Tracer("syscalls/*", comm=["c32", "true"]) as t:
+        truths = []
+        for cpu in cpus:
+            for _ in range(5):
+                subprocess.run(["taskset", "-c", str(cpu), exe])
+            truths.append(subprocess.Popen(["taskset", "-c", str(cpu), "true"]))
+            truths[-1].wait(timeout=30)
+        got = t.collect(0.5)
+        assert t.stats()["busy"] == 0
+    for cpu, p in zip(cpus, truths):
+        cpus_seen = {e.cpu for e in got if e.pid == p.pid}
+        assert cpu in cpus_seen, f"no event on CPU {cpu} of the 64-bit command after the 32-bit runs"
 
 
 def test_closing_a_tracer_of_every_syscall_does_not_wait_per_syscall():

@@ -92,10 +92,12 @@ static __always_inline int tb_syscall_event(struct pt_regs *regs, long nr, bool 
 	struct tb_generic_desc *d = bpf_map_lookup_elem(&generic_desc, &type);
 	if (!d)
 		return 0;
+	/* Before tb_filter: past it, the CPU's region is taken (busy) until
+	 * tb_end gives it back. */
+	if (tb_current_task()->thread_info.status & TB_TS_COMPAT)
+		return 0;
 	struct tb_ctx t;
 	if (!tb_filter(&t))
-		return 0;
-	if (t.task->thread_info.status & TB_TS_COMPAT)
 		return 0;
 	/* The record the tracepoint would give: struct syscall_trace_enter
 	 * (the common header, which userspace skips, the number, the six
