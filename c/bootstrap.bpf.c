@@ -273,3 +273,4 @@ static __always_inline bool tb_inline_room(__u32 id)
 }
 
 TB_DEFINE_HANDLERS()
+TB_DEFINE_SYSCALL_PROGRAMS()

@@ -277,13 +277,17 @@ TB_STATIC_ASSERT(__builtin_offsetof(struct tb_payload_proc__snapshot, argv) == 4
 
 /* X(category, tracepoint, context struct, event id, optional): one BPF
  * handler per entry; bootstrap.bpf.c supplies fill_<category>__<tracepoint>.
- * Synthetic events (made by userspace) are not listed. */
-#define TB_TRACEPOINT_LIST(X) \
+ * Synthetic events (made by userspace) are not listed. The syscall events
+ * are also recorded by the shared sys_enter/sys_exit programs
+ * (c/bpf/syscalls.h). */
+#define TB_TRACEPOINT_LIST(X) TB_OTHER_TRACEPOINT_LIST(X) TB_SYSCALL_TRACEPOINT_LIST(X)
+#define TB_OTHER_TRACEPOINT_LIST(X) \
 	X(sched, sched_process_exec, trace_event_raw_sched_process_exec, TB_EVENT_SCHED__SCHED_PROCESS_EXEC, 0) \
 	X(sched, sched_process_exit, trace_entry, TB_EVENT_SCHED__SCHED_PROCESS_EXIT, 0) \
 	X(vmscan, mm_vmscan_direct_reclaim_begin, trace_event_raw_mm_vmscan_direct_reclaim_begin_template, TB_EVENT_VMSCAN__MM_VMSCAN_DIRECT_RECLAIM_BEGIN, 0) \
 	X(oom, mark_victim, trace_event_raw_mark_victim, TB_EVENT_OOM__MARK_VICTIM, 0) \
-	X(sched, psi_memstall_enter, trace_entry, TB_EVENT_SCHED__PSI_MEMSTALL_ENTER, 1) \
+	X(sched, psi_memstall_enter, trace_entry, TB_EVENT_SCHED__PSI_MEMSTALL_ENTER, 1)
+#define TB_SYSCALL_TRACEPOINT_LIST(X) \
 	X(syscalls, sys_enter_openat, syscall_trace_enter, TB_EVENT_SYSCALLS__SYS_ENTER_OPENAT, 0) \
 	X(syscalls, sys_exit_openat, syscall_trace_exit, TB_EVENT_SYSCALLS__SYS_EXIT_OPENAT, 0) \
 	X(syscalls, sys_enter_read, syscall_trace_enter, TB_EVENT_SYSCALLS__SYS_ENTER_READ, 0) \

@@ -10,6 +10,7 @@ use crate::tracepoint_format::{FieldShape, Format};
 use crate::types::{EventType, COMM_LEN};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapMut, PrintLevel, ProgramMut};
+use std::collections::HashSet;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
@@ -121,7 +122,7 @@ fn capture_libbpf(_level: PrintLevel, msg: String) {
 /// Opens the embedded object through its skeleton, sizes its maps for
 /// `ncpus` and `cfg`, sets its rodata, enables only the programs needed, and
 /// loads it.
-pub fn open_and_load(cfg: &ResolvedConfig, ncpus: usize) -> Result<Loaded> {
+pub fn open_and_load(cfg: &ResolvedConfig, ncpus: usize, shared_typed: bool) -> Result<Loaded> {
     libbpf_rs::set_print(Some((PrintLevel::Debug, capture_libbpf)));
     if let Ok(mut log) = LIBBPF_LOG.lock() {
         log.clear();
@@ -133,7 +134,7 @@ pub fn open_and_load(cfg: &ResolvedConfig, ncpus: usize) -> Result<Loaded> {
     let loaded = BootstrapSkelBuilder::default()
         .open(unsafe { skeleton::storage_ref(storage) })
         .map_err(|e| Error::Bpf { context: "opening the BPF object".into(), source: e })
-        .and_then(|open| prepare(open, cfg, ncpus, payload_entries))
+        .and_then(|open| prepare(open, cfg, ncpus, payload_entries, shared_typed))
         .and_then(|open| {
             open.load().map_err(|e| {
                 if raw_errno(&e) == Some(libc::ENOMEM) || e.kind() == libbpf_rs::ErrorKind::OutOfMemory {
@@ -155,7 +156,13 @@ pub fn open_and_load(cfg: &ResolvedConfig, ncpus: usize) -> Result<Loaded> {
 }
 
 /// Sizes the maps, writes the rodata and picks the programs of an open skeleton.
-fn prepare(mut open: skeleton::Open, cfg: &ResolvedConfig, ncpus: usize, payload_entries: u32) -> Result<skeleton::Open> {
+fn prepare(
+    mut open: skeleton::Open,
+    cfg: &ResolvedConfig,
+    ncpus: usize,
+    payload_entries: u32,
+    shared_typed: bool,
+) -> Result<skeleton::Open> {
     let sized = |name: &str, r: libbpf_rs::Result<()>| r.map_err(|e| Error::Bpf { context: format!("sizing map {name}"), source: e });
     sized("events", open.maps.events.set_max_entries(cfg.ring_bytes as u32))?;
     sized("payload", open.maps.payload.set_max_entries(payload_entries))?;
@@ -167,7 +174,7 @@ fn prepare(mut open: skeleton::Open, cfg: &ResolvedConfig, ncpus: usize, payload
     open.progs.tb_follow_fork.set_autoload(cfg.follow_children);
     open.progs.handle__generic.set_autoload(!cfg.generic.is_empty());
     let generic_names: Vec<&str> = cfg.generic.iter().map(|(n, _)| n.as_str()).collect();
-    crate::shared_syscalls::prepare(&mut open, &generic_names);
+    crate::shared_syscalls::prepare(&mut open, &cfg.events, &generic_names, shared_typed);
     // The snapshot's task iterator: verified only when a snapshot is taken.
     open.progs.tb_snapshot.set_autoload(cfg.snapshot);
     // One handler per typed event, named by typegen (EventType::program_name)
@@ -175,7 +182,9 @@ fn prepare(mut open: skeleton::Open, cfg: &ResolvedConfig, ncpus: usize, payload
     for mut p in open.open_object_mut().progs_mut() {
         let name = p.name().to_string_lossy().into_owned();
         if name.starts_with("handle__") && !["handle__generic", "handle__sys_enter", "handle__sys_exit"].contains(&name.as_str()) {
-            p.set_autoload(cfg.events.iter().any(|e| e.program_name() == name));
+            p.set_autoload(
+                cfg.events.iter().any(|e| e.program_name() == name && crate::shared_syscalls::records_on_its_own(*e, shared_typed)),
+            );
         }
     }
     Ok(open)
@@ -410,11 +419,12 @@ pub fn attach_generic(
 }
 
 /// Attaches the programs of the selected events (and follow mode's).
-pub fn attach(loaded: &Loaded, cfg: &ResolvedConfig) -> Result<Vec<Link>> {
+pub fn attach(loaded: &Loaded, cfg: &ResolvedConfig, shared: &HashSet<EventType>) -> Result<Vec<Link>> {
     let mut links = Vec::new();
     let mut progs: Vec<(&str, ProgramMut)> = Vec::new();
-    // Synthetic events have no program: userspace makes them.
-    for e in cfg.events.iter().filter(|e| !e.synthetic()) {
+    // Synthetic events have no program: userspace makes them. `shared`
+    // ones are recorded by the shared syscall programs.
+    for e in cfg.events.iter().filter(|e| !e.synthetic() && !shared.contains(e)) {
         let name = e.program_name();
         let prog = loaded
             .object()

@@ -1,32 +1,46 @@
-//! Many syscall events (`syscalls/*`) through the two shared programs of
-//! c/bpf/syscalls.h, on the raw sys_enter and sys_exit tracepoints, instead
-//! of one perf event per syscall event: detaching a perf event waits for a
-//! grace period under the kernel's event_mutex (tens of ms each, 25 s for
-//! all syscalls), a raw tracepoint's link does not.
+//! Syscall events through the two shared programs of c/bpf/syscalls.h, on
+//! the raw sys_enter and sys_exit tracepoints, instead of one perf event per
+//! syscall event:
+//! - a traced syscall costs less: about 120 ns less per call on this VM
+//!   (bench/results/syscalls.md), while a syscall that is not traced costs
+//!   the same either way (any syscall tracepoint sends every syscall down
+//!   the kernel's slow path);
+//! - detaching a perf event waits for a grace period under the kernel's
+//!   event_mutex (tens of ms each, 25 s for all syscalls), a raw
+//!   tracepoint's link does not.
+//!
+//! The typed syscall events (write, openat, …) always go this way; generic
+//! ones when there are SHARED_MIN or more of them.
 //!
 //! The syscall number of each event comes from the kernel's own metadata,
 //! read by the `tb_syscall_ident` file iterator through the event's tracefs
 //! `enable` file, and is used only when the iterator found exactly the
 //! event that file belongs to (its tracefs ID). Events it cannot identify
-//! are attached one by one, as fewer events always are.
+//! get their own perf event, as fewer generic events always do.
 
 use crate::error::{Error, Result};
 use crate::skeleton::{Loaded, Open};
 use crate::tracepoint_format::Format;
+use crate::types::EventType;
 use libbpf_rs::{Link, MapCore, MapFlags};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Syscall events needed for the shared programs: below this, one perf
-/// event each detaches about as fast (BACKGROUND_DETACH_MAX, tracer.rs),
-/// and syscalls that are not traced pay nothing.
+/// Generic syscall events needed for the shared programs to record them:
+/// below this, one perf event each detaches about as fast
+/// (BACKGROUND_DETACH_MAX, tracer.rs).
 pub const SHARED_MIN: usize = 17;
 /// Syscall numbers the shared programs know (TB_SYSCALL_NR_MAX).
 const NR_MAX: i32 = 1024;
 /// One record of tb_syscall_ident (struct tb_syscall_ident_rec).
 const IDENT_REC_SIZE: usize = 16;
+/// A syscall_ids entry of a typed event: this flag and its event id
+/// (TB_SYSCALL_TYPED), else a generic event's tracefs ID.
+const TYPED: u32 = 0x8000_0000;
+/// The event id of bit 0 of tb_shared_typed (TB_SYSCALL_TYPED_BASE).
+const TYPED_BASE: u32 = 1024;
 
 /// Whether `name` (category/name) is a syscall enter or exit event.
 fn direction(name: &str) -> Option<Direction> {
@@ -46,51 +60,98 @@ enum Direction {
     Exit,
 }
 
-/// Loads the shared programs the generic tracepoints `names` call for
-/// (those of SHARED_MIN syscall events or more), and the identifying
-/// iterator with them.
-pub fn prepare(open: &mut Open, names: &[&str]) {
-    let dirs: Vec<Direction> = names.iter().filter_map(|n| direction(n)).collect();
-    let shared = dirs.len() >= SHARED_MIN;
-    open.progs.handle__sys_enter.set_autoload(shared && dirs.contains(&Direction::Enter));
-    open.progs.handle__sys_exit.set_autoload(shared && dirs.contains(&Direction::Exit));
-    open.progs.tb_syscall_ident.set_autoload(shared);
+/// The typed events of `events` that the shared programs can record.
+fn typed_syscalls(events: &[EventType]) -> impl Iterator<Item = EventType> + '_ {
+    events.iter().copied().filter(|e| !e.synthetic() && direction(e.name()).is_some() && (TYPED_BASE..TYPED_BASE + 64).contains(&e.id()))
+}
+
+/// Loads the shared programs the typed syscall events of `typed` (if
+/// `shared_typed`) and the generic tracepoints `names` call for, and the
+/// identifying iterator with them. Typed events the shared programs are to
+/// record get no program of their own (`records_on_its_own`).
+pub fn prepare(open: &mut Open, typed: &[EventType], names: &[&str], shared_typed: bool) {
+    let generic: Vec<Direction> = names.iter().filter_map(|n| direction(n)).collect();
+    let shared_generic = generic.len() >= SHARED_MIN;
+    let mut dirs: Vec<Direction> = if shared_generic { generic } else { Vec::new() };
+    let mut mask = 0u64;
+    if shared_typed {
+        for e in typed_syscalls(typed) {
+            mask |= 1 << (e.id() - TYPED_BASE);
+            dirs.extend(direction(e.name()));
+        }
+    }
+    open.progs.handle__sys_enter.set_autoload(dirs.contains(&Direction::Enter));
+    open.progs.handle__sys_exit.set_autoload(dirs.contains(&Direction::Exit));
+    open.progs.tb_syscall_ident.set_autoload(!dirs.is_empty());
     if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
         rodata.tb_ident_tgid = std::process::id();
+        rodata.tb_shared_typed = mask;
+        rodata.tb_shared_generic = shared_generic;
     }
 }
 
-/// Attaches the shared programs for the syscall events among `formats`
-/// that the kernel's metadata identifies. Returns the links and the
-/// tracefs IDs of the events they record: the others are for
-/// `attach_generic`. Nothing is attached if the programs were not loaded
-/// (fewer than SHARED_MIN syscall events), no event could be identified, or
-/// the kernel refuses the iterator or either program: then every syscall
-/// event gets its own perf event, the slower way to the same records.
-pub fn attach(loaded: &Loaded, tracing: &Path, formats: &[Arc<Format>]) -> Result<(Vec<Link>, HashSet<u32>)> {
-    let progs = loaded.progs();
-    let (enter, exit) = (&progs.handle__sys_enter, &progs.handle__sys_exit);
-    if !progs.tb_syscall_ident.autoload() {
-        return Ok((Vec::new(), HashSet::new()));
+/// Whether typed event `e` needs its own program, given `shared_typed` (as
+/// passed to `prepare`).
+pub fn records_on_its_own(e: EventType, shared_typed: bool) -> bool {
+    !shared_typed || typed_syscalls(&[e]).next().is_none()
+}
+
+/// What the shared programs are set up to record.
+#[derive(Default)]
+pub struct Plan {
+    /// Tracefs IDs of the generic events: the others are for
+    /// `attach_generic`.
+    pub generic: HashSet<u32>,
+    /// The typed events.
+    pub typed: HashSet<EventType>,
+}
+
+impl Plan {
+    /// Whether it records every typed syscall event of `events` that
+    /// `prepare` gave to the shared programs (a kernel that refuses the
+    /// iterator, or an event it cannot identify, leaves some out).
+    pub fn covers(&self, events: &[EventType]) -> bool {
+        typed_syscalls(events).all(|e| self.typed.contains(&e))
     }
-    let syscall_events: Vec<&Arc<Format>> = formats.iter().filter(|f| direction(f.name).is_some()).collect();
-    // A kernel that refuses the iterator leaves every event to its own
-    // perf event, as if there were fewer.
-    let Ok(numbers) = identify(loaded, tracing, &syscall_events) else {
-        return Ok((Vec::new(), HashSet::new()));
-    };
-    let mut ids: HashMap<i32, (u32, u32)> = HashMap::new();
-    for f in &syscall_events {
-        if let Some(&nr) = numbers.get(&f.id) {
-            let slot = ids.entry(nr).or_default();
-            match direction(f.name) {
-                Some(Direction::Enter) => slot.0 = f.id,
-                _ => slot.1 = f.id,
+}
+
+/// Finds the syscall numbers of the typed syscall events of `typed` (if
+/// `shared_typed`, as passed to `prepare`) and of
+/// the generic syscall events among `formats` (if SHARED_MIN or more) in the
+/// kernel's metadata, and writes them for the shared programs. Nothing is
+/// planned if the programs were not loaded, no event could be identified,
+/// or the kernel refuses the iterator: then generic syscall events get
+/// their own perf event each, the slower way to the same records.
+pub fn plan(loaded: &Loaded, tracing: &Path, typed: &[EventType], shared_typed: bool, formats: &[Arc<Format>]) -> Result<Plan> {
+    let progs = loaded.progs();
+    if !progs.tb_syscall_ident.autoload() {
+        return Ok(Plan::default());
+    }
+    let generic: Vec<&Arc<Format>> = formats.iter().filter(|f| direction(f.name).is_some()).collect();
+    // (name, tracefs ID, syscall_ids value) of each candidate.
+    let mut candidates: Vec<(&str, u32, u32)> = Vec::new();
+    if generic.len() >= SHARED_MIN {
+        candidates.extend(generic.iter().map(|f| (f.name, f.id, f.id)));
+    }
+    if shared_typed {
+        for e in typed_syscalls(typed) {
+            if let Some(id) = tracefs_id(tracing, e.name()) {
+                candidates.push((e.name(), id, TYPED | e.id()));
             }
         }
     }
-    if ids.is_empty() {
-        return Ok((Vec::new(), HashSet::new()));
+    let Ok(numbers) = identify(loaded, tracing, &candidates) else {
+        return Ok(Plan::default());
+    };
+    let mut ids: HashMap<i32, (u32, u32)> = HashMap::new();
+    for (name, id, value) in &candidates {
+        if let Some(&nr) = numbers.get(id) {
+            let slot = ids.entry(nr).or_default();
+            match direction(name) {
+                Some(Direction::Enter) => slot.0 = *value,
+                _ => slot.1 = *value,
+            }
+        }
     }
     let map = &loaded.maps().syscall_ids;
     for (nr, (enter_id, exit_id)) in &ids {
@@ -100,29 +161,54 @@ pub fn attach(loaded: &Loaded, tracing: &Path, formats: &[Arc<Format>]) -> Resul
         map.update(&(*nr as u32).to_ne_bytes(), &value, MapFlags::ANY)
             .map_err(|e| Error::Bpf { context: "writing the syscall numbers of the shared programs".into(), source: e })?;
     }
-    // Both or neither: with one of them refused, its events go to their
-    // own perf events with the others (the link attached is dropped).
+    let values: HashSet<u32> = ids.values().flat_map(|&(a, b)| [a, b]).filter(|&v| v != 0).collect();
+    Ok(Plan {
+        generic: values.iter().filter(|&&v| v & TYPED == 0).copied().collect(),
+        typed: values.iter().filter(|&&v| v & TYPED != 0).filter_map(|&v| EventType::from_id(v & !TYPED)).collect(),
+    })
+}
+
+/// Attaches the shared programs for `plan` (both or neither). A kernel that
+/// refuses one leaves the generic events to their own perf events (the plan
+/// then records none of them); the typed events have no other program
+/// loaded, so that is an error for them.
+pub fn attach(loaded: &Loaded, plan: &mut Plan) -> Result<Vec<Link>> {
+    if plan.generic.is_empty() && plan.typed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let progs = loaded.progs();
     let mut links = Vec::new();
-    for prog in [enter, exit].into_iter().filter(|p| p.autoload()) {
+    for (name, prog) in [("handle__sys_enter", &progs.handle__sys_enter), ("handle__sys_exit", &progs.handle__sys_exit)] {
+        if !prog.autoload() {
+            continue;
+        }
         match prog.attach() {
             Ok(l) => links.push(l),
-            Err(_) => return Ok((Vec::new(), HashSet::new())),
+            Err(e) if !plan.typed.is_empty() => return Err(Error::Bpf { context: format!("attaching {name}"), source: e }),
+            Err(_) => {
+                plan.generic.clear();
+                return Ok(Vec::new());
+            }
         }
     }
-    let handled = ids.values().flat_map(|&(a, b)| [a, b]).filter(|&id| id != 0).collect();
-    Ok((links, handled))
+    Ok(links)
+}
+
+/// The tracefs ID of event `name` (category/name).
+fn tracefs_id(tracing: &Path, name: &str) -> Option<u32> {
+    std::fs::read_to_string(tracing.join("events").join(name).join("id")).ok()?.trim().parse().ok()
 }
 
 /// The syscall number of each event of `events` (by tracefs ID), as the
 /// kernel's metadata gives it; events whose `enable` file cannot be opened
 /// or whose file leads to another event are left out.
-fn identify(loaded: &Loaded, tracing: &Path, events: &[&Arc<Format>]) -> Result<HashMap<u32, i32>> {
+fn identify(loaded: &Loaded, tracing: &Path, events: &[(&str, u32, u32)]) -> Result<HashMap<u32, i32>> {
     // Opened read-only and never read: opening changes nothing.
     let files: HashMap<i32, (u32, std::fs::File)> = events
         .iter()
-        .filter_map(|f| {
-            let file = std::fs::File::open(tracing.join("events").join(f.name).join("enable")).ok()?;
-            Some((file.as_raw_fd(), (f.id, file)))
+        .filter_map(|&(name, id, _)| {
+            let file = std::fs::File::open(tracing.join("events").join(name).join("enable")).ok()?;
+            Some((file.as_raw_fd(), (id, file)))
         })
         .collect();
     let link = loaded

@@ -119,7 +119,7 @@ impl Tracer {
         release::wait_idle();
         let fds_before = fork_guard::anon_fds();
         let mappings_before = fork_guard::bpf_mappings();
-        let loaded = loader::open_and_load(&config, ncpus)?;
+        let (loaded, mut shared) = load_with_shared_syscalls(&config, ncpus, &tracing, &formats)?;
         let maps = loaded.maps();
 
         let area = { PayloadArea::new(maps.payload.as_fd(), maps.cpu_ctl.as_fd(), ncpus, config.payload_chunks_per_cpu)? };
@@ -149,10 +149,9 @@ impl Tracer {
         };
         loader::write_filters(maps, &config, true, false)?;
         loader::write_generic_descs(maps, &formats)?;
-        let mut links = loader::attach(&loaded, &config)?;
-        let (shared_links, shared) = crate::shared_syscalls::attach(&loaded, &tracing, &formats)?;
-        links.extend(shared_links);
-        let (generic_links, failures) = loader::attach_generic(&loaded, &config, &formats, &shared)?;
+        let mut links = crate::shared_syscalls::attach(&loaded, &mut shared)?;
+        links.extend(loader::attach(&loaded, &config, &shared.typed)?);
+        let (generic_links, failures) = loader::attach_generic(&loaded, &config, &formats, &shared.generic)?;
         let failed: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
         formats.retain(|f| !failed.contains(&f.name));
         let generic = formats.iter().map(|f| f.name.to_string()).collect();
@@ -658,6 +657,27 @@ fn stop_handlers(live: &Live) -> bool {
 /// event names, other tools), so `stop()` and `close()` detach it before
 /// they return rather than hand that wait to whoever comes next.
 const BACKGROUND_DETACH_MAX: usize = 16;
+
+/// Loads the BPF object with the typed syscall events on the shared syscall
+/// programs, and finds their syscall numbers; if the kernel refuses those
+/// programs or cannot identify every one of those events, loads it again
+/// with a program of their own for each (the first object is freed before).
+fn load_with_shared_syscalls(
+    config: &ResolvedConfig,
+    ncpus: usize,
+    tracing: &std::path::Path,
+    formats: &[Arc<Format>],
+) -> Result<(Loaded, crate::shared_syscalls::Plan)> {
+    if let Ok(loaded) = loader::open_and_load(config, ncpus, true) {
+        let plan = crate::shared_syscalls::plan(&loaded, tracing, &config.events, true, formats)?;
+        if plan.covers(&config.events) {
+            return Ok((loaded, plan));
+        }
+    }
+    let loaded = loader::open_and_load(config, ncpus, false)?;
+    let plan = crate::shared_syscalls::plan(&loaded, tracing, &config.events, false, formats)?;
+    Ok((loaded, plan))
+}
 
 /// The links' descriptors.
 fn link_fds(links: &[Link]) -> Vec<i32> {

@@ -88,7 +88,7 @@ def assert_tracer_loaded(ids):
     for k in KINDS:
         assert ids[k] <= live[k], (k, ids[k] - live[k])
     names = {p.get("name", "") for p in bpftool("prog") if p["id"] in ids["prog"]}
-    assert names and all(n.startswith(("handle__", "tb_follow")) for n in names), names
+    assert names and all(n.startswith(("handle__", "tb_follow", "tb_syscall_ident")) for n in names), names
     assert ids["link"], "no link: the programs are not attached through links?"
 
 

@@ -197,6 +197,16 @@ def test_a_closed_pipe_is_not_an_error(tracer_example):
 
 # -- signals ---------------------------------------------------------------------------
 
+def still_loaded(ids, timeout: float = 5.0):
+    """Which of program `ids` are still loaded after up to `timeout` s: the
+    kernel frees a program whose last reference went at process exit
+    asynchronously (tracing programs after an RCU grace period)."""
+    deadline = time.monotonic() + timeout
+    while (left := ids & loaded_prog_ids()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 def start(tracer_example, *args):
     p = subprocess.Popen([tracer_example, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     line = p.stderr.readline()
@@ -218,7 +228,7 @@ def test_a_stop_signal_ends_cleanly_and_detaches(tracer_example, tmp_path, sig):
     assert p.returncode == 0, err
     assert_clean(err)
     assert re.search(r"tracer-example: \d+ events in [0-9.]+ s; records=", err), err
-    assert not held & loaded_prog_ids()
+    assert not still_loaded(held)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -237,7 +247,7 @@ def test_a_stop_signal_is_passed_on_to_the_command(tracer_example, tmp_path, sig
         p.kill()
     assert p.returncode == 128 + sig, err
     assert_clean(err)
-    assert not held & loaded_prog_ids()
+    assert not still_loaded(held)
 
 
 # -- a terminal --------------------------------------------------------------------------

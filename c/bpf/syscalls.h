@@ -1,16 +1,20 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * Many syscall tracepoints at once (`syscalls/*`), through two programs on
- * the raw sys_enter and sys_exit tracepoints instead of one perf event per
- * syscall: each perf event's detach waits for a grace period under the
- * kernel's event_mutex (about 35 ms, 25 s for all of them), a raw
- * tracepoint's does not.
+ * Syscall events through two programs on the raw sys_enter and sys_exit
+ * tracepoints instead of one perf event per syscall event: a traced syscall
+ * costs about 120 ns less this way (no perf record is built for the
+ * program), one not traced costs the same (any syscall tracepoint sends
+ * every syscall down the slow path), and detaching takes no grace period
+ * under the kernel's event_mutex (about 35 ms per perf event, 25 s for all).
  *
- * The records are the ones the syscalls/* tracepoints would give
- * (struct syscall_trace_enter / syscall_trace_exit: the common header, the
- * syscall number, the arguments or the return value), built from the
- * registers, and recorded by tb_generic under the syscall event's tracefs ID,
- * so userspace decodes them from the same format files.
+ * The typed syscall events (write, openat, ...) are recorded here by their
+ * own fill functions, which read the record below as their tracepoint's
+ * context. Generic syscall events (when many are asked for) get the records
+ * the syscalls/* tracepoints would give (struct syscall_trace_enter /
+ * syscall_trace_exit: the common header, the syscall number, the arguments
+ * or the return value), built from the registers, and recorded by
+ * tb_generic under the syscall event's tracefs ID, so userspace decodes
+ * them from the same format files.
  *
  * Which syscall number each event belongs to is read from the kernel's own
  * syscall metadata, not from a table of names (the event names are the
@@ -77,8 +81,20 @@ int tb_syscall_ident(struct bpf_iter__task_file *ctx)
 	return 0;
 }
 
-/* Records syscall `nr` as its enter or exit event, if traced. */
-static __always_inline int tb_syscall_event(struct pt_regs *regs, long nr, bool enter, long ret)
+/* Set at load time, known to the verifier, which drops the code of what is
+ * not asked for: the typed syscall events the shared programs record (bit
+ * id - TB_SYSCALL_TYPED_BASE of enum tb_event_type), and whether they record
+ * generic syscall events. */
+const volatile __u64 tb_shared_typed = 0;
+const volatile bool tb_shared_generic = false;
+
+/* A syscall_ids entry for a typed event: this flag and its event id (else a
+ * generic event's tracefs ID). */
+#define TB_SYSCALL_TYPED 0x80000000u
+#define TB_SYSCALL_TYPED_BASE 1024
+
+/* The event syscall `nr` is traced as (0: none), given the direction. */
+static __always_inline __u32 tb_syscall_type(long nr, bool enter)
 {
 	if (nr < 0 || nr >= TB_SYSCALL_NR_MAX)
 		return 0;
@@ -89,24 +105,22 @@ static __always_inline int tb_syscall_event(struct pt_regs *regs, long nr, bool 
 	__u32 type = enter ? ids->enter : ids->exit;
 	if (!type) /* not traced: every other syscall of the machine ends here */
 		return 0;
-	struct tb_generic_desc *d = bpf_map_lookup_elem(&generic_desc, &type);
-	if (!d)
-		return 0;
 	/* Before tb_filter: past it, the CPU's region is taken (busy) until
 	 * tb_end gives it back. */
 	if (tb_current_task()->thread_info.status & TB_TS_COMPAT)
 		return 0;
-	struct tb_ctx t;
-	if (!tb_filter(&t))
-		return 0;
-	/* The record the tracepoint would give: struct syscall_trace_enter
-	 * (the common header, which userspace skips, the number, the six
-	 * argument registers of x86-64's syscall convention) or
-	 * syscall_trace_exit (the number, the return value). Written through
-	 * the kernel's types, so CO-RE places each field where this kernel's
-	 * format file says it is (the header is 12 bytes with Debian's
-	 * PREEMPT_RT patches, 8 elsewhere). */
-	__u64 rec[10] = {};
+	return type;
+}
+
+/* The record the tracepoint would give, in `rec`: struct syscall_trace_enter
+ * (the common header, which userspace skips, the number, the six argument
+ * registers of x86-64's syscall convention) or syscall_trace_exit (the
+ * number, the return value). Written through the kernel's types, so CO-RE
+ * places each field where this kernel's format file says it is (the header
+ * is 12 bytes with Debian's PREEMPT_RT patches, 8 elsewhere). Typed events
+ * read it as their tracepoint's context. */
+static __always_inline void tb_syscall_record(__u64 rec[10], struct pt_regs *regs, long nr, bool enter, long ret)
+{
 	if (enter) {
 		struct syscall_trace_enter *e = (void *)rec;
 		e->nr = (int)nr;
@@ -121,21 +135,76 @@ static __always_inline int tb_syscall_event(struct pt_regs *regs, long nr, bool 
 		x->nr = (int)nr;
 		x->ret = ret;
 	}
-	tb_generic(&t, d, type, rec, sizeof(rec));
-	return 0;
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(handle__sys_enter, struct pt_regs *regs, long id)
+/* Records generic syscall event `type` from its record. */
+static __always_inline void tb_syscall_generic(__u32 type, __u64 rec[10])
 {
-	return tb_syscall_event(regs, id, true, 0);
+	if (!tb_shared_generic)
+		return;
+	struct tb_generic_desc *d = bpf_map_lookup_elem(&generic_desc, &type);
+	if (!d)
+		return;
+	struct tb_ctx t;
+	if (!tb_filter(&t))
+		return;
+	tb_generic(&t, d, type, rec, 10 * sizeof(__u64));
 }
 
-/* The number is the one the syscall entered with (syscall_get_nr). */
-SEC("tp_btf/sys_exit")
-int BPF_PROG(handle__sys_exit, struct pt_regs *regs, long ret)
-{
-	return tb_syscall_event(regs, (long)regs->orig_ax, false, ret);
-}
+/* Records typed syscall event `id` as its own handler would (TB_HANDLER). */
+#define TB_SHARED_CASE(cat, tp, ctx_type, eid, optional)                               \
+	case eid: {                                                                      \
+		_Static_assert(eid >= TB_SYSCALL_TYPED_BASE && eid < TB_SYSCALL_TYPED_BASE + 64, \
+			       "typed syscall event ids fit tb_shared_typed");           \
+		/* The other direction's events: left out by the compiler. */          \
+		if (__builtin_types_compatible_p(struct ctx_type, struct syscall_trace_enter) != enter) \
+			return;                                                          \
+		if (!(tb_shared_typed & (1ull << (eid - TB_SYSCALL_TYPED_BASE))))        \
+			return;                                                          \
+		struct tb_ctx t;                                                         \
+		if (!tb_filter(&t) || !tb_reserve(&t, eid, tb_inline_room(eid)))       \
+			return;                                                          \
+		fill_##cat##__##tp((struct ctx_type *)rec, &t,                          \
+				   (struct tb_payload_##cat##__##tp *)t.rec->fixed);    \
+		tb_end(&t);                                                              \
+		return;                                                                  \
+	}
+
+/* The shared programs: expanded by bootstrap.bpf.c after its fill functions,
+ * which the typed events call. */
+#define TB_DEFINE_SYSCALL_PROGRAMS()                                                   \
+	static __always_inline void tb_syscall_typed(__u32 id, __u64 rec[10], bool enter)           \
+	{                                                                               \
+		switch (id) {                                                           \
+			TB_SYSCALL_TRACEPOINT_LIST(TB_SHARED_CASE)                      \
+		}                                                                       \
+	}                                                                               \
+                                                                                        \
+	static __always_inline int tb_syscall_event(struct pt_regs *regs, long nr, bool enter, long ret) \
+	{                                                                               \
+		__u32 type = tb_syscall_type(nr, enter);                                \
+		if (!type)                                                              \
+			return 0;                                                       \
+		__u64 rec[10] = {};                                                     \
+		tb_syscall_record(rec, regs, nr, enter, ret);                           \
+		if (type & TB_SYSCALL_TYPED)                                            \
+			tb_syscall_typed(type & ~TB_SYSCALL_TYPED, rec, enter);                \
+		else                                                                    \
+			tb_syscall_generic(type, rec);                                  \
+		return 0;                                                               \
+	}                                                                               \
+                                                                                        \
+	SEC("tp_btf/sys_enter")                                                         \
+	int BPF_PROG(handle__sys_enter, struct pt_regs *regs, long id)                  \
+	{                                                                               \
+		return tb_syscall_event(regs, id, true, 0);                             \
+	}                                                                               \
+                                                                                        \
+	/* The number is the one the syscall entered with (syscall_get_nr). */   \
+	SEC("tp_btf/sys_exit")                                                          \
+	int BPF_PROG(handle__sys_exit, struct pt_regs *regs, long ret)                  \
+	{                                                                               \
+		return tb_syscall_event(regs, (long)regs->orig_ax, false, ret);         \
+	}
 
 #endif /* TB_BPF_SYSCALLS_H */

@@ -93,17 +93,23 @@ pub fn render(m: &Model) -> String {
         render_payload(w, e);
     }
 
+    // Synthetic events are made by userspace: no handler.
+    let traced: Vec<&Event> = m.events.iter().filter(|e| !e.synthetic).collect();
+    let (syscalls, others): (Vec<&Event>, Vec<&Event>) = traced.into_iter().partition(|e| e.category == "syscalls");
     w.push_str(
         "/* X(category, tracepoint, context struct, event id, optional): one BPF\n \
          * handler per entry; bootstrap.bpf.c supplies fill_<category>__<tracepoint>.\n \
-         * Synthetic events (made by userspace) are not listed. */\n\
-         #define TB_TRACEPOINT_LIST(X) \\\n",
+         * Synthetic events (made by userspace) are not listed. The syscall events\n \
+         * are also recorded by the shared sys_enter/sys_exit programs\n \
+         * (c/bpf/syscalls.h). */\n\
+         #define TB_TRACEPOINT_LIST(X) TB_OTHER_TRACEPOINT_LIST(X) TB_SYSCALL_TRACEPOINT_LIST(X)\n",
     );
-    // Synthetic events are made by userspace: no handler.
-    let traced: Vec<&Event> = m.events.iter().filter(|e| !e.synthetic).collect();
-    for (i, e) in traced.iter().enumerate() {
-        let sep = if i + 1 == traced.len() { "" } else { " \\" };
-        let _ = writeln!(w, "\tX({}, {}, {}, {}, {}){sep}", e.category, e.tracepoint, e.context, e.enum_const(), e.optional as u8);
+    for (list, events) in [("TB_OTHER_TRACEPOINT_LIST", &others), ("TB_SYSCALL_TRACEPOINT_LIST", &syscalls)] {
+        let _ = writeln!(w, "#define {list}(X) \\");
+        for (i, e) in events.iter().enumerate() {
+            let sep = if i + 1 == events.len() { "" } else { " \\" };
+            let _ = writeln!(w, "\tX({}, {}, {}, {}, {}){sep}", e.category, e.tracepoint, e.context, e.enum_const(), e.optional as u8);
+        }
     }
     w.push('\n');
 

@@ -180,6 +180,9 @@ fn check_structure(m: &Model) {
         }
         let entry = format!("\tX({}, {}, {}, {}, {})", e.category, e.tracepoint, e.context, e.enum_const(), e.optional as u8);
         assert!(list.contains(&entry), "no X-macro entry {entry:?} in:\n{list}");
+        // The shared syscall programs' list: exactly the syscall events.
+        let syscalls = list.split("#define TB_SYSCALL_TRACEPOINT_LIST(X)").nth(1).unwrap();
+        assert_eq!(syscalls.contains(&entry), e.category == "syscalls", "{entry:?} in:\n{syscalls}");
         assert!(c.contains(&format!("struct tb_payload_{} {{", e.ident())));
     }
 
