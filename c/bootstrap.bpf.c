@@ -189,22 +189,22 @@ fill_syscalls__sys_enter_read(struct syscall_trace_enter *ctx, struct tb_ctx *t,
  * cwd is walked from the task's fs (bpf/path.h).
  */
 static __always_inline void
-fill_sched__sched_process_exec(struct trace_event_raw_sched_process_exec *ctx, struct tb_ctx *t,
-			       struct tb_payload_sched__sched_process_exec *p)
+fill_sched__sched_process_exec(__u64 *ctx, struct tb_ctx *t, struct tb_payload_sched__sched_process_exec *p)
 {
+	/* The tracepoint's arguments: (task, old_pid, bprm); its record's
+	 * filename is bprm->filename. */
+	struct linux_binprm *bprm = (struct linux_binprm *)ctx[2];
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
 	unsigned long arg_start = BPF_CORE_READ(mm, arg_start);
 	unsigned long arg_end = BPF_CORE_READ(mm, arg_end);
 	unsigned long start_stack = BPF_CORE_READ(mm, start_stack);
 	__u64 argc = 0;
-	unsigned int fname_off = ctx->__data_loc_filename & 0xFFFF;
 
-	p->old_pid = ctx->old_pid;
+	p->old_pid = (__s32)ctx[1];
 	if (!bpf_probe_read_user(&argc, sizeof(argc), (const void *)start_stack))
 		p->argc = (__u32)argc;
-	tb_copy_str(t, &p->filename, (const char *)ctx + fname_off,
-		    TB_MAX_SCHED__SCHED_PROCESS_EXEC__FILENAME, false);
+	tb_copy_str(t, &p->filename, BPF_CORE_READ(bprm, filename), TB_MAX_SCHED__SCHED_PROCESS_EXEC__FILENAME, false);
 	tb_copy_user(t, &p->argv, (const void *)arg_start, arg_end > arg_start ? arg_end - arg_start : 0,
 		     t->cfg->argv_max);
 	const struct cred *cred = t->task->cred;
@@ -218,8 +218,7 @@ fill_sched__sched_process_exec(struct trace_event_raw_sched_process_exec *ctx, s
  * decoded here into the exit status and the terminating signal.
  */
 static __always_inline void
-fill_sched__sched_process_exit(struct trace_entry *ctx, struct tb_ctx *t,
-			       struct tb_payload_sched__sched_process_exit *p)
+fill_sched__sched_process_exit(__u64 *ctx, struct tb_ctx *t, struct tb_payload_sched__sched_process_exit *p)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	int code = BPF_CORE_READ(task, exit_code);
@@ -232,31 +231,35 @@ fill_sched__sched_process_exit(struct trace_entry *ctx, struct tb_ctx *t,
 }
 
 static __always_inline void
-fill_vmscan__mm_vmscan_direct_reclaim_begin(struct trace_event_raw_mm_vmscan_direct_reclaim_begin_template *ctx,
-					    struct tb_ctx *t,
+fill_vmscan__mm_vmscan_direct_reclaim_begin(__u64 *ctx, struct tb_ctx *t,
 					    struct tb_payload_vmscan__mm_vmscan_direct_reclaim_begin *p)
 {
-	p->order = ctx->order;
-	p->gfp_flags = ctx->gfp_flags;
+	/* (order, gfp_flags) */
+	p->order = (__s32)ctx[0];
+	p->gfp_flags = (__u32)ctx[1];
 }
 
-/* oom: the victim is the tracepoint's pid, not the task running the killer. */
+/*
+ * oom: the victim is the tracepoint's task, not the one running the killer.
+ * Its arguments are (task, uid) since 6.8, when the record got the victim's
+ * comm, and (pid) before.
+ */
 static __always_inline void
-fill_oom__mark_victim(struct trace_event_raw_mark_victim *ctx, struct tb_ctx *t,
-		      struct tb_payload_oom__mark_victim *p)
+fill_oom__mark_victim(__u64 *ctx, struct tb_ctx *t, struct tb_payload_oom__mark_victim *p)
 {
-	p->victim_pid = ctx->pid;
-	if (bpf_core_field_exists(ctx->__data_loc_comm)) {
-		unsigned int off = BPF_CORE_READ(ctx, __data_loc_comm) & 0xFFFF;
-		tb_copy_str(t, &p->victim_comm, (const char *)ctx + off, TB_MAX_OOM__MARK_VICTIM__VICTIM_COMM, false);
+	if (bpf_core_field_exists(((struct trace_event_raw_mark_victim *)0)->__data_loc_comm)) {
+		struct task_struct *victim = (struct task_struct *)ctx[0];
+		p->victim_pid = BPF_CORE_READ(victim, pid);
+		tb_copy_str(t, &p->victim_comm, (const char *)victim + bpf_core_field_offset(victim->comm),
+			    TB_MAX_OOM__MARK_VICTIM__VICTIM_COMM, false);
 	} else {
+		p->victim_pid = (__s32)ctx[0];
 		tb_none(&p->victim_comm, TB_VAR_UNAVAILABLE); /* older kernels: pid only */
 	}
 }
 
 static __always_inline void
-fill_sched__psi_memstall_enter(struct trace_entry *ctx, struct tb_ctx *t,
-			       struct tb_payload_sched__psi_memstall_enter *p)
+fill_sched__psi_memstall_enter(__u64 *ctx, struct tb_ctx *t, struct tb_payload_sched__psi_memstall_enter *p)
 {
 }
 

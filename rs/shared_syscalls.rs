@@ -39,8 +39,6 @@ const IDENT_REC_SIZE: usize = 16;
 /// A syscall_ids entry of a typed event: this flag and its event id
 /// (TB_SYSCALL_TYPED), else a generic event's tracefs ID.
 const TYPED: u32 = 0x8000_0000;
-/// The event id of bit 0 of tb_shared_typed (TB_SYSCALL_TYPED_BASE).
-const TYPED_BASE: u32 = 1024;
 
 /// Whether `name` (category/name) is a syscall enter or exit event.
 fn direction(name: &str) -> Option<Direction> {
@@ -60,9 +58,16 @@ enum Direction {
     Exit,
 }
 
+/// The bit of typed event `e` in tb_shared_typed: its place among the typed
+/// syscall events in events.toml order (TB_SYSCALL_TRACEPOINT_LIST).
+fn shared_slot(e: EventType) -> Option<u32> {
+    let slot = EventType::ALL.iter().filter(|x| x.category() == "syscalls" && !x.synthetic()).position(|x| *x == e)?;
+    u32::try_from(slot).ok().filter(|&s| s < 64)
+}
+
 /// The typed events of `events` that the shared programs can record.
 fn typed_syscalls(events: &[EventType]) -> impl Iterator<Item = EventType> + '_ {
-    events.iter().copied().filter(|e| !e.synthetic() && direction(e.name()).is_some() && (TYPED_BASE..TYPED_BASE + 64).contains(&e.id()))
+    events.iter().copied().filter(|e| direction(e.name()).is_some() && shared_slot(*e).is_some())
 }
 
 /// Loads the shared programs the typed syscall events of `typed` (if
@@ -76,7 +81,7 @@ pub fn prepare(open: &mut Open, typed: &[EventType], names: &[&str], shared_type
     let mut mask = 0u64;
     if shared_typed {
         for e in typed_syscalls(typed) {
-            mask |= 1 << (e.id() - TYPED_BASE);
+            mask |= shared_slot(e).map_or(0, |s| 1 << s);
             dirs.extend(direction(e.name()));
         }
     }
@@ -254,6 +259,27 @@ mod tests {
         ]
         .concat();
         assert_eq!(parse_idents(&bytes, &opened), [(840, 1)].into());
+    }
+
+    #[test]
+    fn each_typed_syscall_event_has_the_bit_of_its_place_in_the_c_list() {
+        // The BPF side numbers them by TB_SYSCALL_TRACEPOINT_LIST.
+        let header = include_str!("../c/bootstrap.gen.h");
+        let list = header.split("#define TB_SYSCALL_TRACEPOINT_LIST(X) \\\n").nth(1).expect("the list");
+        let names: Vec<String> = list
+            .lines()
+            .map_while(|l| l.trim().strip_prefix("X("))
+            .map(|l| {
+                let mut parts = l.split(", ");
+                format!("{}/{}", parts.next().unwrap(), parts.next().unwrap())
+            })
+            .collect();
+        assert!(names.len() >= 6, "{names:?}");
+        for (i, name) in names.iter().enumerate() {
+            let e = EventType::from_name(name).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(shared_slot(e), Some(i as u32), "{name}");
+        }
+        assert_eq!(shared_slot(EventType::from_name("sched/sched_process_exec").unwrap()), None);
     }
 
     #[test]

@@ -662,13 +662,16 @@ const BACKGROUND_DETACH_MAX: usize = 16;
 /// programs, and finds their syscall numbers; if the kernel refuses those
 /// programs or cannot identify every one of those events, loads it again
 /// with a program of their own for each (the first object is freed before).
+/// `TRACER_EBPF_PER_EVENT_SYSCALLS` set in the environment goes that second
+/// way directly, so that it can be tested on a kernel that takes the first.
 fn load_with_shared_syscalls(
     config: &ResolvedConfig,
     ncpus: usize,
     tracing: &std::path::Path,
     formats: &[Arc<Format>],
 ) -> Result<(Loaded, crate::shared_syscalls::Plan)> {
-    if let Ok(loaded) = loader::open_and_load(config, ncpus, true) {
+    let per_event = std::env::var_os("TRACER_EBPF_PER_EVENT_SYSCALLS").is_some();
+    if let Some(loaded) = (!per_event).then(|| loader::open_and_load(config, ncpus, true).ok()).flatten() {
         let plan = crate::shared_syscalls::plan(&loaded, tracing, &config.events, true, formats)?;
         if plan.covers(&config.events) {
             return Ok((loaded, plan));

@@ -11,7 +11,7 @@ import pytest
 
 import tracer_ebpf
 from tracer_ebpf.run import release, start_gated
-from conftest import PY, path_of_length
+from conftest import PY, gated_process, path_of_length
 
 
 def run_traced(cmd, events, settle=0.3, **kw):
@@ -286,6 +286,24 @@ def test_the_tracer_does_not_trace_itself_by_default():
 
 
 # -- exactly one of the memory events fires here ------------------------------
+
+def test_an_oom_kill_is_recorded_with_its_victim():
+    # A child in a 48 MiB memory cgroup touches memory until the OOM killer
+    # takes it: the event names the victim, not the task that ran the killer.
+    from test_footprint import MIB, memory_cgroup
+
+    hog = "b = []\nwhile True:\n    b.append(bytearray(1 << 20))\n"
+    with memory_cgroup(48 * MIB) as move:
+        with gated_process([PY, "-I", "-S", "-c", hog]) as (proc, go):
+            move(proc.pid)
+            with tracer_ebpf.Tracer("oom/mark_victim") as t:
+                go()
+                assert proc.wait(timeout=60) == -signal.SIGKILL
+                events = t.collect(0.5)
+    victims = [e for e in events if e.payload["victim_pid"] == proc.pid]
+    assert len(victims) == 1, [e.payload for e in events]
+    assert victims[0].payload["victim_comm"] == os.path.basename(PY)[:15], victims[0].payload
+
 
 def test_memory_events_attach_and_unavailable_one_says_so():
     with tracer_ebpf.Tracer(["vmscan/mm_vmscan_direct_reclaim_begin", "oom/mark_victim"]) as t:

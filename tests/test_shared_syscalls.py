@@ -5,6 +5,7 @@ the same fields as one perf event per syscall would, 32-bit syscalls are not
 mistaken for 64-bit ones, and closing does not wait a grace period per
 syscall."""
 
+import json
 import os
 import subprocess
 import time
@@ -131,3 +132,74 @@ def test_closing_a_tracer_of_every_syscall_does_not_wait_per_syscall():
     # One perf event per syscall took about 25 s here (a grace period each
     # under event_mutex); two raw tracepoints take milliseconds.
     assert took < 5.0, f"closing took {took:.1f} s for {len(listed)} syscall events"
+
+
+# The typed syscall events, recorded by the shared programs or (as on a
+# kernel that refuses those) by one program each: a child's file I/O.
+TYPED = ["syscalls/sys_enter_write", "syscalls/sys_enter_writev", "syscalls/sys_enter_pwrite64",
+         "syscalls/sys_enter_read", "syscalls/sys_enter_openat", "syscalls/sys_exit_openat"]
+
+TYPED_CHILD = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+os.dup2(fd, 2)  # contents are captured for fds 1 and 2 by default
+os.write(2, b"abc")
+os.writev(2, [b"de", b"fgh"])
+os.pwrite(2, b"xyz", 2)
+os.lseek(fd, 0, 0)
+os.read(fd, 5)
+os.close(fd)
+os.write(1, b"typed-probe\n")
+"""
+
+# In a fresh process, as the mode is chosen when a tracer loads: which raw
+# tracepoints a tracer of TYPED holds links on, then the child's events.
+TYPED_RUN = r"""
+import glob, json, os, subprocess, sys
+import tracer_ebpf
+events, child, path = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+with tracer_ebpf.Tracer(events):
+    tps = set()
+    for f in glob.glob("/proc/self/fdinfo/*"):
+        try:
+            tps.update(l.split()[1] for l in open(f).read().splitlines() if l.startswith("tp_name:"))
+        except OSError:
+            pass
+r = tracer_ebpf.trace([sys.executable, "-c", child, path], events, stdout=subprocess.PIPE, timeout=60)
+mine = [(e.event_type, {k: repr(v) for k, v in e.payload.items()}) for e in r.events if e.pid == r.pid]
+print(json.dumps({"raw_tracepoints": sorted(tps), "events": mine}))
+"""
+
+
+def typed_run(tmp_path, per_event: bool):
+    env = dict(os.environ)
+    env.pop("TRACER_EBPF_PER_EVENT_SYSCALLS", None)
+    if per_event:
+        env["TRACER_EBPF_PER_EVENT_SYSCALLS"] = "1"
+    path = str(tmp_path / f"typed-{int(per_event)}")
+    p = subprocess.run([PY, "-c", TYPED_RUN, json.dumps(TYPED), TYPED_CHILD, path], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout)
+    # From the child's open of its file on (Python's start-up comes before);
+    # the path differs between the runs.
+    calls = out["events"]
+    start = next(i for i, (name, pl) in enumerate(calls) if name == "syscalls/sys_enter_openat" and path in pl["filename"])
+    calls = [(n, {k: v.replace(path, "PATH") for k, v in pl.items()}) for n, pl in calls[start:]]
+    return out["raw_tracepoints"], calls
+
+
+def test_typed_syscall_events_are_the_same_through_the_shared_programs_and_their_own(tmp_path):
+    shared_tps, shared = typed_run(tmp_path, per_event=False)
+    own_tps, own = typed_run(tmp_path, per_event=True)
+    # The links: the two raw tracepoints, or one perf event per syscall event.
+    assert shared_tps == ["sys_enter", "sys_exit"], shared_tps
+    assert own_tps == sorted(n.split("/")[1] for n in TYPED), own_tps
+    names = [n for n, _ in shared]
+    assert names[:7] == ["syscalls/sys_enter_openat", "syscalls/sys_exit_openat", "syscalls/sys_enter_write",
+                         "syscalls/sys_enter_writev", "syscalls/sys_enter_pwrite64", "syscalls/sys_enter_read",
+                         "syscalls/sys_enter_write"], shared
+    fd = shared[1][1]["ret"]
+    assert [pl["content"] for _, pl in shared[2:5]] == ["b'abc'", "b'defgh'", "b'xyz'"], shared
+    assert shared[4][1]["pos"] == "2" and shared[5][1]["fd"] == fd and shared[5][1]["count"] == "5", shared
+    assert shared == own

@@ -27,11 +27,9 @@ int BPF_PROG(tb_follow_fork, struct task_struct *parent, struct task_struct *chi
 	return 0;
 }
 
-/* Expands one handler per TB_TRACEPOINT_LIST entry; each calls the event's
- * fill function, which writes its fixed fields and copies its variable ones. */
-#define TB_HANDLER(cat, tp, ctx_type, id, optional)                                  \
-	SEC("tp/" #cat "/" #tp)                                                      \
-	int handle__##cat##__##tp(struct ctx_type *ctx)                              \
+/* One handler per typed event: it calls the event's fill function, which
+ * writes its fixed fields and copies its variable ones, from `ctx`. */
+#define TB_HANDLER_BODY(cat, tp, id)                                                 \
 	{                                                                            \
 		struct tb_ctx t;                                                     \
 		if (!tb_filter(&t) || !tb_reserve(&t, id, tb_inline_room(id)))      \
@@ -40,7 +38,19 @@ int BPF_PROG(tb_follow_fork, struct task_struct *parent, struct task_struct *chi
 		tb_end(&t);                                                          \
 		return 0;                                                            \
 	}
-#define TB_DEFINE_HANDLERS() TB_TRACEPOINT_LIST(TB_HANDLER)
+/* The syscall events: perf-event tracepoint programs, given the tracepoint's
+ * record; only for kernels that refuse the shared programs of syscalls.h. */
+#define TB_HANDLER(cat, tp, ctx_type, id, optional)                                  \
+	SEC("tp/" #cat "/" #tp)                                                      \
+	int handle__##cat##__##tp(struct ctx_type *ctx) TB_HANDLER_BODY(cat, tp, id)
+/* The other typed events: BTF raw tracepoint programs, given the
+ * tracepoint's arguments (ctx[i]) instead of its record, which is then not
+ * built; and their links detach at once, where a perf event's detach waits
+ * for a grace period under the kernel's event_mutex (about 80 ms each). */
+#define TB_BTF_HANDLER(cat, tp, ctx_type, id, optional)                              \
+	SEC("tp_btf/" #tp)                                                           \
+	int handle__##cat##__##tp(__u64 *ctx) TB_HANDLER_BODY(cat, tp, id)
+#define TB_DEFINE_HANDLERS() TB_OTHER_TRACEPOINT_LIST(TB_BTF_HANDLER) TB_SYSCALL_TRACEPOINT_LIST(TB_HANDLER)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

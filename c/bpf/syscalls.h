@@ -81,17 +81,25 @@ int tb_syscall_ident(struct bpf_iter__task_file *ctx)
 	return 0;
 }
 
+/* Each typed syscall event's bit in tb_shared_typed: its place in
+ * TB_SYSCALL_TRACEPOINT_LIST (events.toml order; userspace counts the same). */
+enum tb_shared_slot {
+#define TB_SHARED_SLOT(cat, tp, ctx_type, eid, optional) TB_SHARED_SLOT_##cat##__##tp,
+	TB_SYSCALL_TRACEPOINT_LIST(TB_SHARED_SLOT)
+#undef TB_SHARED_SLOT
+	TB_SHARED_SLOTS
+};
+_Static_assert(TB_SHARED_SLOTS <= 64, "at most 64 typed syscall events (tb_shared_typed)");
+
 /* Set at load time, known to the verifier, which drops the code of what is
- * not asked for: the typed syscall events the shared programs record (bit
- * id - TB_SYSCALL_TYPED_BASE of enum tb_event_type), and whether they record
- * generic syscall events. */
+ * not asked for: the typed syscall events the shared programs record (by
+ * slot), and whether they record generic syscall events. */
 const volatile __u64 tb_shared_typed = 0;
 const volatile bool tb_shared_generic = false;
 
 /* A syscall_ids entry for a typed event: this flag and its event id (else a
  * generic event's tracefs ID). */
 #define TB_SYSCALL_TYPED 0x80000000u
-#define TB_SYSCALL_TYPED_BASE 1024
 
 /* The event syscall `nr` is traced as (0: none), given the direction. */
 static __always_inline __u32 tb_syscall_type(long nr, bool enter)
@@ -154,12 +162,10 @@ static __always_inline void tb_syscall_generic(__u32 type, __u64 rec[10])
 /* Records typed syscall event `id` as its own handler would (TB_HANDLER). */
 #define TB_SHARED_CASE(cat, tp, ctx_type, eid, optional)                               \
 	case eid: {                                                                      \
-		_Static_assert(eid >= TB_SYSCALL_TYPED_BASE && eid < TB_SYSCALL_TYPED_BASE + 64, \
-			       "typed syscall event ids fit tb_shared_typed");           \
 		/* The other direction's events: left out by the compiler. */          \
 		if (__builtin_types_compatible_p(struct ctx_type, struct syscall_trace_enter) != enter) \
 			return;                                                          \
-		if (!(tb_shared_typed & (1ull << (eid - TB_SYSCALL_TYPED_BASE))))        \
+		if (!(tb_shared_typed & (1ull << TB_SHARED_SLOT_##cat##__##tp)))         \
 			return;                                                          \
 		struct tb_ctx t;                                                         \
 		if (!tb_filter(&t) || !tb_reserve(&t, eid, tb_inline_room(eid)))       \

@@ -162,6 +162,13 @@ if [ -z "$ready" ]; then
 fi
 cat "$W/err.txt"
 grep -q 'not attached' "$W/err.txt" && result FAIL "$(grep -m1 'not attached' "$W/err.txt")"
+# Every typed event is on a raw tracepoint: the syscall ones on the shared
+# sys_enter/sys_exit programs (a kernel that refused those would get one
+# perf event per syscall event instead, silently), the others each on its own.
+for tp in sys_enter sys_exit sched_process_exec sched_process_exit mm_vmscan_direct_reclaim_begin mark_victim; do
+	grep -qs "^tp_name:[[:space:]]*$tp\$" /proc/"$TRACER_PID"/fdinfo/* ||
+		result FAIL "no raw tracepoint link on $tp"
+done
 echo "tracer ready after $(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1fs", b - a }')"
 
 # The workload. Its own shell's pid is recorded so forks can be matched.
