@@ -200,6 +200,9 @@ fn main() -> ExitCode {
     for (name, why) in tracer.attach_failures() {
         eprintln!("example: not attached: {name}: {why}");
     }
+    for note in tracer.notes() {
+        eprintln!("example: note: {note}");
+    }
     eprintln!(
         "example: tracing {} event(s) (started in {} ms); Ctrl-C to stop",
         tracer.event_names().len(),

@@ -1,10 +1,9 @@
 //! Syscall events through the two shared programs of c/bpf/syscalls.h, on
 //! the raw sys_enter and sys_exit tracepoints, instead of one perf event per
 //! syscall event:
-//! - a traced syscall costs less: about 120 ns less per call on this VM
-//!   (bench/results/syscalls.md), while a syscall that is not traced costs
-//!   the same either way (any syscall tracepoint sends every syscall down
-//!   the kernel's slow path);
+//! - a traced syscall costs 90-120 ns less per call on this VM, recorded
+//!   or filtered out, and one not traced 45-65 ns more
+//!   (bench/results/syscall_paths.md);
 //! - detaching a perf event waits for a grace period under the kernel's
 //!   event_mutex (tens of ms each, 25 s for all syscalls), a raw
 //!   tracepoint's link does not.
@@ -65,8 +64,11 @@ fn shared_slot(e: EventType) -> Option<u32> {
     u32::try_from(slot).ok().filter(|&s| s < 64)
 }
 
+/// The programs this module loads.
+pub const PROGRAMS: [&str; 3] = ["handle__sys_enter", "handle__sys_exit", "tb_syscall_ident"];
+
 /// The typed events of `events` that the shared programs can record.
-fn typed_syscalls(events: &[EventType]) -> impl Iterator<Item = EventType> + '_ {
+pub fn typed_syscalls(events: &[EventType]) -> impl Iterator<Item = EventType> + '_ {
     events.iter().copied().filter(|e| direction(e.name()).is_some() && shared_slot(*e).is_some())
 }
 
@@ -112,11 +114,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Whether it records every typed syscall event of `events` that
-    /// `prepare` gave to the shared programs (a kernel that refuses the
-    /// iterator, or an event it cannot identify, leaves some out).
-    pub fn covers(&self, events: &[EventType]) -> bool {
-        typed_syscalls(events).all(|e| self.typed.contains(&e))
+    /// The typed syscall events of `events` that `prepare` gave to the
+    /// shared programs and that it does not record (a kernel that refuses
+    /// the iterator, or an event it cannot identify, leaves some out).
+    pub fn not_covered(&self, events: &[EventType]) -> Vec<&'static str> {
+        typed_syscalls(events).filter(|e| !self.typed.contains(e)).map(|e| e.name()).collect()
     }
 }
 
@@ -140,8 +142,8 @@ pub fn plan(loaded: &Loaded, tracing: &Path, typed: &[EventType], shared_typed: 
     }
     if shared_typed {
         for e in typed_syscalls(typed) {
-            if let Some(id) = tracefs_id(tracing, e.name()) {
-                candidates.push((e.name(), id, TYPED | e.id()));
+            if let Ok(format) = crate::tracepoint_format::load(tracing, e.name()) {
+                candidates.push((e.name(), format.id, TYPED | e.id()));
             }
         }
     }
@@ -197,11 +199,6 @@ pub fn attach(loaded: &Loaded, plan: &mut Plan) -> Result<Vec<Link>> {
         }
     }
     Ok(links)
-}
-
-/// The tracefs ID of event `name` (category/name).
-fn tracefs_id(tracing: &Path, name: &str) -> Option<u32> {
-    std::fs::read_to_string(tracing.join("events").join(name).join("id")).ok()?.trim().parse().ok()
 }
 
 /// The syscall number of each event of `events` (by tracefs ID), as the

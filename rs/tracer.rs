@@ -65,6 +65,8 @@ pub struct Tracer {
     generic_formats: Vec<Arc<Format>>,
     /// Wildcard-expanded tracepoints that could not be attached, with why.
     attach_failures: Vec<(String, String)>,
+    /// What is traced another way than this kernel should allow, with why.
+    notes: Vec<String>,
     /// Processes not traced because they read this process's output.
     output_readers: Vec<u32>,
     /// The Arrow schema of this tracer's events, made on first use.
@@ -119,7 +121,8 @@ impl Tracer {
         release::wait_idle();
         let fds_before = fork_guard::anon_fds();
         let mappings_before = fork_guard::bpf_mappings();
-        let (loaded, mut shared) = load_with_shared_syscalls(&config, ncpus, &tracing, &formats)?;
+        let (loaded, mut shared, syscall_note) = load_with_shared_syscalls(&config, ncpus, &tracing, &formats)?;
+        let notes: Vec<String> = syscall_note.into_iter().collect();
         let maps = loaded.maps();
 
         let area = { PayloadArea::new(maps.payload.as_fd(), maps.cpu_ctl.as_fd(), ncpus, config.payload_chunks_per_cpu)? };
@@ -238,6 +241,7 @@ impl Tracer {
             generic,
             generic_formats: formats,
             attach_failures,
+            notes,
             output_readers,
             arrow_schema,
             arrow_scratch: Vec::new(),
@@ -269,6 +273,12 @@ impl Tracer {
     /// Tracepoints a wildcard named that could not be attached, with why.
     pub fn attach_failures(&self) -> &[(String, String)] {
         &self.attach_failures
+    }
+
+    /// What is traced by a slower way than the usual one, and why (the
+    /// events are recorded all the same).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// Processes not traced because they read this process's stdout or
@@ -669,17 +679,50 @@ fn load_with_shared_syscalls(
     ncpus: usize,
     tracing: &std::path::Path,
     formats: &[Arc<Format>],
-) -> Result<(Loaded, crate::shared_syscalls::Plan)> {
-    let per_event = std::env::var_os("TRACER_EBPF_PER_EVENT_SYSCALLS").is_some();
-    if let Some(loaded) = (!per_event).then(|| loader::open_and_load(config, ncpus, true).ok()).flatten() {
-        let plan = crate::shared_syscalls::plan(&loaded, tracing, &config.events, true, formats)?;
-        if plan.covers(&config.events) {
-            return Ok((loaded, plan));
+) -> Result<(Loaded, crate::shared_syscalls::Plan, Option<String>)> {
+    let uses_shared = crate::shared_syscalls::typed_syscalls(&config.events).next().is_some();
+    let why_not = if !uses_shared {
+        None
+    } else if std::env::var_os(PER_EVENT_SYSCALLS_ENV).is_some() {
+        Some(format!("{PER_EVENT_SYSCALLS_ENV} is set"))
+    } else {
+        match loader::open_and_load(config, ncpus, true) {
+            Ok(loaded) => {
+                let plan = crate::shared_syscalls::plan(&loaded, tracing, &config.events, true, formats)?;
+                let missing = plan.not_covered(&config.events);
+                if missing.is_empty() {
+                    return Ok((loaded, plan, None));
+                }
+                Some(format!("the kernel's syscall metadata did not identify {}", missing.join(", ")))
+            }
+            Err(e) if shared_programs_may_be_why(&e) => Some(format!("the kernel refused them: {}", first_line(&e.to_string()))),
+            Err(e) => return Err(e),
         }
-    }
+    };
     let loaded = loader::open_and_load(config, ncpus, false)?;
     let plan = crate::shared_syscalls::plan(&loaded, tracing, &config.events, false, formats)?;
-    Ok((loaded, plan))
+    let note =
+        why_not.map(|why| format!("typed syscall events on a perf event each, not on the shared sys_enter/sys_exit programs: {why}"));
+    Ok((loaded, plan, note))
+}
+
+/// Selects the per-event syscall programs (for tests and comparisons).
+const PER_EVENT_SYSCALLS_ENV: &str = "TRACER_EBPF_PER_EVENT_SYSCALLS";
+
+/// Whether a load with the shared syscall programs that failed with `e` may
+/// succeed without them: the verifier rejected one of them, or the kernel
+/// could not load a program (no BTF raw tracepoints or iterators). A lack
+/// of memory or of privileges would fail the same way again.
+fn shared_programs_may_be_why(e: &Error) -> bool {
+    match e {
+        Error::Verifier { program, .. } => crate::shared_syscalls::PROGRAMS.contains(&program.as_str()) || program == "?",
+        Error::Bpf { .. } => true,
+        _ => false,
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
 }
 
 /// The links' descriptors.
@@ -737,4 +780,21 @@ fn detach_all(links: Vec<Link>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_failure_the_shared_programs_can_cause_is_retried_without_them() {
+        let verifier = |program: &str| Error::Verifier { program: program.into(), message: String::new(), log: String::new() };
+        assert!(shared_programs_may_be_why(&verifier("handle__sys_exit")));
+        assert!(shared_programs_may_be_why(&verifier("tb_syscall_ident")));
+        assert!(!shared_programs_may_be_why(&verifier("handle__generic")));
+        let einval = libbpf_rs::Error::from(std::io::Error::from_raw_os_error(libc::EINVAL));
+        assert!(shared_programs_may_be_why(&Error::Bpf { context: "loading".into(), source: einval }));
+        assert!(!shared_programs_may_be_why(&Error::OutOfMemory { asked: String::new(), limit: String::new() }));
+        assert!(!shared_programs_may_be_why(&Error::Permission { what: String::new() }));
+    }
 }

@@ -158,7 +158,8 @@ TYPED_RUN = r"""
 import glob, json, os, subprocess, sys
 import tracer_ebpf
 events, child, path = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
-with tracer_ebpf.Tracer(events):
+with tracer_ebpf.Tracer(events) as t:
+    notes = t.notes
     tps = set()
     for f in glob.glob("/proc/self/fdinfo/*"):
         try:
@@ -167,7 +168,7 @@ with tracer_ebpf.Tracer(events):
             pass
 r = tracer_ebpf.trace([sys.executable, "-c", child, path], events, stdout=subprocess.PIPE, timeout=60)
 mine = [(e.event_type, {k: repr(v) for k, v in e.payload.items()}) for e in r.events if e.pid == r.pid]
-print(json.dumps({"raw_tracepoints": sorted(tps), "events": mine}))
+print(json.dumps({"raw_tracepoints": sorted(tps), "notes": notes, "events": mine}))
 """
 
 
@@ -186,15 +187,18 @@ def typed_run(tmp_path, per_event: bool):
     calls = out["events"]
     start = next(i for i, (name, pl) in enumerate(calls) if name == "syscalls/sys_enter_openat" and path in pl["filename"])
     calls = [(n, {k: v.replace(path, "PATH") for k, v in pl.items()}) for n, pl in calls[start:]]
-    return out["raw_tracepoints"], calls
+    return out["raw_tracepoints"], out["notes"], calls
 
 
 def test_typed_syscall_events_are_the_same_through_the_shared_programs_and_their_own(tmp_path):
-    shared_tps, shared = typed_run(tmp_path, per_event=False)
-    own_tps, own = typed_run(tmp_path, per_event=True)
+    shared_tps, shared_notes, shared = typed_run(tmp_path, per_event=False)
+    own_tps, own_notes, own = typed_run(tmp_path, per_event=True)
     # The links: the two raw tracepoints, or one perf event per syscall event.
     assert shared_tps == ["sys_enter", "sys_exit"], shared_tps
     assert own_tps == sorted(n.split("/")[1] for n in TYPED), own_tps
+    # The slower way is said, with why.
+    assert shared_notes == [], shared_notes
+    assert len(own_notes) == 1 and "TRACER_EBPF_PER_EVENT_SYSCALLS is set" in own_notes[0], own_notes
     names = [n for n, _ in shared]
     assert names[:7] == ["syscalls/sys_enter_openat", "syscalls/sys_exit_openat", "syscalls/sys_enter_write",
                          "syscalls/sys_enter_writev", "syscalls/sys_enter_pwrite64", "syscalls/sys_enter_read",

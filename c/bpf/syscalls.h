@@ -2,9 +2,10 @@
 /*
  * Syscall events through two programs on the raw sys_enter and sys_exit
  * tracepoints instead of one perf event per syscall event: a traced syscall
- * costs about 120 ns less this way (no perf record is built for the
- * program), one not traced costs the same (any syscall tracepoint sends
- * every syscall down the slow path), and detaching takes no grace period
+ * costs 90-120 ns less this way (no perf record is built for the program),
+ * a syscall not traced 45-65 ns more (the programs run up to the lookup of
+ * its number, where a perf event's handler tests a bit; see
+ * bench/results/syscall_paths.md), and detaching takes no grace period
  * under the kernel's event_mutex (about 35 ms per perf event, 25 s for all).
  *
  * The typed syscall events (write, openat, ...) are recorded here by their

@@ -708,6 +708,8 @@ def _run_to(sink: Union[JsonLines, Otlp, ParquetSink], parser: argparse.Argument
         if not args.quiet:
             _say(f"tracing {len(tracer.events)} event(s) (attached in {tracer.startup_seconds * 1000:.0f} ms); "
                  "Ctrl-C to stop")
+            for note in tracer.notes:
+                _say(f"note: {note}")
             if tracer.output_readers:
                 _say(f"not tracing the readers of this output: {_describe(tracer.output_readers)} "
                      "(--trace-output-readers to trace them)")

@@ -438,6 +438,14 @@ class Tracer:
         return list(self._n().attach_failures())
 
     @property
+    def notes(self) -> List[str]:
+        """What is traced by a slower way than the usual one on this kernel,
+        and why: e.g. typed syscall events on a perf event each when the
+        kernel refuses the shared ``sys_enter``/``sys_exit`` programs. The
+        events are recorded all the same."""
+        return list(self._n().notes)
+
+    @property
     def output_readers(self) -> List[int]:
         """Pids not traced because they read this process's output (see
         ``exclude_output_readers``)."""

@@ -349,6 +349,12 @@ impl NativeTracer {
         Ok(self.lock()?.event_names())
     }
 
+    /// What is traced by a slower way than the usual one, and why.
+    #[getter]
+    fn notes(&self) -> PyResult<Vec<String>> {
+        Ok(self.lock()?.notes().to_vec())
+    }
+
     /// Processes not traced because they read this process's output.
     #[getter]
     fn output_readers(&self) -> PyResult<Vec<u32>> {
