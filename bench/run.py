@@ -1315,6 +1315,10 @@ def main() -> int:
                         except Exception as e:  # a tool's failure must not end the run
                             reps.append(Row(size, th, n, t.name, status=f"failed: {type(e).__name__}: {e}"))
                     timed = [r for r in reps if r.wall_s is not None]
+                    if len(timed) > 1:  # the spread the median hides
+                        log(f"  {t.name}: runs: " + "; ".join(
+                            f"{r.wall_s * 1e3:.1f} ms, intact {r.tally.intact if r.tally else '?'}, {r.tool_losses}"
+                            for r in timed))
                     r = sorted(timed, key=lambda r: r.wall_s)[len(timed) // 2] if timed else reps[-1]
                     if r.wall_s is not None and anchor:
                         r.slowdown = r.wall_s / anchor

@@ -5,8 +5,12 @@
 //!
 //! The rule, with M = min(physical RAM, cgroup memory limit):
 //! - kernel memory budget K = M / 384, between 12 and 64 MiB;
-//! - ring buffer: the power of two nearest K / 8 (1 to 8 MiB): about 37,000
-//!   records of up to 224 bytes (small events are the common case);
+//! - ring buffer: the power of two nearest K / 4 (1 to 16 MiB): about
+//!   75,000 records of up to 224 bytes. A record that does not fit loses
+//!   the whole event (`ring_full`), a content that does not fit the area
+//!   only itself (`payload_full`, flagged in its event), so the ring gets a
+//!   quarter: with 8 MiB a burst of 50,000 writes of 4 KiB from 4 threads
+//!   lost whole events in 4 of 5 runs here (bench/README.md);
 //! - filter and control maps: under 1 MiB (the pid table grows with use);
 //! - payload area: the rest of K, split over the possible CPUs, at least
 //!   2 MiB per CPU (so beyond about 20 CPUs, K grows by 2 MiB per CPU);
@@ -55,12 +59,12 @@ impl MemoryBudget {
         (self.usable() / 384).clamp(12 * MIB, 64 * MIB)
     }
 
-    /// Default ring-buffer bytes: the power of two nearest K / 8.
+    /// Default ring-buffer bytes: the power of two nearest K / 4.
     pub fn ring_bytes(&self) -> usize {
-        let k = self.kernel() / 8;
+        let k = self.kernel() / 4;
         let below = 1u64 << (63 - k.leading_zeros());
         let nearest = if k - below >= below / 2 { below * 2 } else { below };
-        nearest.clamp(MIB, 8 * MIB) as usize
+        nearest.clamp(MIB, 16 * MIB) as usize
     }
 
     /// Default payload-area bytes per possible CPU (whole chunks).
@@ -218,20 +222,20 @@ mod tests {
     #[test]
     fn sizes_follow_the_rule() {
         let host = |gib: u64| MemoryBudget { host: gib << 30, cgroup: None };
-        // 24 GiB, 2 CPUs: K = 64 MiB, ring 8 MiB, area (64-8-1)/2 MiB per CPU in chunks.
-        assert_eq!(MemoryBudget { host: 23_500 << 20, cgroup: None }.ring_bytes(), 8 << 20);
+        // 24 GiB, 2 CPUs: K = 64 MiB, ring 16 MiB, area (64-16-1)/2 MiB per CPU in chunks.
+        assert_eq!(MemoryBudget { host: 23_500 << 20, cgroup: None }.ring_bytes(), 16 << 20);
         let b = host(24);
-        assert_eq!(b.ring_bytes(), 8 << 20);
+        assert_eq!(b.ring_bytes(), 16 << 20);
         let per_cpu = b.payload_bytes_per_cpu(2);
-        assert_eq!(per_cpu, (55 * MIB as usize / 2 / CHUNK_ELEM_SIZE) * CHUNK_SIZE);
+        assert_eq!(per_cpu, (47 * MIB as usize / 2 / CHUNK_ELEM_SIZE) * CHUNK_SIZE);
         let kernel = b.ring_bytes() + 2 * per_cpu / CHUNK_SIZE * CHUNK_ELEM_SIZE + OTHER_MAPS as usize;
         assert!(kernel <= 64 << 20, "{kernel}");
         assert_eq!(b.queue_bytes(), 1 << 30);
-        // A 256 MiB cgroup: K = 12 MiB, ring 2 MiB (nearest 1.5), (12-2-1)/2 MiB per CPU, queue 32 MiB.
+        // A 256 MiB cgroup: K = 12 MiB, ring 4 MiB (nearest 3), (12-4-1)/2 MiB per CPU, queue 32 MiB.
         let small = MemoryBudget { host: 24 << 30, cgroup: Some((256 << 20, "x".into())) };
         assert_eq!(small.usable(), 256 << 20);
-        assert_eq!(small.ring_bytes(), 2 << 20);
-        assert_eq!(small.payload_bytes_per_cpu(2), 4 << 20);
+        assert_eq!(small.ring_bytes(), 4 << 20);
+        assert_eq!(small.payload_bytes_per_cpu(2), 3 << 20);
         assert_eq!(small.queue_bytes(), 32 << 20);
         // Many CPUs: at least 2 MiB each.
         assert_eq!(host(256).payload_bytes_per_cpu(128), 2 << 20);

@@ -53,7 +53,7 @@ class Tracer:
         ring_bytes, payload_bytes_per_cpu: kernel buffer sizes. Default
             (None): sized from the memory this process may use, M = RAM or
             its cgroup's memory limit if lower: M/384 of kernel memory in
-            all, 12 to 64 MiB (ring 1 to 8 MiB, the payload area the rest,
+            all, 12 to 64 MiB (ring 1 to 16 MiB, the payload area the rest,
             at least 2 MiB per CPU); see docs/protocol.md.
         queue_bytes: most bytes of events held in this process between the
             tracer's reader thread, which drains the kernel buffers, and your
