@@ -10,7 +10,7 @@
 //!   the whole event (`ring_full`), a content that does not fit the area
 //!   only itself (`payload_full`, flagged in its event), so the ring gets a
 //!   quarter: with 8 MiB a burst of 50,000 writes of 4 KiB from 4 threads
-//!   lost whole events in 4 of 5 runs here (bench/README.md);
+//!   lost whole events in 9 of 15 runs here (bench/README.md);
 //! - filter and control maps: under 1 MiB (the pid table grows with use);
 //! - payload area: the rest of K, split over the possible CPUs, at least
 //!   2 MiB per CPU (so beyond about 20 CPUs, K grows by 2 MiB per CPU);
