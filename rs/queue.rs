@@ -90,6 +90,9 @@ pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
     /// An eventfd made readable by `stop()`: interrupts the reader's wait.
     stop_fd: OwnedFd,
+    /// An eventfd made readable by a consumer that found the queue empty:
+    /// the reader looks at the kernel buffers at once (see `kick_reader`).
+    kick_fd: OwnedFd,
     /// An eventfd readable while events are queued, for callers' event
     /// loops (the C library's `tb_fd`). Written when the queue stops being
     /// empty and read when it becomes empty, both under the queue's lock, so
@@ -133,6 +136,7 @@ impl Shared {
             limit: limit.max(1),
             stop: AtomicBool::new(false),
             stop_fd: eventfd("reader's stop")?,
+            kick_fd: eventfd("reader's kick")?,
             ready_fd: eventfd("queue's ready")?,
             ready_armed: AtomicBool::new(false),
         })
@@ -142,9 +146,28 @@ impl Shared {
         self.stop_fd.as_raw_fd()
     }
 
-    /// Both eventfds (for `fork_guard`), without arming the ready one.
-    pub(crate) fn eventfds(&self) -> [i32; 2] {
-        [self.stop_fd.as_raw_fd(), self.ready_fd.as_raw_fd()]
+    pub(crate) fn kick_fd(&self) -> i32 {
+        self.kick_fd.as_raw_fd()
+    }
+
+    /// Asks the reader thread to drain the kernel buffers now, for a
+    /// consumer that found the queue empty. Draining them on the consumer's
+    /// thread instead holds the reader's lock at the consumer's priority:
+    /// preempted by busy writers, the consumer kept the reader (nice -10)
+    /// from the ring long enough to lose tens of thousands of events
+    /// (`ring_full`, bench/README.md).
+    pub(crate) fn kick_reader(&self) {
+        signal(&self.kick_fd);
+    }
+
+    /// Takes back a kick, once the reader has seen it.
+    pub(crate) fn kicked(&self) {
+        clear(&self.kick_fd);
+    }
+
+    /// The eventfds (for `fork_guard`), without arming the ready one.
+    pub(crate) fn eventfds(&self) -> [i32; 3] {
+        [self.stop_fd.as_raw_fd(), self.kick_fd.as_raw_fd(), self.ready_fd.as_raw_fd()]
     }
 
     /// The readiness eventfd, armed from now on (readable at once if events

@@ -108,13 +108,17 @@ pub(crate) fn run_reader(core: Arc<Core>, epoll_fd: i32) {
             let mut pfds = [
                 libc::pollfd { fd: epoll_fd, events: libc::POLLIN, revents: 0 },
                 libc::pollfd { fd: core.shared.stop_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: core.shared.kick_fd(), events: libc::POLLIN, revents: 0 },
             ];
             // SAFETY: valid pollfds; the epoll fd outlives this thread (the ring
-            // buffer is dropped only after the thread is joined), the stop fd
-            // lives in `core`.
-            unsafe { libc::poll(pfds.as_mut_ptr(), 2, wait.as_millis() as i32) };
+            // buffer is dropped only after the thread is joined), the stop and
+            // kick fds live in `core`.
+            unsafe { libc::poll(pfds.as_mut_ptr(), 3, wait.as_millis() as i32) };
             if core.shared.stop.load(Ordering::Acquire) {
                 break;
+            }
+            if pfds[2].revents != 0 {
+                core.shared.kicked();
             }
         }
         match core.fill() {

@@ -360,9 +360,14 @@ impl Tracer {
             return Ok(got);
         }
         // Records already in the ring are delivered now, not a reader tick
-        // later.
+        // later: by the reader thread, woken for them, when there is one and
+        // the caller waits (see `kick_reader`).
         if shared.is_empty() {
-            self.core.fill()?;
+            if self.reader.is_some() && !timeout.is_zero() {
+                shared.kick_reader();
+            } else {
+                self.core.fill()?;
+            }
         }
         if self.reader.is_none() && shared.is_empty() && !timeout.is_zero() {
             // No reader thread: wait for the ring here, then drain it.
