@@ -711,7 +711,8 @@ fn load_with_shared_syscalls(
     Ok((loaded, plan, note))
 }
 
-/// Selects the per-event syscall programs (for tests and comparisons).
+/// Puts the typed syscall events on a perf event each: cheaper where the
+/// machine's untraced syscalls dominate (docs/protocol.md), and tested.
 const PER_EVENT_SYSCALLS_ENV: &str = "TRACER_EBPF_PER_EVENT_SYSCALLS";
 
 /// Whether a load with the shared syscall programs that failed with `e` may
