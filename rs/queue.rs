@@ -53,6 +53,10 @@ pub(crate) struct EventQueue {
     peak: usize,
     /// Events handed out by `take` so far.
     taken: u64,
+    /// Kicks asked for by consumers so far, and the last of them the reader
+    /// has answered (looked at the kernel buffers after it).
+    kicks_asked: u64,
+    kicks_answered: u64,
     /// A reader-thread failure, reported by the next `take`.
     error: Option<Error>,
 }
@@ -155,14 +159,45 @@ impl Shared {
     /// thread instead holds the reader's lock at the consumer's priority:
     /// preempted by busy writers, the consumer kept the reader (nice -10)
     /// from the ring long enough to lose tens of thousands of events
-    /// (`ring_full`, bench/README.md).
-    pub(crate) fn kick_reader(&self) {
+    /// (`ring_full`, bench/README.md). Returns the kick's number, for
+    /// `wait_for_answer`.
+    pub(crate) fn kick_reader(&self) -> u64 {
+        let mut q = self.lock();
+        q.kicks_asked += 1;
+        // Signalled after the count: a reader woken by it reads a count
+        // that includes this kick.
         signal(&self.kick_fd);
+        q.kicks_asked
     }
 
-    /// Takes back a kick, once the reader has seen it.
-    pub(crate) fn kicked(&self) {
+    /// For the reader, woken by a kick: takes it back and returns the
+    /// number of the last kick asked so far, which the drain that follows
+    /// answers (see `answered`).
+    pub(crate) fn kicked(&self) -> u64 {
         clear(&self.kick_fd);
+        self.lock().kicks_asked
+    }
+
+    /// For the reader: the kernel buffers were drained after kick `kick`
+    /// and every one before it.
+    pub(crate) fn answered(&self, kick: u64) {
+        let mut q = self.lock();
+        q.kicks_answered = q.kicks_answered.max(kick);
+        drop(q);
+        self.ready.notify_all();
+    }
+
+    /// Waits until `deadline` for the reader to answer kick `kick`, events
+    /// to be queued, an error or a stop, whichever comes first.
+    pub(crate) fn wait_for_answer(&self, kick: u64, deadline: Instant) {
+        let mut q = self.lock();
+        while q.kicks_answered < kick && q.is_empty() && q.error.is_none() && !self.stop.load(Ordering::Acquire) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            q = self.ready.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
     }
 
     /// The eventfds (for `fork_guard`), without arming the ready one.
@@ -482,5 +517,43 @@ mod tests {
             g.spare.capacity()
         );
         assert!(g.weights.capacity() <= KEEP_CAPACITY);
+    }
+
+    #[test]
+    fn a_consumer_waiting_for_its_kick_returns_once_the_reader_answers_it() {
+        let q = Arc::new(Shared::new(1 << 20).unwrap());
+        let far = Instant::now() + Duration::from_secs(10);
+        // No reader: the wait ends at its deadline, not before.
+        let kick = q.kick_reader();
+        let start = Instant::now();
+        q.wait_for_answer(kick, start + Duration::from_millis(50));
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        // A reader woken now answers every kick asked before it woke.
+        assert_eq!(q.kicked(), kick);
+        let reader = {
+            let q = Arc::clone(&q);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                let k = q.kicked();
+                q.answered(k);
+            })
+        };
+        let kick = q.kick_reader();
+        let start = Instant::now();
+        q.wait_for_answer(kick, far);
+        let waited = start.elapsed();
+        reader.join().unwrap();
+        assert!(waited >= Duration::from_millis(20) && waited < Duration::from_secs(5), "{waited:?}");
+        // An answer to an earlier kick does not answer a later one.
+        q.answered(kick);
+        let later = q.kick_reader();
+        let start = Instant::now();
+        q.wait_for_answer(later, start + Duration::from_millis(30));
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        // Events queued end the wait at once.
+        push(&q, 0..1);
+        let start = Instant::now();
+        q.wait_for_answer(later, far);
+        assert!(start.elapsed() < Duration::from_secs(5));
     }
 }

@@ -97,6 +97,8 @@ pub(crate) fn run_reader(core: Arc<Core>, epoll_fd: i32) {
     // SAFETY: plain system calls on this thread's own id.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, READER_NICE) };
     let mut found = 0;
+    // The kick the next drain answers, if one woke the reader.
+    let mut kick = None;
     while !core.shared.stop.load(Ordering::Acquire) {
         if !core.shared.wait_for_room(READER_FOLLOW_UP) {
             continue; // queue full: the kernel buffers hold (and count) the rest
@@ -118,11 +120,16 @@ pub(crate) fn run_reader(core: Arc<Core>, epoll_fd: i32) {
                 break;
             }
             if pfds[2].revents != 0 {
-                core.shared.kicked();
+                kick = Some(core.shared.kicked());
             }
         }
         match core.fill() {
-            Ok(n) => found = n,
+            Ok(n) => {
+                found = n;
+                if let Some(k) = kick.take() {
+                    core.shared.answered(k);
+                }
+            }
             Err(e) => {
                 core.shared.fail(e);
                 break;

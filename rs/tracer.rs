@@ -34,6 +34,11 @@ use std::time::{Duration, Instant};
 /// burst, little enough to be no burden when idle.
 const WARM_BLOCK_BYTES: usize = 16 << 20;
 
+/// How long a consumer whose wait ended empty waits for the reader thread
+/// to answer its kick: a bound in case the reader is starved, never reached
+/// otherwise (the reader answers within microseconds).
+const KICK_ANSWER_WAIT: Duration = Duration::from_millis(20);
+
 /// A running tracer: attached on creation, detached on `close()` or drop.
 /// A reader thread moves records from the kernel into a bounded userspace
 /// queue (`Config::queue_bytes`); `poll` takes events from that queue.
@@ -383,8 +388,14 @@ impl Tracer {
             return Ok(got);
         }
         // Waited in vain: look at the ring once more (records can be pending
-        // with no wake-up to come, see tb_end).
-        self.core.fill()?;
+        // with no wake-up to come, see tb_end), through the reader thread
+        // when there is one, for the reason `kick_reader` gives.
+        if self.reader.is_some() {
+            let kick = shared.kick_reader();
+            shared.wait_for_answer(kick, Instant::now() + KICK_ANSWER_WAIT);
+        } else {
+            self.core.fill()?;
+        }
         take(shared, Some(Instant::now()))
     }
 

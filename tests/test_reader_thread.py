@@ -174,3 +174,42 @@ def test_a_burst_from_four_threads_arrives_as_one_event_per_write_in_the_rust_ex
         # Its n writes to fd 1, and its report line on fd 2.
         assert stats["delivered"] == str(n + 1), (run, stats)
         assert sum(1 for _ in open(out, "rb")) == n + 1, run
+
+
+# -- a record submitted without a wake-up -----------------------------------------
+
+PAIRS = 30
+PAIR_WRITER = r"""
+import os, sys, time
+for i in range(int(sys.argv[1])):
+    os.write(1, b"a%d" % i)
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.0003:
+        pass
+    os.write(1, b"b%d" % i)
+    time.sleep(0.15)
+"""
+
+
+def test_a_record_submitted_without_a_wake_up_comes_with_the_poll_that_waited_for_it():
+    """The kernel side wakes the reader at most once a millisecond per CPU
+    (tb_end), so the second of two writes 0.3 ms apart is submitted without
+    a wake-up, often after the reader, kicked by the consumer's next poll,
+    has found the ring empty. A poll that waits in vain has the reader look
+    at the ring once more before it returns: each `b` write comes with the
+    poll after its `a` at the latest, not a poll (or a reader tick) later."""
+    polls: list[list[bytes]] = []
+    with gated_process([PY, "-I", "-S", "-c", PAIR_WRITER, str(PAIRS)], stdout=subprocess.DEVNULL) as (proc, go):
+        with tracer_ebpf.Tracer("syscalls/sys_enter_write", pids=[proc.pid]) as t:
+            go()
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                polls.append([ev.payload["content"] for ev in t.poll(0.05)])
+            assert proc.wait(timeout=5) == 0
+            time.sleep(0.3)
+            polls.append([ev.payload["content"] for ev in t.drain()])
+            st = t.stats()
+    where = {content: i for i, poll in enumerate(polls) for content in poll}
+    assert len(where) == 2 * PAIRS and st["delivered"] == 2 * PAIRS, (sorted(where), st)
+    late = [i for i in range(PAIRS) if where[b"b%d" % i] - where[b"a%d" % i] > 1]
+    assert not late, f"{len(late)} of {PAIRS} second writes came a poll late: {late}"
