@@ -33,6 +33,7 @@ pub mod dataset;
 pub mod decode;
 mod error;
 pub mod event;
+mod event_chunks;
 mod fork_guard;
 mod iter_output;
 pub mod json;

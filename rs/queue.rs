@@ -9,6 +9,7 @@
 use crate::columnar::{BatchBuilder, EventSchema};
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::event_chunks::EventChunks;
 use arrow_array::RecordBatch;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -21,12 +22,6 @@ use std::time::{Duration, Instant};
 /// beyond (about 150 bytes an event), and that is given back.
 const KEEP_CAPACITY: usize = 16 << 10;
 
-/// Events `take` moves while holding the lock, when it cannot hand over the
-/// whole queue at once: the reader thread waits for that lock to queue what
-/// it read, and the ring fills meanwhile (moving 65,536 events held it up
-/// for 25-40 ms).
-const TAKE_UNDER_LOCK: usize = 4096;
-
 /// Rows per record batch a queue of batches builds (`Config::arrow`), the
 /// default `max_events` of `poll_arrow`.
 pub const ARROW_BATCH_ROWS: usize = 65536;
@@ -37,12 +32,8 @@ pub const ARROW_BATCH_ROWS: usize = 65536;
 /// being built, which a consumer finding no full batch takes as it is (so
 /// batches are large while the consumer lags, and rows wait no longer than
 /// it takes the consumer to ask).
-#[derive(Default)]
 pub(crate) struct EventQueue {
-    events: VecDeque<Event>,
-    /// An empty queue with room, swapped in for `events` when `take` hands
-    /// all of them over (see `take`).
-    spare: VecDeque<Event>,
+    events: EventChunks,
     batches: VecDeque<RecordBatch>,
     /// Rows of `batches`.
     batch_rows: usize,
@@ -59,6 +50,24 @@ pub(crate) struct EventQueue {
     kicks_answered: u64,
     /// A reader-thread failure, reported by the next `take`.
     error: Option<Error>,
+}
+
+impl Default for EventQueue {
+    fn default() -> EventQueue {
+        EventQueue {
+            events: EventChunks::new(KEEP_CAPACITY),
+            batches: VecDeque::new(),
+            batch_rows: 0,
+            builder: None,
+            weights: VecDeque::new(),
+            bytes: 0,
+            peak: 0,
+            taken: 0,
+            kicks_asked: 0,
+            kicks_answered: 0,
+            error: None,
+        }
+    }
 }
 
 impl EventQueue {
@@ -245,7 +254,7 @@ impl Shared {
     pub(crate) fn discard(&self) -> u64 {
         let mut q = self.lock();
         let n = q.len() as u64;
-        q.events = VecDeque::new();
+        q.events.clear();
         q.batches = VecDeque::new();
         q.batch_rows = 0;
         if let Some(b) = &mut q.builder {
@@ -273,7 +282,7 @@ impl Shared {
         let was_empty = q.is_empty();
         let q_ref = &mut *q;
         let Some(b) = &mut q_ref.builder else {
-            q_ref.events.extend(events.drain(..));
+            q_ref.events.extend(events);
             self.added(q, was_empty, weights);
             return Ok(());
         };
@@ -328,20 +337,10 @@ impl Shared {
                 return Err(e);
             }
             if !q.events.is_empty() {
-                // All of them: the queue is swapped for the spare and its
-                // events moved to `out` after the lock is released. Else at
-                // most TAKE_UNDER_LOCK, moved under it.
-                let all = q.events.len() <= max;
-                let mut taken = VecDeque::new();
-                let n = if all {
-                    let spare = std::mem::take(&mut q.spare);
-                    taken = std::mem::replace(&mut q.events, spare);
-                    taken.len()
-                } else {
-                    let n = max.min(TAKE_UNDER_LOCK);
-                    out.extend(q.events.drain(..n));
-                    n
-                };
+                // Whole chunks of events, moved to `out` after the lock is
+                // released (or fewer than a chunk's events, moved now): the
+                // reader thread waits for this lock to queue what it read.
+                let (taken, n) = q.events.take_front(max);
                 q.release(n);
                 if q.is_empty() && self.armed() {
                     clear(&self.ready_fd);
@@ -352,16 +351,9 @@ impl Shared {
                 }
                 drop(q);
                 self.room.notify_all();
-                if all {
-                    out.extend(taken.drain(..));
-                    // The emptied queue is the next spare, at most
-                    // KEEP_CAPACITY events large (the rest of a burst's room
-                    // is given back).
-                    taken.shrink_to(KEEP_CAPACITY);
-                    let mut q = self.lock();
-                    if q.spare.capacity() < taken.capacity() {
-                        q.spare = taken;
-                    }
+                let emptied = taken.move_to(out);
+                if !emptied.is_empty() {
+                    self.lock().events.recycle(emptied);
                 }
                 return Ok(n);
             }
@@ -465,6 +457,7 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event_chunks::CHUNK_EVENTS;
 
     fn push(q: &Shared, ids: std::ops::Range<u64>) {
         let mut events: Vec<Event> = ids.map(|i| Event::test_read(i, i)).collect();
@@ -480,27 +473,28 @@ mod tests {
     }
 
     #[test]
-    fn a_take_of_all_hands_over_the_queue_and_keeps_its_room_as_the_spare() {
+    fn a_take_of_all_hands_over_the_queue_and_keeps_its_room() {
         let q = Shared::new(1 << 30).unwrap();
         push(&q, 0..10);
         assert_eq!(take(&q, 100), (0..10).collect::<Vec<_>>());
         assert_eq!(q.levels().1, 0, "no bytes left counted");
-        assert!(q.lock().spare.capacity() >= 10, "the emptied queue became the spare");
+        assert!(q.lock().events.capacity() >= 10, "the emptied chunk was kept");
         push(&q, 10..15);
         assert_eq!(take(&q, 5), (10..15).collect::<Vec<_>>());
         assert!(take(&q, 5).is_empty());
     }
 
     #[test]
-    fn a_take_of_part_moves_a_bounded_number_in_order() {
+    fn a_take_of_part_moves_whole_chunks_in_order() {
         let q = Shared::new(1 << 30).unwrap();
-        let n = TAKE_UNDER_LOCK as u64 + 10;
+        let n = CHUNK_EVENTS as u64 + 10;
         push(&q, 0..n);
-        let first = take(&q, TAKE_UNDER_LOCK + 5);
-        assert_eq!(first, (0..TAKE_UNDER_LOCK as u64).collect::<Vec<_>>(), "at most TAKE_UNDER_LOCK under the lock");
+        let first = take(&q, CHUNK_EVENTS + 5);
+        assert_eq!(first, (0..CHUNK_EVENTS as u64).collect::<Vec<_>>(), "the whole chunks that fit");
         assert_eq!(q.levels().0, 10);
         push(&q, n..n + 3);
-        assert_eq!(take(&q, usize::MAX), (TAKE_UNDER_LOCK as u64..n + 3).collect::<Vec<_>>());
+        assert_eq!(take(&q, 4), (CHUNK_EVENTS as u64..CHUNK_EVENTS as u64 + 4).collect::<Vec<_>>());
+        assert_eq!(take(&q, usize::MAX), (CHUNK_EVENTS as u64 + 4..n + 3).collect::<Vec<_>>());
         assert_eq!(q.levels(), (0, 0, q.levels().2, n + 3));
     }
 
@@ -510,12 +504,7 @@ mod tests {
         push(&q, 0..(4 * KEEP_CAPACITY) as u64);
         while !take(&q, 1000).is_empty() {}
         let g = q.lock();
-        assert!(
-            g.events.capacity() <= KEEP_CAPACITY && g.spare.capacity() <= KEEP_CAPACITY,
-            "{} {}",
-            g.events.capacity(),
-            g.spare.capacity()
-        );
+        assert!(g.events.capacity() <= KEEP_CAPACITY, "{}", g.events.capacity());
         assert!(g.weights.capacity() <= KEEP_CAPACITY);
     }
 
