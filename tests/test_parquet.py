@@ -63,6 +63,15 @@ def temp_files(d):
     return sorted(glob.glob(f"{d}/**/.*.tmp", recursive=True))
 
 
+def size_now(path):
+    """The file's size, 0 once it is gone: a temporary file listed a moment
+    ago may have been completed (renamed) since, by the live tracer."""
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
 def rows_pyarrow(d):
     """Every row of every file, as dicts, with `ts_us` for `timestamp`."""
     out = []
@@ -360,7 +369,7 @@ def kill_mid_file(tracer_example, d):
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and p.poll() is None:
-            if len(parquet_files(d)) >= 2 and [t for t in temp_files(d) if os.path.getsize(t) > 0]:
+            if len(parquet_files(d)) >= 2 and [t for t in temp_files(d) if size_now(t) > 0]:
                 break
             time.sleep(0.01)
         if p.poll() is not None:
