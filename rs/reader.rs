@@ -27,6 +27,13 @@ const READER_IDLE: Duration = Duration::from_millis(250);
 /// after the next wake-up: about 0.2 ms of a writer at full speed.
 const READER_BURST: usize = 256;
 
+/// Queue weight one drain moves at most (about 12,000 events of 64 bytes)
+/// before queuing them: a drain of everything at once built a batch of
+/// 100,000 events or more in fresh memory during a burst, and the consumer
+/// got none of them until it ended. The reader drains again at once after
+/// a full slice (see `READER_BURST`).
+const DRAIN_SLICE_BYTES: usize = 4 << 20;
+
 /// The reader thread's nice value (see `run_reader`).
 const READER_NICE: libc::c_int = -10;
 
@@ -59,8 +66,9 @@ impl Core {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Moves the records now in the ring (up to the queue's free room) into
-    /// the queue. Returns how many events were added.
+    /// Moves the records now in the ring (up to the queue's free room and
+    /// `DRAIN_SLICE_BYTES`) into the queue. Returns how many events were
+    /// added.
     pub(crate) fn fill(&self) -> Result<usize> {
         let guard = self.live();
         let Some(live) = guard.as_ref() else { return Ok(0) };
@@ -68,7 +76,7 @@ impl Core {
         if room == 0 {
             return Ok(0);
         }
-        live.inbox.borrow_mut().budget = room;
+        live.inbox.borrow_mut().budget = room.min(DRAIN_SLICE_BYTES);
         let rc = live.ring.consume_raw();
         if rc < 0 && rc != STOP_CONSUMING && rc != -libc::EINTR {
             return Err(Error::Io { context: "reading the ring buffer".into(), source: std::io::Error::from_raw_os_error(-rc) });

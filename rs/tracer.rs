@@ -360,7 +360,7 @@ impl Tracer {
             }
             self.core.fill()?;
             let got = take(shared, Some(Instant::now()))?;
-            // The queue was empty, so that fill had room for the whole ring.
+            // The queue was empty and that fill found nothing: the ring is empty.
             self.drained = got.1 == 0;
             return Ok(got);
         }
