@@ -31,7 +31,9 @@ const READER_BURST: usize = 256;
 /// before queuing them: a drain of everything at once built a batch of
 /// 100,000 events or more in fresh memory during a burst, and the consumer
 /// got none of them until it ended. The reader drains again at once after
-/// a full slice (see `READER_BURST`).
+/// a full slice (see `READER_BURST`); a slice of fewer events than that
+/// (contents of 16 KiB and more) goes through `poll(2)`, which returns at
+/// once while the ring holds records (its fd is readable while it has data).
 const DRAIN_SLICE_BYTES: usize = 4 << 20;
 
 /// The reader thread's nice value (see `run_reader`).
