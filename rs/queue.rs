@@ -86,6 +86,20 @@ impl EventQueue {
         self.bytes = self.bytes.saturating_sub(freed);
     }
 
+    /// How many of the first `max` events to take so that their weights
+    /// stay within `max_bytes`: at least one.
+    fn fitting(&self, max: usize, max_bytes: usize) -> usize {
+        if max_bytes == usize::MAX {
+            return max;
+        }
+        let mut bytes = 0usize;
+        let n = self.weights.iter().take(max).take_while(|&&w| {
+            bytes = bytes.saturating_add(w as usize);
+            bytes <= max_bytes
+        });
+        n.count().max(1)
+    }
+
     /// What an event counts for: its payload bytes plus the event itself.
     pub(crate) fn weight(payload_len: usize) -> u32 {
         (std::mem::size_of::<Event>() + payload_len).min(u32::MAX as usize) as u32
@@ -171,12 +185,16 @@ impl Shared {
     /// (`ring_full`, bench/README.md). Returns the kick's number, for
     /// `wait_for_answer`.
     pub(crate) fn kick_reader(&self) -> u64 {
-        let mut q = self.lock();
-        q.kicks_asked += 1;
-        // Signalled after the count: a reader woken by it reads a count
-        // that includes this kick.
+        let kick = {
+            let mut q = self.lock();
+            q.kicks_asked += 1;
+            q.kicks_asked
+        };
+        // Signalled after the count (and outside the lock, which the reader
+        // takes when woken): a reader woken by it reads a count that
+        // includes this kick.
         signal(&self.kick_fd);
-        q.kicks_asked
+        kick
     }
 
     /// For the reader, woken by a kick: takes it back and returns the
@@ -200,13 +218,43 @@ impl Shared {
     /// to be queued, an error or a stop, whichever comes first.
     pub(crate) fn wait_for_answer(&self, kick: u64, deadline: Instant) {
         let mut q = self.lock();
-        while q.kicks_answered < kick && q.is_empty() && q.error.is_none() && !self.stop.load(Ordering::Acquire) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
+        while q.kicks_answered < kick && q.is_empty() && q.error.is_none() {
+            match self.wait_ready(q, Some(deadline)) {
+                Some(woken) => q = woken,
+                None => return,
             }
-            q = self.ready.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
         }
+    }
+
+    /// Waits for `ready` (events pushed, a kick answered, an error, a stop)
+    /// until `deadline` (None: forever); None, without waiting, once the
+    /// deadline has passed or the tracer is stopping.
+    fn wait_ready<'a>(&self, q: MutexGuard<'a, EventQueue>, deadline: Option<Instant>) -> Option<MutexGuard<'a, EventQueue>> {
+        let left = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => Duration::from_secs(3600),
+        };
+        if left.is_zero() || self.stop.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.ready.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0)
+    }
+
+    /// After `n` events or rows were taken out of `q`: their weights
+    /// released, the ready eventfd and a burst's bookkeeping memory given
+    /// back once the queue is empty, and the reader told there is room.
+    fn taken_out(&self, mut q: MutexGuard<'_, EventQueue>, n: usize) {
+        q.release(n);
+        if q.is_empty() {
+            if self.armed() {
+                clear(&self.ready_fd);
+            }
+            if q.weights.capacity() > KEEP_CAPACITY {
+                q.weights.shrink_to(KEEP_CAPACITY);
+            }
+        }
+        drop(q);
+        self.room.notify_all();
     }
 
     /// The eventfds (for `fork_guard`), without arming the ready one.
@@ -328,9 +376,10 @@ impl Shared {
         self.ready.notify_all();
     }
 
-    /// Moves up to `max` events to `out`, waiting until `deadline` (None:
-    /// forever) for the first. Returns how many were moved.
-    pub(crate) fn take(&self, out: &mut Vec<Event>, max: usize, deadline: Option<Instant>) -> Result<usize> {
+    /// Moves up to `max` events to `out`, and no more after those that
+    /// reach `max_bytes` of weight (at least one), waiting until `deadline`
+    /// (None: forever) for the first. Returns how many were moved.
+    pub(crate) fn take(&self, out: &mut Vec<Event>, max: usize, max_bytes: usize, deadline: Option<Instant>) -> Result<usize> {
         let mut q = self.lock();
         loop {
             if let Some(e) = q.error.take() {
@@ -340,31 +389,19 @@ impl Shared {
                 // Whole chunks of events, moved to `out` after the lock is
                 // released (or fewer than a chunk's events, moved now): the
                 // reader thread waits for this lock to queue what it read.
+                let max = q.fitting(max, max_bytes);
                 let (taken, n) = q.events.take_front(max);
-                q.release(n);
-                if q.is_empty() && self.armed() {
-                    clear(&self.ready_fd);
-                }
-                if q.events.is_empty() && q.weights.capacity() > KEEP_CAPACITY {
-                    // A burst is over: give its bookkeeping memory back.
-                    q.weights.shrink_to(KEEP_CAPACITY);
-                }
-                drop(q);
-                self.room.notify_all();
+                self.taken_out(q, n);
                 let emptied = taken.move_to(out);
                 if !emptied.is_empty() {
                     self.lock().events.recycle(emptied);
                 }
                 return Ok(n);
             }
-            let left = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => Duration::from_secs(3600),
-            };
-            if left.is_zero() || self.stop.load(Ordering::Acquire) {
-                return Ok(0);
+            match self.wait_ready(q, deadline) {
+                Some(woken) => q = woken,
+                None => return Ok(0),
             }
-            q = self.ready.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
 
@@ -406,25 +443,13 @@ impl Shared {
                 };
                 let n = batch.num_rows();
                 q.batch_rows -= n;
-                q.release(n);
-                if q.is_empty() && self.armed() {
-                    clear(&self.ready_fd);
-                }
-                if q.is_empty() && q.weights.capacity() > KEEP_CAPACITY {
-                    q.weights.shrink_to(KEEP_CAPACITY);
-                }
-                drop(q);
-                self.room.notify_all();
+                self.taken_out(q, n);
                 return Ok(Some(batch));
             }
-            let left = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => Duration::from_secs(3600),
-            };
-            if left.is_zero() || self.stop.load(Ordering::Acquire) {
-                return Ok(None);
+            match self.wait_ready(q, deadline) {
+                Some(woken) => q = woken,
+                None => return Ok(None),
             }
-            q = self.ready.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
 
@@ -468,7 +493,7 @@ mod tests {
 
     fn take(q: &Shared, max: usize) -> Vec<u64> {
         let mut out = Vec::new();
-        q.take(&mut out, max, Some(Instant::now())).unwrap();
+        q.take(&mut out, max, usize::MAX, Some(Instant::now())).unwrap();
         out.iter().map(|e| e.event_id).collect()
     }
 
@@ -496,6 +521,21 @@ mod tests {
         assert_eq!(take(&q, 4), (CHUNK_EVENTS as u64..CHUNK_EVENTS as u64 + 4).collect::<Vec<_>>());
         assert_eq!(take(&q, usize::MAX), (CHUNK_EVENTS as u64 + 4..n + 3).collect::<Vec<_>>());
         assert_eq!(q.levels(), (0, 0, q.levels().2, n + 3));
+    }
+
+    #[test]
+    fn a_take_stops_at_its_byte_bound_but_always_takes_one() {
+        let q = Shared::new(1 << 30).unwrap();
+        push(&q, 0..10);
+        let w = EventQueue::weight(0) as usize;
+        let mut out = Vec::new();
+        let now = Some(Instant::now());
+        assert_eq!(q.take(&mut out, 100, 3 * w + w / 2, now).unwrap(), 3);
+        assert_eq!(q.take(&mut out, 100, w - 1, now).unwrap(), 1, "an event heavier than the bound still comes");
+        assert_eq!(q.take(&mut out, 2, 100 * w, now).unwrap(), 2, "max still bounds the count");
+        assert_eq!(q.levels().1 as usize, 4 * w, "the weights of what was taken are released");
+        assert_eq!(q.take(&mut out, 100, usize::MAX, now).unwrap(), 4);
+        assert_eq!(out.iter().map(|e| e.event_id).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
     }
 
     #[test]

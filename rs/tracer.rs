@@ -330,6 +330,14 @@ impl Tracer {
 
     /// Like `poll`, appending to `out`; returns how many were appended.
     pub fn poll_into(&mut self, out: &mut Vec<Event>, max: usize, timeout: Duration) -> Result<usize> {
+        self.poll_into_within(out, max, usize::MAX, timeout)
+    }
+
+    /// Like `poll_into`, but stops after the events that reach `max_bytes`
+    /// of contents and event structs (at least one event): what a caller
+    /// that turns a whole batch into text or columns at once holds in
+    /// memory stays bounded however large the contents.
+    pub fn poll_into_within(&mut self, out: &mut Vec<Event>, max: usize, max_bytes: usize, timeout: Duration) -> Result<usize> {
         self.check_open()?;
         if self.config.arrow {
             return Err(Error::Config(
@@ -339,7 +347,7 @@ impl Tracer {
             ));
         }
         let max = max.max(1);
-        Ok(self.poll_queue(timeout, |shared, deadline| shared.take(out, max, deadline).map(|n| (n, n)))?.0)
+        Ok(self.poll_queue(timeout, |shared, deadline| shared.take(out, max, max_bytes, deadline).map(|n| (n, n)))?.0)
     }
 
     /// Takes from the queue with `take` (which returns what it took and how
@@ -729,11 +737,15 @@ const PER_EVENT_SYSCALLS_ENV: &str = "TRACER_EBPF_PER_EVENT_SYSCALLS";
 /// Whether a load with the shared syscall programs that failed with `e` may
 /// succeed without them: the verifier rejected one of them, or the kernel
 /// could not load a program (no BTF raw tracepoints or iterators). A lack
-/// of memory or of privileges would fail the same way again.
+/// of memory or of privileges, an interrupted call or one that timed out
+/// would fail the same way again, or not for the shared programs' sake.
 fn shared_programs_may_be_why(e: &Error) -> bool {
+    use libbpf_rs::ErrorKind as Kind;
     match e {
         Error::Verifier { program, .. } => crate::shared_syscalls::PROGRAMS.contains(&program.as_str()) || program == "?",
-        Error::Bpf { .. } => true,
+        Error::Bpf { source, .. } => {
+            !matches!(source.kind(), Kind::PermissionDenied | Kind::OutOfMemory | Kind::Interrupted | Kind::WouldBlock | Kind::TimedOut)
+        }
         _ => false,
     }
 }
@@ -811,6 +823,10 @@ mod tests {
         assert!(!shared_programs_may_be_why(&verifier("handle__generic")));
         let einval = libbpf_rs::Error::from(std::io::Error::from_raw_os_error(libc::EINVAL));
         assert!(shared_programs_may_be_why(&Error::Bpf { context: "loading".into(), source: einval }));
+        for errno in [libc::EPERM, libc::EACCES, libc::ENOMEM, libc::EINTR, libc::EAGAIN] {
+            let source = libbpf_rs::Error::from(std::io::Error::from_raw_os_error(errno));
+            assert!(!shared_programs_may_be_why(&Error::Bpf { context: "loading".into(), source }), "errno {errno}");
+        }
         assert!(!shared_programs_may_be_why(&Error::OutOfMemory { asked: String::new(), limit: String::new() }));
         assert!(!shared_programs_may_be_why(&Error::Permission { what: String::new() }));
     }

@@ -210,6 +210,30 @@ def test_memory_a_burst_took_is_given_back_once_its_events_are_consumed():
     assert after <= 32 * MIB, (held >> 20, after >> 20, peak >> 20)
 
 
+def test_a_lagging_consumer_takes_a_queued_burst_in_batches_of_bounded_bytes():
+    # tracer-example turns each batch into JSON text at once: 65,536 queued
+    # events of 4 KiB each took it past 1.6 GB. A batch now stops at 16 MiB
+    # of events (contents and event structs), whatever `max_events` says.
+    per, batch_bytes = 500, 16 * MIB
+    with gated_process([PY, "-I", "-S", "-c", WRITER, "1", str(per), str(SIZE)],
+                       stdout=subprocess.DEVNULL) as (proc, go):
+        with tracer_ebpf.Tracer("syscalls/sys_enter_write", pids=[proc.pid], payload_bytes_per_cpu=64 * MIB) as t:
+            go()
+            assert proc.wait(timeout=120) == 0
+            deadline = time.monotonic() + 10
+            while t.stats()["queued"] < per and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert t.stats()["queued"] == per, t.stats()
+            counts, lines = [], []
+            while sum(counts) < per and len(counts) < 100:
+                data, n = t.read_json(timeout=1.0, max_events=65536)
+                assert n * SIZE <= batch_bytes and len(data) <= 7 * batch_bytes, (n, len(data))
+                counts.append(n)
+                lines += data.splitlines()
+    assert sum(counts) == len(lines) == per and len(counts) >= 2, counts
+    assert all(json.loads(line)["payload"]["content"] is not None for line in lines)
+
+
 # -- a memory cgroup -------------------------------------------------------
 
 def _cgroup_mounts():

@@ -229,8 +229,11 @@ class Tracer:
     # -- reading -----------------------------------------------------------
     def poll(self, timeout: float = _POLL_INTERVAL, max_events: int = _BATCH) -> List[Event]:
         """Waits up to ``timeout`` seconds for events; returns those
-        available, at most ``max_events`` (maybe none). After ``stop()``:
-        what is left, without waiting."""
+        available, at most ``max_events`` (maybe none), and no more after
+        those that reach 16 MiB of contents (at least one event), here and
+        in every batched form: a consumer that lags never holds a whole
+        queued burst at once. After ``stop()``: what is left, without
+        waiting."""
         n, wait, native = checks.size("max_events", max_events, 1, 1 << 24), checks.seconds("timeout", timeout), self._n()
         return self._interruptible(lambda: native.poll(n, wait))
 
