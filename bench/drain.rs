@@ -191,7 +191,7 @@ fn main() {
             }
             let pick = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
             println!(
-                "| {size} | {label} | {:.0} | {:.2} | {:.0} | {:.1} | {:.0} | {:.0} | {warm:.2} | {fresh:.2} |",
+                "| {size} | {label} | {:.0} | {:.3} | {:.0} | {:.1} | {:.0} | {:.0} | {warm:.2} | {fresh:.2} |",
                 pick(|r| r.kernel_mib),
                 pick(|r| r.gbps),
                 pick(|r| r.wall_ms),

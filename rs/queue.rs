@@ -19,7 +19,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Events the queue keeps room for once emptied; a burst may grow it far
-/// beyond (an event is 280 bytes), and that is given back.
+/// beyond (an event is 192 bytes), and that is given back.
 const KEEP_CAPACITY: usize = 16 << 10;
 
 /// Rows per record batch a queue of batches builds (`Config::arrow`), the

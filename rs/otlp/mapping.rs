@@ -407,7 +407,7 @@ mod tests {
 
     #[test]
     fn an_exec_is_a_map_with_argv_exact_and_command_args() {
-        let p = Payload::SchedSchedProcessExec(payload::SchedSchedProcessExec {
+        let p = Payload::SchedSchedProcessExec(Box::new(payload::SchedSchedProcessExec {
             old_pid: 10,
             argc: 3,
             filename: Var { data: Bytes::from_static(b"/bin/echo"), flags: 0, size: 0 },
@@ -415,7 +415,7 @@ mod tests {
             uid: 1000,
             gid: 1001,
             cwd: Var { data: Bytes::from_static(b"/home/a"), flags: 0, size: 0 },
-        });
+        }));
         let r = log_record(&event(EventType::SchedSchedProcessExec, p, b"echo"), 1, 0);
         assert_eq!(field(&r, "uid").unwrap().value, Some(Value::IntValue(1000)));
         assert_eq!(field(&r, "gid").unwrap().value, Some(Value::IntValue(1001)));
@@ -435,7 +435,7 @@ mod tests {
     #[test]
     fn a_cut_cwd_is_no_working_directory() {
         let none = || Var { data: Bytes::new(), flags: 0, size: 0 };
-        let p = Payload::SchedSchedProcessExec(payload::SchedSchedProcessExec {
+        let p = Payload::SchedSchedProcessExec(Box::new(payload::SchedSchedProcessExec {
             old_pid: 10,
             argc: 0,
             filename: none(),
@@ -443,7 +443,7 @@ mod tests {
             uid: 0,
             gid: 0,
             cwd: Var { data: Bytes::from_static(b"b/c"), flags: vf::TRUNCATED, size: 0 },
-        });
+        }));
         let r = log_record(&event(EventType::SchedSchedProcessExec, p, b"x"), 1, 0);
         assert_eq!(attr(&r, "process.working_directory"), None);
         assert_eq!(field(&r, "cwd").unwrap().value, Some(Value::StringValue("b/c".into())));
@@ -474,7 +474,7 @@ mod tests {
         let var = |d: &'static [u8], flags| Var { data: Bytes::from_static(d), flags, size: 0 };
         let write = |content: Var| Payload::SyscallsSysEnterWrite(payload::SyscallsSysEnterWrite { fd: 1, count: 10, content });
         let exec = |cwd: Var| {
-            Payload::SchedSchedProcessExec(payload::SchedSchedProcessExec {
+            Payload::SchedSchedProcessExec(Box::new(payload::SchedSchedProcessExec {
                 old_pid: 10,
                 argc: 2,
                 filename: var(b"/bin/x\xff", 0),
@@ -482,7 +482,7 @@ mod tests {
                 uid: 1,
                 gid: 2,
                 cwd,
-            })
+            }))
         };
         let events = [
             event(EventType::SyscallsSysEnterWrite, write(var(b"hello\0\xfe", vf::TRUNCATED)), b"sh\xff"),

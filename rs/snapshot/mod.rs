@@ -150,14 +150,14 @@ fn event(r: &SnapRecord, f: procfs::ProcFields, event_id: u64, timestamp_ns: u64
         cgroup_id: r.cgroup_id,
         cgroup: None,
         flags: if lost { rec_flags::PAYLOAD_LOST } else { 0 },
-        payload: Payload::ProcSnapshot(payload::ProcSnapshot {
+        payload: Payload::ProcSnapshot(Box::new(payload::ProcSnapshot {
             uid: r.uid,
             gid: r.gid,
             kernel_thread: u8::from(r.kernel_thread),
             exe: f.exe,
             cwd: f.cwd,
             argv: f.argv,
-        }),
+        })),
     }
 }
 

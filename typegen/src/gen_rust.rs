@@ -160,9 +160,17 @@ pub fn render(m: &Model) -> String {
         }
         w.push_str("    }\n");
     }
-    w.push_str("}\n\n/// A decoded payload.\n#[derive(Clone, Debug, PartialEq, Eq)]\npub enum Payload {\n");
+    w.push_str(
+        "}\n\n/// A decoded payload. Payloads of more than one variable field are boxed:\n\
+         /// inline they would make every event, and every queued write, as large\n\
+         /// as the largest of them.\n#[derive(Clone, Debug, PartialEq, Eq)]\npub enum Payload {\n",
+    );
     for e in &m.events {
-        let _ = writeln!(w, "    {0}(payload::{0}),", e.camel());
+        if boxed(e) {
+            let _ = writeln!(w, "    {0}(Box<payload::{0}>),", e.camel());
+        } else {
+            let _ = writeln!(w, "    {0}(payload::{0}),", e.camel());
+        }
     }
     w.push_str("    /// Any other tracepoint, decoded from its tracefs format.\n    Generic(GenericPayload),\n");
     w.push_str("}\n\nimpl Payload {\n    /// The typed event, or None for a generic tracepoint.\n    pub fn event_type(&self) -> Option<EventType> {\n        match self {\n");
@@ -190,7 +198,8 @@ pub fn render(m: &Model) -> String {
          let p = match ty {\n",
     );
     for e in &m.events {
-        let _ = writeln!(w, "            EventType::{0} => Payload::{0}(payload::{0} {{", e.camel());
+        let open = if boxed(e) { "Box::new(" } else { "" };
+        let _ = writeln!(w, "            EventType::{0} => Payload::{0}({open}payload::{0} {{", e.camel());
         for f in &e.fields {
             let read = if f.ty.is_var() {
                 format!("vr.take(fixed, {})?", f.offset)
@@ -199,7 +208,7 @@ pub fn render(m: &Model) -> String {
             };
             let _ = writeln!(w, "                {}: {read},", f.name);
         }
-        w.push_str("            }),\n");
+        w.push_str(if boxed(e) { "            })),\n" } else { "            }),\n" });
     }
     w.push_str(
         "        };\n        vr.finish()?;\n        Ok(p)\n    }\n\n    \
@@ -229,6 +238,11 @@ pub fn render(m: &Model) -> String {
     w.push_str("            Payload::Generic(g) => g.for_each_field(f),\n");
     w.push_str("        }\n    }\n}\n");
     s
+}
+
+/// Whether the event's payload is boxed in `Payload` (see there).
+fn boxed(e: &Event) -> bool {
+    e.fields.iter().filter(|f| f.ty.is_var()).count() > 1
 }
 
 #[allow(clippy::too_many_arguments)]
