@@ -194,7 +194,18 @@ fn check_structure(m: &Model) {
         assert!(rs.contains(&format!("EventType::{} => \"\",", e.camel())), "program_name() of {}", e.name());
     }
     for e in &m.events {
-        let arm = format!("EventType::{0} => Payload::{0}(payload::{0} {{", e.camel());
+        // Payloads of more than one variable field are boxed (an event would
+        // otherwise be as large as the largest of them).
+        let boxed = e.fields.iter().filter(|f| f.ty.is_var()).count() > 1;
+        let (variant, arm) = if boxed {
+            (
+                format!("    {0}(Box<payload::{0}>),", e.camel()),
+                format!("EventType::{0} => Payload::{0}(Box::new(payload::{0} {{", e.camel()),
+            )
+        } else {
+            (format!("    {0}(payload::{0}),", e.camel()), format!("EventType::{0} => Payload::{0}(payload::{0} {{", e.camel()))
+        };
+        assert!(rs.contains(&variant), "no Payload variant {variant:?}");
         assert!(rs.contains(&arm), "no Payload::decode arm {arm:?}");
         assert!(rs.contains(&format!("pub struct {} {{", e.camel())));
     }
