@@ -337,7 +337,13 @@ impl Sender<'_> {
             let outcome = tokio::select! {
                 o = attempt => o.unwrap_or_else(|_| Outcome::Retry { after: None, why: format!("no answer within {:?}", self.timeout) }),
                 _ = Self::closing(self.deadline.clone()) => {
-                    self.shared.set_error("close: the time ran out while a request was under way".into());
+                    // The earlier error (a refused certificate, an unreachable
+                    // receiver) is still why nothing went out: kept beside it.
+                    let why = "close: the time ran out while a request was under way";
+                    self.shared.set_error(match self.shared.last_error() {
+                        Some(before) if !before.starts_with(why) => format!("{why} (before: {before})"),
+                        _ => why.into(),
+                    });
                     return self.shared.finish_batch(batch, 0, 0, n);
                 }
             };
