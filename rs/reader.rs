@@ -14,10 +14,10 @@ use std::time::Duration;
 
 /// How long the reader lets records gather after a drain that found some,
 /// but fewer than `READER_BURST`, before it drains again. The ring's fd is
-/// readable as long as it holds a record, so waiting on it returned at once
-/// and a steady writer had the reader draining 7 records at a time: a
-/// poll(2), a context switch and a futex wake-up every 7 records, about half
-/// of the reader's time. In 0.5 ms a writer at full speed queues a few
+/// readable as long as it holds a record, so waiting on it returns at once:
+/// against a steady writer the reader would drain a handful of records at a
+/// time, paying a poll(2), a context switch and a futex wake-up for each
+/// handful (bench/results/reader64.md). In 0.5 ms a writer at full speed queues a few
 /// hundred small records, a few MiB at most of large ones, far less than the
 /// kernel buffers hold. A kick (a consumer that found the queue empty) or
 /// a stop ends the wait at once.
