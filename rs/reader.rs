@@ -134,15 +134,17 @@ enum Wait {
 }
 
 impl Wait {
-    /// The wait after a drain that did `d`, the one before it being `self`.
-    fn after(self, d: Drained) -> Wait {
+    /// The wait after a drain that did `d`, the one before it being `self`,
+    /// ended by a kick or not.
+    fn after(self, d: Drained, kicked: bool) -> Wait {
         if d.slice_full || d.events >= READER_BURST {
             Wait::None
         } else if d.events > 0 {
             Wait::Gather
-        } else if matches!(self, Wait::None | Wait::Gather) {
+        } else if matches!(self, Wait::None | Wait::Gather) || (self == Wait::FollowUp && kicked) {
             // Records that came since the last wake-up may not wake the
-            // thread (see `READER_FOLLOW_UP`).
+            // thread (see `READER_FOLLOW_UP`): only a follow-up that ran
+            // its course covers them, not one a consumer's kick cut short.
             Wait::FollowUp
         } else {
             Wait::Idle
@@ -194,7 +196,7 @@ pub(crate) fn run_reader(core: Arc<Core>, epoll_fd: i32) {
         }
         match core.drain() {
             Ok(d) => {
-                wait = wait.after(d);
+                wait = wait.after(d, kick.is_some());
                 if let Some(k) = kick.take() {
                     core.shared.answered(k);
                 }
@@ -218,18 +220,23 @@ mod tests {
     #[test]
     fn a_few_records_gather_and_the_reader_goes_idle_only_after_a_follow_up() {
         // A burst's worth, or a full slice of however few: at once.
-        assert_eq!(Wait::Gather.after(drained(READER_BURST, false)), Wait::None);
-        assert_eq!(Wait::Idle.after(drained(3, true)), Wait::None);
+        assert_eq!(Wait::Gather.after(drained(READER_BURST, false), false), Wait::None);
+        assert_eq!(Wait::Idle.after(drained(3, true), false), Wait::None);
         // A few records: let more gather rather than wake per record.
         for before in [Wait::None, Wait::Gather, Wait::FollowUp, Wait::Idle] {
-            assert_eq!(before.after(drained(1, false)), Wait::Gather);
-            assert_eq!(before.after(drained(READER_BURST - 1, false)), Wait::Gather);
+            assert_eq!(before.after(drained(1, false), false), Wait::Gather);
+            assert_eq!(before.after(drained(READER_BURST - 1, false), false), Wait::Gather);
         }
         // Nothing right after records: the ring once more, past the wake-up
         // interval, before the long wait.
-        assert_eq!(Wait::Gather.after(drained(0, false)), Wait::FollowUp);
-        assert_eq!(Wait::None.after(drained(0, false)), Wait::FollowUp);
-        assert_eq!(Wait::FollowUp.after(drained(0, false)), Wait::Idle);
-        assert_eq!(Wait::Idle.after(drained(0, false)), Wait::Idle);
+        assert_eq!(Wait::Gather.after(drained(0, false), false), Wait::FollowUp);
+        assert_eq!(Wait::None.after(drained(0, false), false), Wait::FollowUp);
+        assert_eq!(Wait::FollowUp.after(drained(0, false), false), Wait::Idle);
+        assert_eq!(Wait::Idle.after(drained(0, false), false), Wait::Idle);
+        // A follow-up a consumer's kick cut short is run again; a kick
+        // during the long wait changes nothing.
+        assert_eq!(Wait::FollowUp.after(drained(0, false), true), Wait::FollowUp);
+        assert_eq!(Wait::Idle.after(drained(0, false), true), Wait::Idle);
+        assert_eq!(Wait::FollowUp.after(drained(5, false), true), Wait::Gather);
     }
 }
