@@ -3,6 +3,7 @@ exactly what the JSON lines hold, taken as they are by pyarrow, polars and
 DuckDB, with no dependency of the core on any of them. Real kernel."""
 
 import base64
+import bisect
 import json
 import subprocess
 import sys
@@ -145,10 +146,12 @@ def matched(evs, batches):
     on_thread: dict = {}
     for e in evs:
         on_thread.setdefault(e.tid, []).append(e.timestamp_ns)
+    for times in on_thread.values():
+        times.sort()
     slack = 100_000  # offsets read from two clocks, microseconds apart
     for e, r in pairs:
-        times = sorted(on_thread[e.tid])
-        at = times.index(e.timestamp_ns)
+        times = on_thread[e.tid]
+        at = bisect.bisect_left(times, e.timestamp_ns)
         before = times[at - 1] if at > 0 else e.timestamp_ns - 1_000_000_000
         after = times[at + 1] if at + 1 < len(times) else e.timestamp_ns + 1_000_000_000
         t = r["timestamp_ns"] - offset
