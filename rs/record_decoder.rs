@@ -5,6 +5,7 @@
 
 use crate::byte_blocks::BlockWriter;
 use crate::cgroup::CgroupResolver;
+use crate::clock::WallClock;
 use crate::decode::{read_array, DecodeError, VarReader};
 use crate::event::{Comm, Event, EventKind};
 use crate::payload_area::PayloadArea;
@@ -28,8 +29,8 @@ pub(crate) struct Inbox {
     pub(crate) budget: usize,
     /// Where payload bytes are copied to (shared by the events).
     pub(crate) blocks: BlockWriter,
-    /// Epoch ns minus boot ns, to turn kernel timestamps into wall time.
-    pub(crate) clock_offset: i64,
+    /// Kernel timestamps into wall time.
+    pub(crate) wall_clock: WallClock,
     pub(crate) next_event_id: u64,
     pub(crate) last_seq: Vec<u64>,
     pub(crate) counters: UserCounters,
@@ -123,7 +124,7 @@ impl Inbox {
         let event = Event {
             event_id: self.next_event_id,
             event_type,
-            timestamp_ns: (boot_ns as i64).wrapping_add(self.clock_offset) as u64,
+            timestamp_ns: self.wall_clock.wall_ns(boot_ns),
             cpu,
             pid,
             tid: u32_at(rec::TID)?,

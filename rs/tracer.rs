@@ -2,7 +2,7 @@
 
 use crate::byte_blocks::BlockWriter;
 use crate::cgroup::{CgroupInfo, CgroupResolver};
-use crate::clock::{clock_offset, epoch_ns};
+use crate::clock::{epoch_ns, WallClock};
 use crate::columnar::{record_batch, EventSchema};
 use crate::config::{Config, ResolvedConfig};
 use crate::decode::read_array;
@@ -140,7 +140,7 @@ impl Tracer {
             pending_bytes: 0,
             budget: usize::MAX,
             blocks,
-            clock_offset: clock_offset(),
+            wall_clock: WallClock::new(),
             next_event_id: epoch_ns(),
             last_seq: vec![0; ncpus],
             counters: UserCounters::default(),
