@@ -6,6 +6,7 @@ import os
 import time
 
 import tracer_ebpf
+from conftest import wait_for
 
 WRITE = "syscalls/sys_enter_write"
 STEP_NS = 5_000_000_000
@@ -18,12 +19,10 @@ def written_at(t, fd, marker):
     before = time.time_ns()
     os.write(fd, marker)
     after = time.time_ns()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for ev in t.poll(0.1):
-            if ev.payload["fd"] == fd and ev.payload["count"] == len(marker):
-                return before, ev.timestamp_ns, after
-    raise AssertionError(f"no event for {marker!r} within 10 s")
+    ev = wait_for(lambda: next((e for e in t.poll(0.1) if e.payload["fd"] == fd and e.payload["count"] == len(marker)), None),
+                  timeout=10, interval=0)
+    assert ev is not None, f"no event for {marker!r} within 10 s"
+    return before, ev.timestamp_ns, after
 
 
 def test_a_wall_clock_step_under_a_running_tracer_shows_in_event_times():
