@@ -42,19 +42,36 @@ struct tb_config {
 };
 
 /* One CPU's control block, mmapped by userspace. The producer's fields and
- * the consumer's `tail` sit on different cache lines. */
+ * the consumer's `tail` sit on different cache lines. Positions are logical
+ * bytes of this CPU's payload stream; logical chunk L (bytes L x
+ * TB_CHUNK_SIZE on) lives in the pool chunk that slot L % tb_slots of this
+ * CPU names (the `chunk_slot` map). */
 struct tb_cpu_ctl {
 	__u64 head;          /* producer: next logical payload position */
 	__u64 seq;           /* producer: last record sequence number */
 	__u64 last_wake_ns;  /* producer: last forced reader wake-up */
-	__u32 busy;          /* producer: a handler is writing this CPU's region */
+	__u32 busy;          /* producer: a handler is writing this CPU's stream */
 	__u32 pad0;
-	__u64 seen_tail;     /* producer: the consumer's tail when last read (see tb_room) */
+	__u64 mapped;        /* producer: logical chunks given a pool chunk so far */
 	__u8 pad1[24];
 	__u64 tail;          /* consumer: payload consumed up to here */
 	__u8 pad2[56];
 };
 TB_STATIC_ASSERT(sizeof(struct tb_cpu_ctl) == TB_CPU_CTL_SIZE, "tb_cpu_ctl size");
+
+/* The payload area's chunks are one pool shared by every CPU (a CPU that
+ * writes a burst may take all of them). `used` counts the chunks taken:
+ * producers add one before they search for a free chunk (`chunk_owner`
+ * entry 0 -> 1), the consumer sets the entry back to 0 and then subtracts
+ * one once its tail has passed the chunk. One entry, mmapped by userspace;
+ * `used` and `hint` on separate cache lines. */
+struct tb_pool {
+	__u64 used;          /* chunks held by a CPU (taking one may overshoot briefly) */
+	__u8 pad0[56];
+	__u64 hint;          /* producers: where the next search for a free chunk starts */
+	__u8 pad1[56];
+};
+TB_STATIC_ASSERT(sizeof(struct tb_pool) == 128, "tb_pool size");
 TB_STATIC_ASSERT(sizeof(struct tb_config) == 376, "tb_config size");
 
 /*

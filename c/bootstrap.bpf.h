@@ -8,12 +8,13 @@
  *  - every event is one fixed-size struct tb_record in the `events` ring
  *    buffer: common header + the event's fixed fields; a small write
  *    content may follow it in the same ring sample (TB_VAR_INLINE);
- *  - variable bytes (write content, paths, argv) go to this CPU's region of
+ *  - variable bytes (write content, paths, argv) go to this CPU's stream in
  *    the mmapped `payload` array, at logical positions [payload_pos,
- *    payload_pos + payload_len);
- *  - the consumer publishes how far it has read (tb_cpu_ctl.tail); the
- *    producer never writes past tail + region size, so a payload is never
- *    overwritten before it was read. What does not fit is not written, and
+ *    payload_pos + payload_len); the stream's 1 MiB chunks are taken from a
+ *    pool shared by all CPUs as the stream reaches them;
+ *  - the consumer publishes how far it has read (tb_cpu_ctl.tail) and gives
+ *    back the chunks it has read past; the producer writes only into chunks
+ *    it holds, so a payload is never overwritten before it was read. What does not fit is not written, and
  *    is flagged in the field (TB_VAR_NO_SPACE) and counted (payload_full).
  */
 #ifndef TB_BOOTSTRAP_BPF_H

@@ -51,9 +51,9 @@ enum tb_stat {
 #define TB_REC_GENERIC      0x2u /* a generic tracepoint: event_type is its tracefs ID */
 
 /* Descriptor of a variable field, in the fixed part; its bytes follow the
- * previous variable field's in the CPU's payload region. */
+ * previous variable field's in the CPU's payload stream. */
 struct tb_var {
-	__u32 len;   /* bytes delivered in the payload region */
+	__u32 len;   /* bytes delivered in the payload stream */
 	__u32 flags; /* TB_VAR_* */
 	__u64 size;  /* original size in bytes, 0 if unknown */
 };
@@ -62,7 +62,7 @@ TB_STATIC_ASSERT(sizeof(struct tb_var) == 16, "tb_var layout");
 /* One ring-buffer record: the common header, then the event's fixed part. */
 struct tb_record {
 	__u32 event_type; /* event id from events.toml */
-	__u32 cpu; /* CPU the event was recorded on; selects the payload region */
+	__u32 cpu; /* CPU the event was recorded on; selects its payload stream */
 	__u64 seq; /* per-CPU record sequence number, starts at 1; gaps are lost records */
 	__u64 timestamp_ns; /* CLOCK_BOOTTIME nanoseconds (userspace converts to the epoch) */
 	__u32 pid; /* process id (tgid) */
@@ -72,8 +72,8 @@ struct tb_record {
 	__u64 upid; /* unique process id: start time since boot in 2^20 ns units << 22 | pid */
 	__u64 uppid; /* unique parent process id, same scheme */
 	char comm[TB_COMM_LEN]; /* task comm, NUL padded */
-	__u64 payload_pos; /* logical start of the variable bytes in this CPU's payload region */
-	__u32 payload_len; /* number of variable bytes in the payload region */
+	__u64 payload_pos; /* logical start of the variable bytes in this CPU's payload stream */
+	__u32 payload_len; /* number of variable bytes in the payload stream */
 	__u32 inline_len; /* bytes of a TB_VAR_INLINE field right after this record in its ring sample */
 	__u64 cgroup_id; /* cgroup v2 id of the task (the inode of its cgroup2 directory; the root's on v1-only hosts) */
 	__u32 ns_pid; /* process id as seen in the task's own pid namespace */

@@ -45,7 +45,9 @@ pub struct Config {
     /// Ring-buffer size in bytes (rounded up to a power of two).
     /// Default: `MemoryBudget::ring_bytes` (see `sizing`).
     pub ring_bytes: usize,
-    /// Payload area per possible CPU, in bytes (rounded up to 256 KiB).
+    /// Payload area per possible CPU, in bytes (rounded up to whole 1 MiB
+    /// chunks, at least 2). The area is one pool of possible CPUs x this,
+    /// shared by every CPU: one CPU writing a burst may use all of it.
     /// Default: `MemoryBudget::payload_bytes_per_cpu` (see `sizing`): the
     /// reader thread drains the area while a burst runs, so it only has to
     /// hold what the reader cannot move out meanwhile.
@@ -216,7 +218,7 @@ impl Config {
             content_max: self.content_max,
             argv_max: self.argv_max,
             ring_bytes: self.ring_bytes.next_power_of_two(),
-            payload_chunks_per_cpu: self.payload_bytes_per_cpu.div_ceil(CHUNK_SIZE),
+            payload_chunks_per_cpu: self.payload_bytes_per_cpu.div_ceil(CHUNK_SIZE).max(crate::payload_area::MIN_CHUNKS_PER_CPU),
             queue_bytes: self.queue_bytes,
             reader_thread: self.reader_thread,
             wake_ns: self.wake_interval.as_nanos().min(u64::MAX as u128) as u64,
@@ -531,7 +533,7 @@ mod tests {
         assert!(Config::new().pids(vec![(1 << 22) - 1]).resolve().unwrap_err().to_string().contains("no process"));
         assert!(Config::new().pids(vec![1 << 22]).resolve().unwrap_err().to_string().contains("not a process id"));
         let r = Config::new().payload_bytes_per_cpu(1).ring_bytes(5000).resolve().unwrap();
-        assert_eq!(r.payload_chunks_per_cpu, 1);
+        assert_eq!(r.payload_chunks_per_cpu, 2); // at least MIN_CHUNKS_PER_CPU
         assert_eq!(r.ring_bytes, 8192);
     }
 }

@@ -1,8 +1,8 @@
 //! tracer-ebpf: an eBPF tracer with 2-layer buffering.
 //!
 //! Small fixed records travel through a BPF ring buffer; variable payloads
-//! (write contents, paths, argv) go to a per-CPU payload area that this
-//! library reads through mmap. Nothing is lost without a counter: see
+//! (write contents, paths, argv) go to a payload area of chunks shared by
+//! the CPUs, which this library reads through mmap. Nothing is lost without a counter: see
 //! [`Stats`] and the per-field flags of [`types::Var`].
 //!
 //! ```no_run

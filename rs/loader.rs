@@ -127,14 +127,17 @@ pub fn open_and_load(cfg: &ResolvedConfig, ncpus: usize, shared_typed: bool) -> 
     if let Ok(mut log) = LIBBPF_LOG.lock() {
         log.clear();
     }
-    let payload_entries = u32::try_from(ncpus * cfg.payload_chunks_per_cpu).map_err(|_| Error::Config("payload area too large".into()))?;
+    let (pool_chunks, slots) = crate::payload_area::geometry(ncpus, cfg.payload_chunks_per_cpu);
+    let too_large = |_| Error::Config("payload area too large".into());
+    let geometry =
+        PoolGeometry { pool_chunks: u32::try_from(pool_chunks).map_err(too_large)?, slots: u32::try_from(slots).map_err(too_large)? };
     let storage = skeleton::new_storage();
     // SAFETY: the storage is freed below only once the skeleton is gone, or
     // handed to Loaded, which drops the skeleton first.
     let loaded = BootstrapSkelBuilder::default()
         .open(unsafe { skeleton::storage_ref(storage) })
         .map_err(|e| Error::Bpf { context: "opening the BPF object".into(), source: e })
-        .and_then(|open| prepare(open, cfg, ncpus, payload_entries, shared_typed))
+        .and_then(|open| prepare(open, cfg, ncpus, geometry, shared_typed))
         .and_then(|open| {
             open.load().map_err(|e| {
                 if raw_errno(&e) == Some(libc::ENOMEM) || e.kind() == libbpf_rs::ErrorKind::OutOfMemory {
@@ -155,21 +158,31 @@ pub fn open_and_load(cfg: &ResolvedConfig, ncpus: usize, shared_typed: bool) -> 
     }
 }
 
+/// The payload pool: its chunks, and how many one CPU may hold.
+#[derive(Clone, Copy)]
+struct PoolGeometry {
+    pool_chunks: u32,
+    slots: u32,
+}
+
 /// Sizes the maps, writes the rodata and picks the programs of an open skeleton.
 fn prepare(
     mut open: skeleton::Open,
     cfg: &ResolvedConfig,
     ncpus: usize,
-    payload_entries: u32,
+    geometry: PoolGeometry,
     shared_typed: bool,
 ) -> Result<skeleton::Open> {
     let sized = |name: &str, r: libbpf_rs::Result<()>| r.map_err(|e| Error::Bpf { context: format!("sizing map {name}"), source: e });
     sized("events", open.maps.events.set_max_entries(cfg.ring_bytes as u32))?;
-    sized("payload", open.maps.payload.set_max_entries(payload_entries))?;
+    sized("payload", open.maps.payload.set_max_entries(geometry.pool_chunks))?;
+    sized("chunk_owner", open.maps.chunk_owner.set_max_entries(geometry.pool_chunks))?;
+    sized("chunk_slot", open.maps.chunk_slot.set_max_entries(ncpus as u32 * geometry.slots))?;
     sized("cpu_ctl", open.maps.cpu_ctl.set_max_entries(ncpus as u32))?;
     sized("generic_desc", open.maps.generic_desc.set_max_entries(cfg.generic.len().clamp(1, 8192) as u32))?;
     let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| Error::Config("BPF object has no rodata".into()))?;
-    rodata.tb_nchunks = cfg.payload_chunks_per_cpu as u32;
+    rodata.tb_pool_chunks = geometry.pool_chunks;
+    rodata.tb_slots = geometry.slots;
     rodata.tb_wake_ns = cfg.wake_ns;
     open.progs.tb_follow_fork.set_autoload(cfg.follow_children);
     open.progs.handle__generic.set_autoload(!cfg.generic.is_empty());

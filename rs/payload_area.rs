@@ -1,7 +1,13 @@
 //! The mmapped payload area and per-CPU control blocks: userspace reads
-//! payload bytes with no system call and publishes how far it has read.
+//! payload bytes with no system call, publishes how far it has read, and
+//! gives the pool chunks it has read past back to the producers.
+//!
+//! Each CPU writes a stream of logical positions; logical chunk L of CPU c
+//! lives in the pool chunk named by slot `c * slots + L % slots`. The pool is
+//! shared by all CPUs, so one CPU writing a burst can use all of it
+//! (docs/protocol.md).
 
-use crate::bpf::types::tb_cpu_ctl;
+use crate::bpf::types::{tb_cpu_ctl, tb_pool};
 use crate::decode::DecodeError;
 use crate::error::{Error, Result};
 use crate::types::{CHUNK_ELEM_SIZE, CHUNK_SIZE, CPU_CTL_SIZE};
@@ -12,7 +18,23 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 /// skeleton's copy of its layout.
 const CTL_HEAD: usize = std::mem::offset_of!(tb_cpu_ctl, head);
 const CTL_TAIL: usize = std::mem::offset_of!(tb_cpu_ctl, tail);
+const POOL_USED: usize = std::mem::offset_of!(tb_pool, used);
 const _: () = assert!(std::mem::size_of::<tb_cpu_ctl>() == CPU_CTL_SIZE);
+
+/// Chunks one CPU may hold at once at most (its slots): 1 GiB of payload in
+/// flight, and 8 bytes of slot table per CPU and slot.
+pub const MAX_SLOTS: usize = 1024;
+/// Pool chunks per CPU at least. A CPU whose payload was all read still
+/// holds the chunk its head is in; with two per CPU, a CPU that needs one
+/// finds one free even when every other CPU holds one that way.
+pub const MIN_CHUNKS_PER_CPU: usize = 2;
+
+/// The pool's geometry for `ncpus` possible CPUs and `chunks_per_cpu`
+/// (already at least MIN_CHUNKS_PER_CPU): (pool chunks, slots per CPU).
+pub fn geometry(ncpus: usize, chunks_per_cpu: usize) -> (usize, usize) {
+    let pool = ncpus.max(1) * chunks_per_cpu;
+    (pool, pool.min(MAX_SLOTS))
+}
 
 /// A shared mapping of a BPF_F_MMAPABLE array map.
 struct Mmap {
@@ -51,11 +73,26 @@ fn page_size() -> usize {
     }
 }
 
+/// The maps of the payload area, as file descriptors.
+pub struct AreaMaps<'a> {
+    pub payload: BorrowedFd<'a>,
+    pub cpu_ctl: BorrowedFd<'a>,
+    pub chunk_owner: BorrowedFd<'a>,
+    pub chunk_slot: BorrowedFd<'a>,
+    pub pool: BorrowedFd<'a>,
+}
+
 pub struct PayloadArea {
     data: Mmap,
     ctl: Mmap,
+    owner: Mmap,
+    slot: Mmap,
+    pool: Mmap,
     ncpus: usize,
-    nchunks: usize,
+    pool_chunks: usize,
+    slots: usize,
+    /// Per CPU: the logical chunks below this one were given back.
+    freed: Vec<u64>,
 }
 
 // SAFETY: the mappings are plain shared memory; all cross-thread access goes
@@ -64,18 +101,39 @@ pub struct PayloadArea {
 unsafe impl Send for PayloadArea {}
 
 impl PayloadArea {
-    pub fn new(payload_fd: BorrowedFd<'_>, ctl_fd: BorrowedFd<'_>, ncpus: usize, nchunks: usize) -> Result<Self> {
+    pub fn new(maps: AreaMaps<'_>, ncpus: usize, chunks_per_cpu: usize) -> Result<Self> {
+        let (pool_chunks, slots) = geometry(ncpus, chunks_per_cpu);
         Ok(PayloadArea {
-            data: Mmap::map(payload_fd, ncpus * nchunks, CHUNK_ELEM_SIZE, false, "payload")?,
-            ctl: Mmap::map(ctl_fd, ncpus, CPU_CTL_SIZE, true, "cpu_ctl")?,
+            data: Mmap::map(maps.payload, pool_chunks, CHUNK_ELEM_SIZE, false, "payload")?,
+            ctl: Mmap::map(maps.cpu_ctl, ncpus, CPU_CTL_SIZE, true, "cpu_ctl")?,
+            owner: Mmap::map(maps.chunk_owner, pool_chunks, 8, true, "chunk_owner")?,
+            slot: Mmap::map(maps.chunk_slot, ncpus * slots, 8, false, "chunk_slot")?,
+            pool: Mmap::map(maps.pool, 1, std::mem::size_of::<tb_pool>(), true, "pool")?,
             ncpus,
-            nchunks,
+            pool_chunks,
+            slots,
+            freed: vec![0; ncpus],
         })
     }
 
-    /// Bytes of one CPU's payload region.
+    /// The most payload bytes one CPU can have in flight (its slots).
     pub fn region_size(&self) -> u64 {
-        (self.nchunks * CHUNK_SIZE) as u64
+        (self.slots * CHUNK_SIZE) as u64
+    }
+
+    /// The 8-byte word at byte `at` of mapping `m`, if in bounds.
+    fn word(m: &Mmap, at: usize) -> Option<&AtomicU64> {
+        // SAFETY: in bounds (checked), 8-aligned (entries and offsets are
+        // multiples of 8 and mmap is page aligned), and only accessed atomically.
+        (at.is_multiple_of(8) && at + 8 <= m.len).then(|| unsafe { &*(m.ptr.add(at) as *const AtomicU64) })
+    }
+
+    /// The pool chunk of logical chunk `lchunk` of `cpu`, as the producer
+    /// mapped it (None if out of range: never expected).
+    fn pool_chunk(&self, cpu: usize, lchunk: u64) -> Option<usize> {
+        let slot = cpu * self.slots + (lchunk % self.slots as u64) as usize;
+        let chunk = Self::word(&self.slot, slot * 8)?.load(Ordering::Acquire) as usize;
+        (chunk < self.pool_chunks).then_some(chunk)
     }
 
     fn ctl_word(&self, cpu: usize, off: usize) -> &AtomicU64 {
@@ -124,7 +182,7 @@ impl PayloadArea {
         let mut done = 0u64;
         while done < len {
             let p = pos.wrapping_add(done);
-            let chunk = cpu_us * self.nchunks + ((p / CHUNK_SIZE as u64) % self.nchunks as u64) as usize;
+            let chunk = self.pool_chunk(cpu_us, p / CHUNK_SIZE as u64).ok_or(out_of_range.clone())?;
             let off = (p % CHUNK_SIZE as u64) as usize;
             let n = ((CHUNK_SIZE - off) as u64).min(len - done) as usize;
             let at = chunk * CHUNK_ELEM_SIZE + off;
@@ -154,10 +212,26 @@ impl PayloadArea {
         (cpu as usize) < self.ncpus && pos.checked_add(region).is_some_and(|end| self.head(cpu as usize) <= end)
     }
 
-    /// Tells the producer on `cpu` that everything before `upto` was read.
-    pub fn release(&self, cpu: u32, upto: u64) {
-        if (cpu as usize) < self.ncpus {
-            self.ctl_word(cpu as usize, CTL_TAIL).store(upto, Ordering::Release);
+    /// Tells the producer on `cpu` that everything before `upto` was read,
+    /// giving back the pool chunks wholly before it. They are freed before
+    /// the tail moves: the producer reuses a chunk's slot only once the tail
+    /// has passed it.
+    pub fn release(&mut self, cpu: u32, upto: u64) {
+        let cpu_us = cpu as usize;
+        if cpu_us >= self.ncpus {
+            return;
         }
+        let passed = upto / CHUNK_SIZE as u64;
+        let used = Self::word(&self.pool, POOL_USED).expect("pool word in its mapping");
+        while self.freed[cpu_us] < passed {
+            if let Some(chunk) = self.pool_chunk(cpu_us, self.freed[cpu_us]) {
+                if let Some(owner) = Self::word(&self.owner, chunk * 8) {
+                    owner.store(0, Ordering::Release);
+                    used.fetch_sub(1, Ordering::Release);
+                }
+            }
+            self.freed[cpu_us] += 1;
+        }
+        self.ctl_word(cpu_us, CTL_TAIL).store(upto, Ordering::Release);
     }
 }

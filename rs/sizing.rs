@@ -12,8 +12,9 @@
 //!   quarter: with 8 MiB a burst of 50,000 writes of 4 KiB from 4 threads
 //!   lost whole events in 9 of 15 runs here (bench/README.md);
 //! - filter and control maps: under 1 MiB (the pid table grows with use);
-//! - payload area: the rest of K, split over the possible CPUs, at least
-//!   2 MiB per CPU (so beyond about 20 CPUs, K grows by 2 MiB per CPU);
+//! - payload area: the rest of K, counted per possible CPU, at least 2 MiB
+//!   per CPU (so beyond about 20 CPUs, K grows by 2 MiB per CPU). It is one
+//!   pool of chunks that any CPU may take all of (see `payload_area`);
 //! - userspace queue: M / 8, between 16 MiB and 1 GiB: the elastic buffer
 //!   that absorbs bursts while a consumer is slow. The kernel area only has
 //!   to hold what the reader thread cannot move out while a burst runs.

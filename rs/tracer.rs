@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::fork_guard::{self, ForkFds};
 use crate::loader;
-use crate::payload_area::PayloadArea;
+use crate::payload_area::{AreaMaps, PayloadArea};
 use crate::queue::{EventQueue, Shared};
 use crate::reader::{run_reader, Core, Live};
 use crate::record_decoder::Inbox;
@@ -130,7 +130,14 @@ impl Tracer {
         let notes: Vec<String> = syscall_note.into_iter().collect();
         let maps = loaded.maps();
 
-        let area = { PayloadArea::new(maps.payload.as_fd(), maps.cpu_ctl.as_fd(), ncpus, config.payload_chunks_per_cpu)? };
+        let area_maps = AreaMaps {
+            payload: maps.payload.as_fd(),
+            cpu_ctl: maps.cpu_ctl.as_fd(),
+            chunk_owner: maps.chunk_owner.as_fd(),
+            chunk_slot: maps.chunk_slot.as_fd(),
+            pool: maps.pool.as_fd(),
+        };
+        let area = PayloadArea::new(area_maps, ncpus, config.payload_chunks_per_cpu)?;
         let mut blocks = BlockWriter::new((config.queue_bytes / 8).min(WARM_BLOCK_BYTES));
         blocks.prefault();
         let inbox = Rc::new(RefCell::new(Inbox {

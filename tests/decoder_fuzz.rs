@@ -13,7 +13,7 @@
 //! - `read_array` and `VarReader` at any offset, including near usize::MAX;
 //! - JSON rendering (`json::write_event`) of whatever decodes: always one
 //!   valid JSON object, whatever bytes and flags the fields carry;
-//! - `PayloadArea::read` (the mmapped per-CPU payload area) with arbitrary
+//! - `PayloadArea::read` (the mmapped payload pool, through its slot table) with arbitrary
 //!   CPU, position and length, on real BPF_F_MMAPABLE array maps (needs
 //!   root; skipped otherwise): an error for anything outside the area,
 //!   otherwise exactly the bytes at that logical position.
@@ -462,21 +462,40 @@ fn every_variable_field_overrun_by_one_is_an_error() {
 mod area {
     use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, MapType};
     use std::os::fd::AsFd;
-    use tracer_ebpf::payload_area::PayloadArea;
+    use tracer_ebpf::payload_area::{geometry, AreaMaps, PayloadArea};
     use tracer_ebpf::types::{CHUNK_ELEM_SIZE, CHUNK_SIZE, CPU_CTL_SIZE};
 
     pub const NCPUS: usize = 2;
     pub const NCHUNKS: usize = 2;
+    /// The pool (NCPUS x NCHUNKS) and the slots per CPU (all of it).
+    pub const POOL: usize = NCPUS * NCHUNKS;
+    pub const SLOTS: usize = POOL;
+    const POOL_SIZE: usize = 128; // struct tb_pool
 
     /// The byte the fixture stores at `off` of array element `elem`.
     pub fn pattern(elem: usize, off: usize) -> u8 {
         (off as u32).wrapping_mul(2654435761).wrapping_add(elem as u32 * 97).rotate_right(13) as u8
     }
 
+    /// The pool chunk the fixture's slot table gives slot `slot` of `cpu`
+    /// (not the identity, so a reader that ignores the table reads the
+    /// wrong bytes; CPU 1's slot 0 is neither of CPU 0's slots 0 and 1).
+    pub fn chunk_of(cpu: usize, slot: usize) -> usize {
+        (slot + 1 + cpu * (POOL / 2 + 1)) % POOL
+    }
+
     pub struct Fixture {
         pub payload: MapHandle,
         pub ctl: MapHandle,
+        pub owner: MapHandle,
+        pub pool: MapHandle,
         pub area: PayloadArea,
+        _slot: MapHandle,
+    }
+
+    fn u64_at(m: &MapHandle, key: usize, off: usize) -> u64 {
+        let v = m.lookup(&(key as u32).to_ne_bytes(), MapFlags::ANY).expect("lookup").expect("present");
+        u64::from_ne_bytes(v[off..off + 8].try_into().unwrap())
     }
 
     impl Fixture {
@@ -487,8 +506,22 @@ mod area {
             self.ctl.update(&(cpu as u32).to_ne_bytes(), &v, MapFlags::ANY).expect("update cpu_ctl");
         }
         pub fn tail(&self, cpu: usize) -> u64 {
-            let v = self.ctl.lookup(&(cpu as u32).to_ne_bytes(), MapFlags::ANY).expect("lookup").expect("present");
-            u64::from_ne_bytes(v[64..72].try_into().unwrap())
+            u64_at(&self.ctl, cpu, 64)
+        }
+        /// Marks every pool chunk held, as producers would have.
+        pub fn hold_all(&self) {
+            for c in 0..POOL {
+                self.owner.update(&(c as u32).to_ne_bytes(), &1u64.to_ne_bytes(), MapFlags::ANY).expect("owner");
+            }
+            let mut v = vec![0u8; POOL_SIZE];
+            v[..8].copy_from_slice(&(POOL as u64).to_ne_bytes());
+            self.pool.update(&0u32.to_ne_bytes(), &v, MapFlags::ANY).expect("pool");
+        }
+        pub fn held(&self, chunk: usize) -> bool {
+            u64_at(&self.owner, chunk, 0) != 0
+        }
+        pub fn used(&self) -> u64 {
+            u64_at(&self.pool, 0, 0)
         }
     }
 
@@ -508,23 +541,40 @@ mod area {
     }
 
     pub fn fixture() -> Option<Fixture> {
-        let payload = mmapable("tbfuzz_payload", CHUNK_ELEM_SIZE, NCPUS * NCHUNKS)?;
+        assert_eq!(geometry(NCPUS, NCHUNKS), (POOL, SLOTS));
+        let payload = mmapable("tbfuzz_payload", CHUNK_ELEM_SIZE, POOL)?;
         let ctl = mmapable("tbfuzz_cpu_ctl", CPU_CTL_SIZE, NCPUS)?;
-        for elem in 0..NCPUS * NCHUNKS {
+        let owner = mmapable("tbfuzz_owner", 8, POOL)?;
+        let slot = mmapable("tbfuzz_slot", 8, NCPUS * SLOTS)?;
+        let pool = mmapable("tbfuzz_pool", POOL_SIZE, 1)?;
+        for elem in 0..POOL {
             let v: Vec<u8> = (0..CHUNK_ELEM_SIZE).map(|o| pattern(elem, o)).collect();
             payload.update(&(elem as u32).to_ne_bytes(), &v, MapFlags::ANY).expect("fill payload");
         }
-        let area = PayloadArea::new(payload.as_fd(), ctl.as_fd(), NCPUS, NCHUNKS).expect("mmap the payload area");
-        assert_eq!(area.region_size(), (NCHUNKS * CHUNK_SIZE) as u64);
-        Some(Fixture { payload, ctl, area })
+        for cpu in 0..NCPUS {
+            for s in 0..SLOTS {
+                let key = ((cpu * SLOTS + s) as u32).to_ne_bytes();
+                slot.update(&key, &(chunk_of(cpu, s) as u64).to_ne_bytes(), MapFlags::ANY).expect("fill slots");
+            }
+        }
+        let maps = AreaMaps {
+            payload: payload.as_fd(),
+            cpu_ctl: ctl.as_fd(),
+            chunk_owner: owner.as_fd(),
+            chunk_slot: slot.as_fd(),
+            pool: pool.as_fd(),
+        };
+        let area = PayloadArea::new(maps, NCPUS, NCHUNKS).expect("mmap the payload area");
+        assert_eq!(area.region_size(), (SLOTS * CHUNK_SIZE) as u64);
+        Some(Fixture { payload, ctl, owner, pool, area, _slot: slot })
     }
 
-    /// The bytes at logical positions [pos, pos + len) of `cpu`'s region.
+    /// The bytes at logical positions [pos, pos + len) of `cpu`'s stream.
     pub fn model(cpu: usize, pos: u64, len: u32) -> Vec<u8> {
         (0..len as u64)
             .map(|i| {
                 let p = pos.wrapping_add(i);
-                let elem = cpu * NCHUNKS + ((p / CHUNK_SIZE as u64) % NCHUNKS as u64) as usize;
+                let elem = chunk_of(cpu, ((p / CHUNK_SIZE as u64) % SLOTS as u64) as usize);
                 pattern(elem, (p % CHUNK_SIZE as u64) as usize)
             })
             .collect()
@@ -535,7 +585,7 @@ mod area {
 /// boundaries, u64::MAX, lengths past the region).
 fn location() -> impl Strategy<Value = (u32, u64, u32)> {
     use tracer_ebpf::types::CHUNK_SIZE;
-    let region = (area::NCHUNKS * CHUNK_SIZE) as u64;
+    let region = (area::SLOTS * CHUNK_SIZE) as u64;
     let cpu = prop_oneof![4 => 0u32..area::NCPUS as u32, 1 => Just(area::NCPUS as u32), 1 => any::<u32>()];
     let pos = prop_oneof![
         3 => 0u64..4 * region,
@@ -554,7 +604,7 @@ fn location() -> impl Strategy<Value = (u32, u64, u32)> {
 
 #[test]
 fn payload_area_reads_any_location_safely() {
-    let Some(fx) = area::fixture() else { return };
+    let Some(mut fx) = area::fixture() else { return };
     let region = fx.area.region_size();
     let mut runner =
         proptest::test_runner::TestRunner::new(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() });
@@ -641,6 +691,39 @@ fn payload_area_positions_near_u64_max() {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fx.area.read(0, pos, 16, &mut out)));
         assert!(r.is_ok(), "PayloadArea::read(cpu 0, pos {pos:#x}, len 16) panicked (integer overflow in `pos + done` / `pos + region`, rs/payload_area.rs)");
     }
+}
+
+/// Releasing gives back exactly the pool chunks wholly read: the ones the
+/// slot table names for the logical chunks the tail passed, each once, and
+/// only then publishes the tail.
+#[test]
+fn payload_area_release_gives_back_the_chunks_passed() {
+    use tracer_ebpf::types::CHUNK_SIZE;
+    let Some(mut fx) = area::fixture() else { return };
+    let chunk = CHUNK_SIZE as u64;
+    fx.hold_all();
+    // Inside logical chunk 0: nothing given back.
+    fx.area.release(0, chunk / 2);
+    assert_eq!((fx.tail(0), fx.used()), (chunk / 2, area::POOL as u64));
+    assert!((0..area::POOL).all(|c| fx.held(c)));
+    // Past logical chunks 0 and 1 of CPU 0: their pool chunks, no others.
+    fx.area.release(0, 2 * chunk + 5);
+    assert_eq!((fx.tail(0), fx.used()), (2 * chunk + 5, area::POOL as u64 - 2));
+    let freed = [area::chunk_of(0, 0), area::chunk_of(0, 1)];
+    for c in 0..area::POOL {
+        assert_eq!(fx.held(c), !freed.contains(&c), "pool chunk {c}");
+    }
+    // The same tail again frees nothing more.
+    fx.area.release(0, 2 * chunk + 5);
+    assert_eq!(fx.used(), area::POOL as u64 - 2);
+    // CPU 1 past its logical chunk 0 (slot 0 of CPU 1).
+    fx.area.release(1, chunk);
+    assert_eq!((fx.tail(1), fx.used()), (chunk, area::POOL as u64 - 3));
+    assert!(!fx.held(area::chunk_of(1, 0)));
+    // CPUs that do not exist: nothing changes.
+    fx.area.release(area::NCPUS as u32, 10 * chunk);
+    fx.area.release(u32::MAX, 10 * chunk);
+    assert_eq!(fx.used(), area::POOL as u64 - 3);
 }
 
 // -- generic tracepoints: format parsing and raw-record decoding ----------------

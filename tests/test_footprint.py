@@ -5,9 +5,10 @@
 - With default settings, a burst of 2,000 self-checking writes of 64 KiB
   (125 MiB, more than twice what the kernel buffers hold) from 4 threads,
   while the consumer sleeps: the reader thread drains the payload area into
-  the userspace queue while the burst runs, so more arrives intact from a
-  CPU than that CPU's area holds (without the reader thread, at most that),
+  the userspace queue while the burst runs, so more arrives intact than
+  the whole payload area holds (without the reader thread, at most that),
   and every write is delivered with its content or a counted reason.
+  (The payload area is one pool of chunks shared by the CPUs.)
 - An idle default tracer adds at most 96 MiB of RSS, and memory a burst took
   is given back once its events are consumed.
 - Started in a cgroup limited to 256 MiB, a default tracer sizes its kernel
@@ -150,26 +151,23 @@ def sleeping_consumer_burst(**options):
 def test_the_reader_drains_a_burst_far_larger_than_the_kernel_buffers_while_the_consumer_sleeps():
     intact, lost, st, mem, per_cpu = sleeping_consumer_burst()
     burst = THREADS * PER_THREAD * SIZE
-    area = mem["payload_bytes_per_cpu"]
-    assert burst > 2 * area * mem["ncpus"], (burst, mem)  # the kernel buffers alone could not hold it
-    # Each CPU's area is freed only by the reader thread (the consumer is
-    # asleep), and it held at most `area` bytes at any time: contents beyond
-    # that from one CPU arrived because the reader drained its area during
-    # the burst. Counted per CPU, since the writers tend to crowd onto the
-    # CPUs the reader leaves them, leaving other areas unused. (Whether all
-    # of the burst arrives depends on how fast this machine provides fresh
-    # memory for the queue against how fast the writers write: see
-    # bench/results/drain.md.)
-    busiest = max(per_cpu.values())
-    assert busiest * SIZE > area + SIZE, (per_cpu, lost, st, mem)
+    pool = mem["payload_bytes_per_cpu"] * mem["ncpus"]  # one pool, shared by the CPUs
+    assert burst > 2 * pool, (burst, mem)  # the kernel buffers alone could not hold it
+    # The pool's chunks are given back only by the reader thread (the
+    # consumer is asleep), and it held at most `pool` bytes at any time:
+    # contents beyond that arrived because the reader drained it during the
+    # burst. (Whether all of the burst arrives depends on how fast this
+    # machine provides fresh memory for the queue against how fast the
+    # writers write: see bench/results/drain.md.)
+    assert len(intact) * SIZE > pool + SIZE, (len(intact), per_cpu, lost, st, mem)
     assert len(intact) + lost == THREADS * PER_THREAD - st["ring_full"], st
 
 
 def test_without_the_reader_thread_the_same_burst_keeps_only_what_the_kernel_buffers_hold():
     # The control of the test above: the same check fails without the drain.
     intact, lost, st, mem, per_cpu = sleeping_consumer_burst(reader_thread=False)
-    area = mem["payload_bytes_per_cpu"]
-    assert all(n * SIZE <= area for n in per_cpu.values()), (per_cpu, st, mem)
+    pool = mem["payload_bytes_per_cpu"] * mem["ncpus"]
+    assert 0 < len(intact) * SIZE <= pool, (len(intact), per_cpu, st, mem)
     assert lost > 0 and st["payload_full"] == lost, st
 
 

@@ -106,7 +106,7 @@ def test_32_bit_syscalls_are_not_taken_for_64_bit_ones(tmp_path):
     assert not wrong & set(after_exec), after_exec
     # Skipping a 32-bit syscall must leave the CPU free for the next event:
     # 64-bit syscalls after it on the same CPU are recorded, none dropped as
-    # busy (each CPU's region is taken from the filter to the record's end).
+    # busy (each CPU's payload stream is taken from the filter to the record's end).
     cpus = sorted(os.sched_getaffinity(0))
     with tracer_ebpf.Tracer("syscalls/*", comm=["c32", "true"]) as t:
         truths = []

@@ -53,7 +53,11 @@ static __always_inline __u64 tb_piece(struct tb_ctx *t, struct tb_var *v, const 
 {
 	__u64 pos = t->ctl->head;
 	__u32 off = pos & (TB_CHUNK_SIZE - 1);
-	__u32 idx = t->cpu * tb_nchunks + (__u32)((pos / TB_CHUNK_SIZE) % tb_nchunks);
+	__u32 slot = t->cpu * tb_slots + (__u32)((pos / TB_CHUNK_SIZE) % tb_slots);
+	__u64 *chunk = bpf_map_lookup_elem(&chunk_slot, &slot);
+	if (!chunk)
+		return 0;
+	__u32 idx = (__u32)*chunk; /* tb_room mapped it */
 	__u64 k = n;
 	if (k > TB_CHUNK_SIZE - off)
 		k = TB_CHUNK_SIZE - off;
@@ -139,6 +143,10 @@ static __always_inline void tb_inline(struct tb_ctx *t, struct tb_var *v, const 
 	__u64 k = n;
 	if (k > t->inline_cap)
 		k = t->inline_cap;
+	/* The clamped register is the size passed: without this, clang may
+	 * read `n` again from the stack for the call, and verifiers before 6.8
+	 * do not carry the bound to that copy (6.1 rejected the write handler). */
+	barrier_var(k);
 	long err = user ? bpf_probe_read_user(t->rec + 1, k, src) : bpf_probe_read_kernel(t->rec + 1, k, src);
 	if (err) {
 		v->flags |= TB_VAR_FAULT;

@@ -73,7 +73,7 @@ static __always_inline struct task_struct *tb_current_task(void)
 	return bpf_get_current_task_btf();
 }
 
-/* Filters: takes the CPU's region for this event, or returns false.
+/* Filters: takes the CPU's payload stream for this event, or returns false.
  * Helper calls are the expensive part of a handler (each is a call and a
  * return, and returns are costly under the kernel's return-stack
  * mitigations), so pid, tid and comm come from the task through its BTF

@@ -26,7 +26,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define TB_SCRATCH_SIZE 8192 /* strings read in one helper call (PATH_MAX and more) */
 
 /* Fixed at load time (rodata): payload area geometry and wake-up policy. */
-const volatile __u32 tb_nchunks = 1;       /* payload chunks per CPU */
+const volatile __u32 tb_pool_chunks = 2;   /* payload chunks, shared by all CPUs */
+const volatile __u32 tb_slots = 2;         /* chunks one CPU may hold at once */
 const volatile __u64 tb_wake_ns = 1000000; /* each CPU wakes the reader at most once per this */
 
 struct tb_chunk {
@@ -41,10 +42,37 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 1); /* possible CPUs x tb_nchunks, set at load time */
+	__uint(max_entries, 1); /* tb_pool_chunks, set at load time */
 	__type(key, __u32);
 	__type(value, struct tb_chunk);
 } payload SEC(".maps");
+
+/* Per pool chunk: 1 while a CPU holds it, 0 when free. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1); /* tb_pool_chunks, set at load time */
+	__type(key, __u32);
+	__type(value, __u64);
+} chunk_owner SEC(".maps");
+
+/* Per CPU, tb_slots entries: the pool chunk of logical chunk L of that
+ * CPU's stream is entry cpu x tb_slots + L % tb_slots. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1); /* possible CPUs x tb_slots, set at load time */
+	__type(key, __u32);
+	__type(value, __u64);
+} chunk_slot SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tb_pool);
+} pool SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -94,21 +94,87 @@ static __always_inline void tb_end(struct tb_ctx *t)
 	t->ctl->busy = 0;
 }
 
-/* Room in this CPU's region for `need` more bytes, given the consumer's tail.
- * The tail's cache line belongs to the consumer (it writes it after every
- * payload): reading it on every event would pull that line across CPUs each
- * time. The last value read is kept on the producer's own line instead, and
- * the real tail is read only when that stale value (never ahead of the real
- * one) does not leave room. */
+/* A search of the pool for a free chunk (bpf_loop state). */
+struct tb_claim {
+	__u32 start; /* first entry looked at */
+	__u32 found; /* the chunk taken + 1; 0: none yet */
+};
+
+static long tb_claim_step(__u64 i, void *ctx)
+{
+	struct tb_claim *c = ctx;
+	__u32 idx = (c->start + (__u32)i) % tb_pool_chunks;
+	__u64 *owner = bpf_map_lookup_elem(&chunk_owner, &idx);
+
+	if (!owner)
+		return 1;
+	/* A plain read first: a locked instruction only on a likely winner. */
+	if (*(volatile __u64 *)owner == 0 && __sync_val_compare_and_swap(owner, 0, 1) == 0) {
+		c->found = idx + 1;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Takes a free chunk of the shared pool for this CPU. Returns its index + 1,
+ * 0 if every chunk is held. `used` is raised first, so a search starts only
+ * when a chunk is free; the search starts after the last chunk taken, where
+ * the consumer, which frees chunks in the order they were taken, has most
+ * likely left one. Two rounds: a chunk freed behind the search while another
+ * CPU takes the one ahead of it is found in the second.
+ */
+static __always_inline __u32 tb_claim_chunk(void)
+{
+	__u32 zero = 0;
+	struct tb_pool *p = bpf_map_lookup_elem(&pool, &zero);
+
+	if (!p)
+		return 0;
+	if (__sync_fetch_and_add(&p->used, 1) >= tb_pool_chunks) {
+		__sync_fetch_and_add(&p->used, -1);
+		return 0;
+	}
+	struct tb_claim c = { .start = (__u32)p->hint, .found = 0 };
+	bpf_loop(2 * tb_pool_chunks, tb_claim_step, &c, 0);
+	if (!c.found) {
+		__sync_fetch_and_add(&p->used, -1);
+		return 0;
+	}
+	p->hint = c.found; /* the entry after it (mod the pool) */
+	return c.found;
+}
+
+/*
+ * Room in this CPU's stream for `need` (at most TB_CHUNK_SIZE) more bytes:
+ * the logical chunks up to head + need must have pool chunks. Crossing into
+ * a chunk not yet mapped takes one from the pool, if this CPU holds fewer
+ * than tb_slots (the chunks from the one holding the consumer's tail on;
+ * the consumer frees those it has passed). The tail's cache line belongs to
+ * the consumer, so it is read only then, once per chunk.
+ */
 static __always_inline bool tb_room(struct tb_ctx *t, __u64 need)
 {
-	__u64 region = (__u64)tb_nchunks * TB_CHUNK_SIZE;
-	__u64 head = t->ctl->head;
-	if (head + need - t->ctl->seen_tail <= region)
+	__u64 end = t->ctl->head + need;
+	__u64 mapped = t->ctl->mapped;
+
+	if (end <= mapped * TB_CHUNK_SIZE)
 		return true;
 	__u64 tail = *(volatile __u64 *)&t->ctl->tail;
-	t->ctl->seen_tail = tail;
-	return head + need - tail <= region;
+	if (mapped - tail / TB_CHUNK_SIZE >= tb_slots)
+		return false;
+	__u32 got = tb_claim_chunk();
+	if (!got)
+		return false;
+	__u32 slot = t->cpu * tb_slots + (__u32)(mapped % tb_slots);
+	__u64 *s = bpf_map_lookup_elem(&chunk_slot, &slot);
+	if (!s)
+		return false; /* not reached: slot < possible CPUs x tb_slots */
+	*s = got - 1;
+	t->ctl->mapped = mapped + 1;
+	/* need <= TB_CHUNK_SIZE and head <= mapped x TB_CHUNK_SIZE: one more
+	 * chunk is always enough. */
+	return end <= (mapped + 1) * TB_CHUNK_SIZE;
 }
 
 #endif /* TB_BPF_RECORD_H */

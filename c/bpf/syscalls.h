@@ -114,7 +114,7 @@ static __always_inline __u32 tb_syscall_type(long nr, bool enter)
 	__u32 type = enter ? ids->enter : ids->exit;
 	if (!type) /* not traced: every other syscall of the machine ends here */
 		return 0;
-	/* Before tb_filter: past it, the CPU's region is taken (busy) until
+	/* Before tb_filter: past it, the CPU's payload stream is taken (busy) until
 	 * tb_end gives it back. */
 	if (tb_current_task()->thread_info.status & TB_TS_COMPAT)
 		return 0;

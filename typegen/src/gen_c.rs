@@ -55,8 +55,8 @@ pub fn render(m: &Model) -> String {
     let _ = writeln!(
         w,
         "/* Descriptor of a variable field, in the fixed part; its bytes follow the\n \
-         * previous variable field's in the CPU's payload region. */\n\
-         struct tb_var {{\n\t__u32 len;   /* bytes delivered in the payload region */\n\t\
+         * previous variable field's in the CPU's payload stream. */\n\
+         struct tb_var {{\n\t__u32 len;   /* bytes delivered in the payload stream */\n\t\
          __u32 flags; /* TB_VAR_* */\n\t__u64 size;  /* original size in bytes, 0 if unknown */\n}};\n\
          TB_STATIC_ASSERT(sizeof(struct tb_var) == {VAR_DESC_SIZE}, \"tb_var layout\");\n"
     );

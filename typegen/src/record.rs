@@ -20,7 +20,7 @@ pub const COMM_LEN: usize = 16;
 /// In order; every field is naturally aligned, so offsets are running sums.
 pub const HEADER: &[HeaderField] = &[
     f("event_type", "u32", 4, "event id from events.toml"),
-    f("cpu", "u32", 4, "CPU the event was recorded on; selects the payload region"),
+    f("cpu", "u32", 4, "CPU the event was recorded on; selects its payload stream"),
     f("seq", "u64", 8, "per-CPU record sequence number, starts at 1; gaps are lost records"),
     f("timestamp_ns", "u64", 8, "CLOCK_BOOTTIME nanoseconds (userspace converts to the epoch)"),
     f("pid", "u32", 4, "process id (tgid)"),
@@ -30,8 +30,8 @@ pub const HEADER: &[HeaderField] = &[
     f("upid", "u64", 8, "unique process id: start time since boot in 2^20 ns units << 22 | pid"),
     f("uppid", "u64", 8, "unique parent process id, same scheme"),
     f("comm", "char[16]", COMM_LEN, "task comm, NUL padded"),
-    f("payload_pos", "u64", 8, "logical start of the variable bytes in this CPU's payload region"),
-    f("payload_len", "u32", 4, "number of variable bytes in the payload region"),
+    f("payload_pos", "u64", 8, "logical start of the variable bytes in this CPU's payload stream"),
+    f("payload_len", "u32", 4, "number of variable bytes in the payload stream"),
     f("inline_len", "u32", 4, "bytes of a TB_VAR_INLINE field right after this record in its ring sample"),
     f("cgroup_id", "u64", 8, "cgroup v2 id of the task (the inode of its cgroup2 directory; the root's on v1-only hosts)"),
     f("ns_pid", "u32", 4, "process id as seen in the task's own pid namespace"),
