@@ -208,7 +208,8 @@ struct tb_options {
 	uint32_t argv_max;           /* bytes of argv per exec; 0: 128 KiB (max 1 MiB) */
 	size_t ring_bytes;           /* ring buffer; 0: a quarter of the kernel budget below (1 to 16 MiB); rounded up to a power of 2 */
 	size_t payload_bytes_per_cpu; /* payload area per possible CPU; 0: the rest of a kernel budget of RAM/384
-	                               * (12 to 64 MiB) over the CPUs, at least 2 MiB each (docs/protocol.md); rounded up to 1 MiB */
+	                               * (12 to 64 MiB) over the CPUs, at least 2 MiB each (docs/protocol.md); rounded up to 1 MiB;
+	                               * one pool of CPUs x this that any CPU may use all of */
 	uint64_t wake_ns;            /* each CPU wakes the reader at most once per this; 0: 1 ms */
 	int trace_self;              /* trace this process too (off: it would see its own output) */
 	tb_event_fn on_event;        /* required by tb_poll/tb_consume; NULL for a tracer read

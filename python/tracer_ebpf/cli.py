@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="BYTES", help="ring buffer size for event records (default: sized from memory, "
                    f"{_native.DEFAULT_RING_BYTES >> 20} MiB here)")
     p.add_argument("--payload-bytes-per-cpu", type=_size_in(*_native.LIMITS["payload_bytes_per_cpu"]), default=None, metavar="BYTES",
-                   help="payload buffer per CPU for contents, paths and argv (default: sized from the "
+                   help="payload buffer for contents, paths and argv, per CPU (one pool shared by the CPUs; default: sized from the "
                    "memory this process may use, RAM or its cgroup's limit: "
                    f"{_native.DEFAULT_PAYLOAD_BYTES_PER_CPU / (1 << 20):.1f} MiB here)")
     p.add_argument("--queue-bytes", type=_size_in(*_native.LIMITS["queue_bytes"]), default=None,

@@ -54,7 +54,9 @@ class Tracer:
             (None): sized from the memory this process may use, M = RAM or
             its cgroup's memory limit if lower: M/384 of kernel memory in
             all, 12 to 64 MiB (ring 1 to 16 MiB, the payload area the rest,
-            at least 2 MiB per CPU); see docs/protocol.md.
+            at least 2 MiB per CPU, rounded up to 1 MiB chunks; the area is
+            one pool of CPUs x this, and one CPU may use all of it); see
+            docs/protocol.md.
         queue_bytes: most bytes of events held in this process between the
             tracer's reader thread, which drains the kernel buffers, and your
             loop (default: M/8, 16 MiB to 1 GiB). A loop slower than
