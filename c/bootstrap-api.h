@@ -230,6 +230,13 @@ struct tb_options {
 	 * fastest way to columns). on_event must be NULL (else tb_open fails
 	 * with TB_ERR_INVALID) (docs/columnar.md). */
 	int arrow;
+	/* Non-zero: the thread calling tb_poll/tb_consume runs as SCHED_IDLE
+	 * while the queue holds less than a quarter of its bound, and at its
+	 * own policy from then until the queue is down to an eighth, so a
+	 * burst's writers keep their CPUs while the queue holds what is not
+	 * consumed yet (needs CAP_SYS_NICE; threads and processes it starts
+	 * while idle are idle too). The C example turns it on. */
+	int yield_cpu;
 };
 
 struct tb_tracer;

@@ -3,7 +3,7 @@
 // C++ example of the C library: prints every captured event as one JSON
 // line, the same format and CLI as rs/example.rs (`target/release/example`).
 //
-// usage: example [--events A,B] [--pid PID]... [--follow] [--snapshot] [--comm PREFIX]... [--cgroup PATH]...
+// usage: example [--events A,B] [--pid PID]... [--follow] [--snapshot] [--comm PREFIX]... [--cgroup PATH]... [--no-yield-cpu]
 //                [--content-fds 1,2] [--content-max BYTES] [--duration SECS]
 #include <atomic>
 #include <cerrno>
@@ -36,6 +36,7 @@ struct Args {
 	std::vector<uint32_t> pids;
 	bool follow = false;
 	bool snapshot = false;
+	bool yield_cpu = true; // formatting waits while a burst's writers run (--no-yield-cpu)
 	std::vector<std::string> comms;
 	std::vector<std::string> cgroups;
 	bool fds_set = false;
@@ -75,7 +76,7 @@ template <typename T> bool parse_uint(const std::string &s, T max, T *out)
 
 const char *const USAGE =
 	"usage: example [--events A,B] [--pid PID]... [--follow] [--snapshot] [--comm PREFIX]... [--cgroup PATH]... "
-	"[--content-fds 1,2] [--content-max BYTES] [--duration SECS]";
+	"[--content-fds 1,2] [--content-max BYTES] [--no-yield-cpu] [--duration SECS]";
 
 // Returns an error message, or "" if the arguments are valid.
 std::string parse_args(int argc, char **argv, Args *a)
@@ -104,6 +105,8 @@ std::string parse_args(int argc, char **argv, Args *a)
 			a->follow = true;
 		} else if (arg == "--snapshot") {
 			a->snapshot = true;
+		} else if (arg == "--no-yield-cpu") {
+			a->yield_cpu = false;
 		} else if (arg == "--comm") {
 			if (!val(&v))
 				return "--comm needs a value";
@@ -208,6 +211,7 @@ int main(int argc, char **argv)
 	o.npids = args.pids.size();
 	o.follow = args.follow;
 	o.snapshot = args.snapshot;
+	o.yield_cpu = args.yield_cpu;
 	o.comms = comms.data();
 	o.ncomms = comms.size();
 	o.cgroups = cgroups.data();

@@ -62,6 +62,14 @@ pub struct Config {
     /// drained only inside `poll`, by the caller's thread: nothing moves
     /// while the caller does something else.
     pub reader_thread: bool,
+    /// The thread that polls runs as SCHED_IDLE while the queue holds less
+    /// than a quarter of its bound, and at its own policy from then until
+    /// the queue is down to an eighth (see `cpu_yield`): a burst's writers
+    /// keep their CPUs while the queue holds what the consumer has not
+    /// formatted yet. Off by default (it changes the caller's thread); the
+    /// command-line front ends turn it on. Needs the reader thread and
+    /// CAP_SYS_NICE (else a note says it is off).
+    pub yield_cpu: bool,
     /// Each CPU wakes the reader at most once per this interval.
     pub wake_interval: Duration,
     /// Trace the tracer's own process too (off: it would trace its own output).
@@ -101,6 +109,7 @@ impl Default for Config {
             payload_bytes_per_cpu: budget.payload_bytes_per_cpu(ncpus),
             queue_bytes: budget.queue_bytes(),
             reader_thread: true,
+            yield_cpu: false,
             wake_interval: Duration::from_millis(1),
             trace_self: false,
             generic_max: 4096,
@@ -144,6 +153,7 @@ impl Config {
     setter!(payload_bytes_per_cpu: usize);
     setter!(queue_bytes: usize);
     setter!(reader_thread: bool);
+    setter!(yield_cpu: bool);
     setter!(wake_interval: Duration);
     setter!(trace_self: bool);
     setter!(generic_max: u32);
@@ -221,6 +231,7 @@ impl Config {
             payload_chunks_per_cpu: self.payload_bytes_per_cpu.div_ceil(CHUNK_SIZE).max(crate::payload_area::MIN_CHUNKS_PER_CPU),
             queue_bytes: self.queue_bytes,
             reader_thread: self.reader_thread,
+            yield_cpu: self.yield_cpu,
             wake_ns: self.wake_interval.as_nanos().min(u64::MAX as u128) as u64,
             trace_self: self.trace_self,
             snapshot: self.snapshot,
@@ -258,6 +269,7 @@ pub struct ResolvedConfig {
     pub payload_chunks_per_cpu: usize,
     pub queue_bytes: usize,
     pub reader_thread: bool,
+    pub yield_cpu: bool,
     pub wake_ns: u64,
     pub trace_self: bool,
     /// Take the process snapshot (`proc/snapshot` is then in `events`).

@@ -31,7 +31,8 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut cfg = Config::new();
+    // Formatting waits while a burst's writers run (see Config::yield_cpu).
+    let mut cfg = Config::new().yield_cpu(true);
     let mut duration = None;
     let mut parquet = None;
     let mut host = None;
@@ -71,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
             "--payload-bytes-per-cpu" => cfg.payload_bytes_per_cpu = bytes(val("--payload-bytes-per-cpu")?, "--payload-bytes-per-cpu")?,
             "--queue-bytes" => cfg.queue_bytes = bytes(val("--queue-bytes")?, "--queue-bytes")?,
             "--no-reader-thread" => cfg.reader_thread = false,
+            "--no-yield-cpu" => cfg.yield_cpu = false,
             "--duration" => {
                 let v = val("--duration")?;
                 let secs: f64 = v
@@ -89,7 +91,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--host" => host = Some(val("--host")?),
             "-h" | "--help" => {
-                println!("usage: example [--events A,B] [--pid PID]... [--follow] [--snapshot] [--comm PREFIX]... [--cgroup PATH]... [--content-fds 1,2] [--content-max BYTES] [--ring-bytes N] [--payload-bytes-per-cpu N] [--queue-bytes N] [--no-reader-thread] [--duration SECS] [--parquet DIR [--host NAME]]");
+                println!("usage: example [--events A,B] [--pid PID]... [--follow] [--snapshot] [--comm PREFIX]... [--cgroup PATH]... [--content-fds 1,2] [--content-max BYTES] [--ring-bytes N] [--payload-bytes-per-cpu N] [--queue-bytes N] [--no-reader-thread] [--no-yield-cpu] [--duration SECS] [--parquet DIR [--host NAME]]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (see --help)")),

@@ -29,6 +29,7 @@ pub mod cgroup;
 mod clock;
 pub mod columnar;
 mod config;
+mod cpu_yield;
 pub mod dataset;
 pub mod decode;
 mod error;

@@ -286,6 +286,16 @@ impl Shared {
         self.lock().is_empty()
     }
 
+    /// Bytes of events in the queue now.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// The queue's bound in bytes.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Bytes the reader may still add before the queue is full.
     pub(crate) fn room(&self) -> usize {
         self.limit.saturating_sub(self.lock().bytes)

@@ -5,6 +5,7 @@ use crate::cgroup::{CgroupInfo, CgroupResolver};
 use crate::clock::{epoch_ns, WallClock};
 use crate::columnar::{record_batch, EventSchema};
 use crate::config::{Config, ResolvedConfig};
+use crate::cpu_yield::CpuYield;
 use crate::decode::read_array;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
@@ -78,6 +79,8 @@ pub struct Tracer {
     arrow_schema: OnceLock<Arc<EventSchema>>,
     /// Events on their way into a record batch (kept for its capacity).
     arrow_scratch: Vec<Event>,
+    /// The polling thread's policy while the queue is light (`yield_cpu`).
+    cpu_yield: CpuYield,
 }
 
 impl Tracer {
@@ -237,6 +240,9 @@ impl Tracer {
         } else {
             None
         };
+        let (cpu_yield, yield_note) = CpuYield::new(config.yield_cpu, reader.is_some());
+        let mut notes = notes;
+        notes.extend(yield_note);
         Ok(Tracer {
             core: ManuallyDrop::new(core),
             epoll_fd,
@@ -257,6 +263,7 @@ impl Tracer {
             output_readers,
             arrow_schema,
             arrow_scratch: Vec::new(),
+            cpu_yield,
         })
     }
 
@@ -368,6 +375,7 @@ impl Tracer {
         self.check_open()?;
         let shared = &self.core.shared;
         if self.stopped {
+            self.cpu_yield.restore();
             // Nothing new can come: deliver what is left, never wait.
             let got = take(shared, Some(Instant::now()))?;
             if got.1 > 0 {
@@ -379,6 +387,7 @@ impl Tracer {
             self.drained = got.1 == 0;
             return Ok(got);
         }
+        self.cpu_yield.adjust(shared.queued_bytes(), shared.limit());
         // Records already in the ring are delivered now, not a reader tick
         // later: by the reader thread, woken for them, when there is one and
         // the caller waits (see `kick_reader`).
@@ -591,6 +600,7 @@ impl Tracer {
             }
             return;
         }
+        self.cpu_yield.restore();
         self.core.shared.stop();
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();

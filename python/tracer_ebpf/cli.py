@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-bytes", type=_size_in(*_native.LIMITS["queue_bytes"]), default=None,
                    metavar="BYTES", help="most bytes of events held in this process while the "
                    f"output catches up (default: 1/8 of that memory, {_native.DEFAULT_QUEUE_BYTES >> 20} MiB here)")
+    p.add_argument("--no-yield-cpu", action="store_true",
+                   help="keep formatting at this process's priority during a burst (default: the output "
+                   "thread runs as SCHED_IDLE while the queue holds less than a quarter of --queue-bytes, "
+                   "so the traced programs keep their CPUs; the queue holds what is not printed yet)")
     p.add_argument("--duration", type=_seconds, metavar="SECS",
                    help="stop tracing after SECS seconds (a command keeps running; its exit "
                    "status is still returned)")
@@ -690,6 +694,7 @@ def _run_to(sink: Union[JsonLines, Otlp, ParquetSink], parser: argparse.Argument
                 ring_bytes=args.ring_bytes,
                 payload_bytes_per_cpu=args.payload_bytes_per_cpu,
                 queue_bytes=args.queue_bytes,
+                yield_cpu=not args.no_yield_cpu,
             )
         except (ValueError, TypeError) as e:  # bad names or values: UnknownEventError, ConfigError
             _abandon(proc, gate)

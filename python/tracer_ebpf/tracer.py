@@ -64,6 +64,15 @@ class Tracer:
             buffers fill and count their losses (``stats()``).
         reader_thread: drain the kernel buffers from a background thread
             (default). False: only while you poll, in your thread.
+        yield_cpu: the thread that iterates or polls runs as SCHED_IDLE while
+            the queue holds less than a quarter of ``queue_bytes``, and at
+            its own policy from then until the queue is down to an eighth:
+            a burst's writers keep their CPUs while the queue holds what
+            your loop has not handled yet (off by default: it changes your
+            thread's scheduling policy; ``tracer-example`` turns it on).
+            Needs the reader thread and CAP_SYS_NICE (else ``notes`` says
+            it is off). Threads and processes your loop starts while it is
+            idle are SCHED_IDLE too (Linux keeps the policy across fork).
         trace_self: also trace this process (off by default). Without it,
             a pid list naming this process is an error.
         exclude_pids: never these processes.
@@ -124,6 +133,7 @@ class Tracer:
         exclude_output_readers: bool = True,
         snapshot: bool = False,
         arrow: bool = False,
+        yield_cpu: bool = False,
     ) -> None:
         self._native: Optional[_native.NativeTracer] = None
         self._native = _native.NativeTracer(
@@ -146,6 +156,7 @@ class Tracer:
             cgroups=checks.path_list("cgroups", cgroups),
             snapshot=checks.flag("snapshot", snapshot),
             arrow=checks.flag("arrow", arrow),
+            yield_cpu=checks.flag("yield_cpu", yield_cpu),
         )
 
     # -- lifecycle ---------------------------------------------------------

@@ -82,5 +82,6 @@ pub unsafe fn config(o: &TbOptions) -> Result<Config, Failure> {
         ));
     }
     c.arrow = o.arrow != 0;
+    c.yield_cpu = o.yield_cpu != 0;
     Ok(c)
 }

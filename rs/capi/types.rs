@@ -97,6 +97,8 @@ pub struct TbOptions {
     pub snapshot: c_int,
     /// Non-zero: batches built by the reader (`Config::arrow`).
     pub arrow: c_int,
+    /// Non-zero: the polling thread yields while the queue is light (`Config::yield_cpu`).
+    pub yield_cpu: c_int,
 }
 
 /// struct tb_stats

@@ -168,7 +168,7 @@ impl NativeTracer {
     #[pyo3(signature = (*, events, pids, follow_children, comm, content_fds, all_fds, content_max, argv_max,
                         ring_bytes, payload_bytes_per_cpu, queue_bytes, reader_thread, trace_self,
                         exclude_pids=Vec::new(), exclude_comm=Vec::new(), exclude_output_readers=true,
-                        cgroups=Vec::new(), snapshot=false, arrow=false))]
+                        cgroups=Vec::new(), snapshot=false, arrow=false, yield_cpu=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -191,6 +191,7 @@ impl NativeTracer {
         cgroups: Vec<String>,
         snapshot: bool,
         arrow: bool,
+        yield_cpu: bool,
     ) -> PyResult<Self> {
         // Sizes not given are sized from the memory this process may use
         // (RAM or its cgroup's limit), now: see sizing.rs.
@@ -215,6 +216,7 @@ impl NativeTracer {
             cgroups,
             snapshot,
             arrow,
+            yield_cpu,
             ..defaults
         };
         let t = py.detach(|| crate::Tracer::new(cfg)).map_err(|e| to_py(py, e))?;
