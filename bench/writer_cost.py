@@ -16,8 +16,9 @@ bcc ring-buffer tracer of bench/bcc_tracer.py, one path at a time:
   while the Python loop does not iterate (tracer-ebpf), what the drain
   itself costs the writer;
 - as users run them: the Python iterator and the Rust example with default
-  settings (and the Rust example with --no-yield-cpu: its formatting thread
-  at the writer's priority), bcc with its 64 MiB ring and its Python
+  settings (and each with the other choice of `yield_cpu`: the iterator's
+  loop at SCHED_IDLE while the queue is light, the Rust example's formatting
+  thread at the writer's priority), bcc with its 64 MiB ring and its Python
   callback.
 
 Each row: the writer's wall time (tbwork's own clock), its slowdown against
@@ -222,6 +223,7 @@ def main() -> int:
          lambda: tracer_ebpf(a, {"reader_thread": False, "payload_bytes_per_cpu": 2 * MIB, "ring_bytes": ring}, False, True)),
         ("tracer-ebpf: defaults, reader thread drains, loop idle", lambda: tracer_ebpf(a, {}, False, False)),
         ("tracer-ebpf: defaults, Python iterator", lambda: tracer_ebpf(a, {}, True, False)),
+        ("tracer-ebpf: Python iterator, yield_cpu=True", lambda: tracer_ebpf(a, {"yield_cpu": True}, True, False)),
         ("tracer-ebpf: defaults, Rust example", lambda: rust_example(a, [])),
         ("tracer-ebpf: Rust example --no-yield-cpu", lambda: rust_example(a, ["--no-yield-cpu"])),
         ("bcc: 64 MiB ring, Python callback", lambda: bcc_consumer(a)),
