@@ -30,7 +30,11 @@ pub(crate) struct CpuYield {
     /// The thread being switched and whether it is idle now; None before
     /// the first poll and when switching is off.
     thread: Option<Yielding>,
+    /// Switching now.
     enabled: bool,
+    /// Switching is possible: a reader thread drains the kernel buffers and
+    /// the process may leave SCHED_IDLE again.
+    available: bool,
 }
 
 #[derive(Debug)]
@@ -47,18 +51,25 @@ impl CpuYield {
     /// Switching as `Config::yield_cpu` asks, if this process may leave
     /// SCHED_IDLE again (else None, with why, for the tracer's notes).
     pub(crate) fn new(asked: bool, reader_thread: bool) -> (CpuYield, Option<String>) {
-        if !asked || !reader_thread {
-            // Without the reader thread the poller drains the kernel
-            // buffers itself: it must never be idle.
-            return (CpuYield::default(), None);
+        // Without the reader thread the poller drains the kernel buffers
+        // itself: it must never be idle.
+        let available = reader_thread && has_cap_sys_nice();
+        let why = (asked && reader_thread && !available).then(|| {
+            "yield_cpu: without CAP_SYS_NICE the polling thread could not leave SCHED_IDLE again, \
+             so it keeps its priority"
+                .to_string()
+        });
+        (CpuYield { thread: None, enabled: asked && available, available }, why)
+    }
+
+    /// Switches from the next poll on (if possible), or gives the thread its
+    /// policy back and stops switching; returns whether it switches.
+    pub(crate) fn set_enabled(&mut self, on: bool) -> bool {
+        if !on {
+            self.restore();
         }
-        if !has_cap_sys_nice() {
-            let why = "yield_cpu: without CAP_SYS_NICE the polling thread could not leave SCHED_IDLE again, \
-                       so it keeps its priority"
-                .to_string();
-            return (CpuYield::default(), Some(why));
-        }
-        (CpuYield { thread: None, enabled: true }, None)
+        self.enabled = on && self.available;
+        self.enabled
     }
 
     /// Called by the polling thread before it takes from the queue, which
@@ -85,6 +96,7 @@ impl CpuYield {
                 // Cannot leave SCHED_IDLE (not reached with CAP_SYS_NICE):
                 // stop switching rather than retry on every poll.
                 self.enabled = false;
+                self.available = false;
             }
         }
     }
@@ -194,5 +206,30 @@ mod tests {
         assert!(why.is_none());
         y.adjust(0, 800);
         assert!(!y.is_idle());
+        assert!(!y.set_enabled(true));
+        y.adjust(0, 800);
+        assert!(!y.is_idle());
+    }
+
+    #[test]
+    fn switched_on_and_off_while_running() {
+        if !has_cap_sys_nice() {
+            eprintln!("skipped: needs CAP_SYS_NICE");
+            return;
+        }
+        let handle = std::thread::spawn(|| {
+            let tid = current_tid();
+            let (mut y, _) = CpuYield::new(false, true);
+            y.adjust(0, 800);
+            assert_eq!(policy(tid), Some(libc::SCHED_OTHER));
+            assert!(y.set_enabled(true));
+            y.adjust(0, 800);
+            assert_eq!(policy(tid), Some(libc::SCHED_IDLE));
+            assert!(!y.set_enabled(false)); // gives the policy back at once
+            assert_eq!(policy(tid), Some(libc::SCHED_OTHER));
+            y.adjust(0, 800);
+            assert_eq!(policy(tid), Some(libc::SCHED_OTHER));
+        });
+        handle.join().unwrap();
     }
 }

@@ -572,6 +572,17 @@ impl Tracer {
         Ok(())
     }
 
+    /// Switches `Config::yield_cpu` on or off from the next poll on; off
+    /// gives the polling thread its policy back at once. Returns whether it
+    /// switches: never without the reader thread or CAP_SYS_NICE, nor once
+    /// closed.
+    pub fn set_yield_cpu(&mut self, on: bool) -> bool {
+        if self.closed || self.forked() {
+            return false;
+        }
+        self.cpu_yield.set_enabled(on)
+    }
+
     /// Whether `stop()` was called.
     pub fn is_stopped(&self) -> bool {
         self.stopped

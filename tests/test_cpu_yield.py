@@ -5,9 +5,13 @@ rs/cpu_yield.rs), on the real kernel.
   holds less than a quarter of `queue_bytes`, gets SCHED_OTHER back once it
   holds a quarter, keeps it until the queue is down to an eighth, and has it
   back for good when the tracer closes.
-- Off by default in the Python API, and never without the reader thread (the
-  poller then drains the kernel buffers itself); a policy its owner chose is
-  left alone.
+- By default in the Python API (`yield_cpu=None`) only inside the tracer's
+  own loops: a `for` loop over the tracer, `collect()`, `to_dataframe()`,
+  `trace()`; the thread has its policy back when the loop ends (also by
+  `break`) or the call returns, and a bare `poll()` never switches.
+  `yield_cpu=False` never switches.
+- Never without the reader thread (the poller then drains the kernel buffers
+  itself); a policy its owner chose is left alone.
 - The command-line front ends (tracer-example, the Rust and C examples) turn
   it on; `--no-yield-cpu` turns it off.
   Their reader thread keeps SCHED_OTHER (at nice -10).
@@ -17,6 +21,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -106,6 +111,93 @@ def test_poller_keeps_its_policy(kw):
             return os.sched_getscheduler(0)
 
     assert in_thread(scenario) == os.SCHED_OTHER
+
+
+def iterate_writer(t_kw, stop_after):
+    """Iterates a tracer of a process writing WRITES small writes; returns
+    (events seen, the thread's policy inside the loop body at each event,
+    its policy right after the loop, after close). `stop_after`: break after
+    that many events (None: stop() once all arrived, the loop then ends by
+    itself)."""
+    cmd = [PY, "-I", "-S", "-c", WRITER, str(WRITES), "16"]
+    with gated_process(cmd, stdout=subprocess.DEVNULL) as (proc, go):
+        with tracer_ebpf.Tracer("syscalls/sys_enter_write", pids=[proc.pid], **t_kw) as t:
+            go()
+            assert proc.wait(timeout=60) == 0
+            seen, inside = 0, set()
+            for ev in t:
+                assert ev.pid == proc.pid
+                seen += 1
+                inside.add(os.sched_getscheduler(0))
+                if seen == stop_after:
+                    break
+                if seen == WRITES:
+                    t.stop()
+            after = os.sched_getscheduler(0)
+        return seen, inside, after, os.sched_getscheduler(0)
+
+
+@pytest.mark.parametrize("stop_after", [5, None], ids=["break", "loop-ends"])
+def test_default_iterator_yields_inside_the_loop_only(stop_after):
+    got = in_thread(lambda: iterate_writer({}, stop_after))
+    assert got == (stop_after or WRITES, {os.SCHED_IDLE}, os.SCHED_OTHER, os.SCHED_OTHER)
+
+
+def test_iterator_never_yields_with_yield_cpu_false():
+    got = in_thread(lambda: iterate_writer({"yield_cpu": False}, 5))
+    assert got == (5, {os.SCHED_OTHER}, os.SCHED_OTHER, os.SCHED_OTHER)
+
+
+def test_yield_cpu_true_keeps_switching_after_the_loop_until_close():
+    got = in_thread(lambda: iterate_writer({"yield_cpu": True}, 5))
+    assert got == (5, {os.SCHED_IDLE}, os.SCHED_IDLE, os.SCHED_OTHER)
+
+
+@pytest.mark.parametrize("call", ["collect", "to_dataframe"])
+def test_default_collect_yields_while_it_runs(call):
+    """Seen from another thread: the collecting thread is idle during the
+    call (the queue stays empty) and has its policy back once it returns."""
+    if call == "to_dataframe":
+        pytest.importorskip("pandas")
+    tid, during = [], []
+
+    def scenario():
+        tid.append(threading.get_native_id())
+        with tracer_ebpf.Tracer("syscalls/sys_enter_write", comm="tbnothing") as t:
+            getattr(t, call)(1.5)
+            return os.sched_getscheduler(0)
+
+    def watch():
+        assert wait_for(lambda: tid, timeout=30)
+        time.sleep(0.8)  # well inside the call (start-up takes less than 0.3 s)
+        during.append(policy_of(os.getpid(), tid[0]))
+
+    w = threading.Thread(target=watch)
+    w.start()
+    after = in_thread(scenario)
+    w.join(timeout=60)
+    assert during == [os.SCHED_IDLE] and after == os.SCHED_OTHER
+
+
+def test_default_trace_yields_while_it_runs():
+    """trace() polls in the caller's thread: idle meanwhile, normal after."""
+    tid, during = [], []
+
+    def scenario():
+        tid.append(threading.get_native_id())
+        r = tracer_ebpf.trace(["sleep", "1.5"], "syscalls/sys_enter_write")
+        return r.returncode, os.sched_getscheduler(0)
+
+    def watch():
+        assert wait_for(lambda: tid, timeout=30)
+        time.sleep(1.0)
+        during.append(policy_of(os.getpid(), tid[0]))
+
+    w = threading.Thread(target=watch)
+    w.start()
+    after = in_thread(scenario)
+    w.join(timeout=60)
+    assert during == [os.SCHED_IDLE] and after == (0, os.SCHED_OTHER)
 
 
 def test_a_policy_chosen_by_the_caller_is_left_alone():

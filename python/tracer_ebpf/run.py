@@ -199,17 +199,18 @@ def trace(
         native = tracer._n()
         deadline = None if limit is None else time.monotonic() + limit
         try:
-            while proc.poll() is None:
-                if deadline is not None and time.monotonic() > deadline:
-                    proc.kill()
-                    proc.wait()
-                    raise subprocess.TimeoutExpired(cmd, limit or 0)
-                out.extend(native.poll(65536, 0.05))
-            # Children may outlive the command a moment; events in flight
-            # land within a poll interval.
-            end = time.monotonic() + settle
-            while time.monotonic() < end:
-                out.extend(native.poll(65536, 0.05))
+            with tracer._yielding():
+                while proc.poll() is None:
+                    if deadline is not None and time.monotonic() > deadline:
+                        proc.kill()
+                        proc.wait()
+                        raise subprocess.TimeoutExpired(cmd, limit or 0)
+                    out.extend(native.poll(65536, 0.05))
+                # Children may outlive the command a moment; events in flight
+                # land within a poll interval.
+                end = time.monotonic() + settle
+                while time.monotonic() < end:
+                    out.extend(native.poll(65536, 0.05))
         except KeyboardInterrupt:
             interrupted = True
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _native
@@ -68,11 +69,17 @@ class Tracer:
             the queue holds less than a quarter of ``queue_bytes``, and at
             its own policy from then until the queue is down to an eighth:
             a burst's writers keep their CPUs while the queue holds what
-            your loop has not handled yet (off by default: it changes your
-            thread's scheduling policy; ``tracer-example`` turns it on).
-            Needs the reader thread and CAP_SYS_NICE (else ``notes`` says
-            it is off). Threads and processes your loop starts while it is
-            idle are SCHED_IDLE too (Linux keeps the policy across fork).
+            your loop has not handled yet. None (default): only inside the
+            tracer's own loops: while a ``for`` loop iterates the tracer,
+            and during ``collect()``, ``to_dataframe()`` and ``trace()``;
+            the thread has its policy back as soon as the loop ends (also
+            by ``break`` or an exception) or the call returns. True: from
+            every poll on, until ``close()``. False: never. Needs the reader
+            thread and CAP_SYS_NICE (with True, ``notes`` says when it is
+            off). Threads and processes your loop body starts while it is
+            idle are SCHED_IDLE too (Linux keeps the policy across fork),
+            and so is the loop body: on a machine whose every CPU is busy,
+            a loop body holding the GIL runs slowly until the queue fills.
         trace_self: also trace this process (off by default). Without it,
             a pid list naming this process is an error.
         exclude_pids: never these processes.
@@ -133,9 +140,12 @@ class Tracer:
         exclude_output_readers: bool = True,
         snapshot: bool = False,
         arrow: bool = False,
-        yield_cpu: bool = False,
+        yield_cpu: Optional[bool] = None,
     ) -> None:
         self._native: Optional[_native.NativeTracer] = None
+        # yield_cpu=None: switched on only while one of the tracer's own loops runs.
+        self._yield_in_loops = yield_cpu is None
+        self._loops = 0
         self._native = _native.NativeTracer(
             events=checks.event_names(events),
             pids=checks.int_list("pids", pids, *LIMITS["pid"]),
@@ -156,7 +166,7 @@ class Tracer:
             cgroups=checks.path_list("cgroups", cgroups),
             snapshot=checks.flag("snapshot", snapshot),
             arrow=checks.flag("arrow", arrow),
-            yield_cpu=checks.flag("yield_cpu", yield_cpu),
+            yield_cpu=yield_cpu is not None and checks.flag("yield_cpu", yield_cpu),
         )
 
     # -- lifecycle ---------------------------------------------------------
@@ -332,23 +342,43 @@ class Tracer:
         target = exporter._n()
         return self._interruptible(lambda: native.export(target, n, wait))
 
+    @contextmanager
+    def _yielding(self) -> Iterator[None]:
+        """Around the tracer's own loops: ``yield_cpu`` on while it runs
+        (with the default None); the policy is given back when the outermost
+        one ends."""
+        native = self._native
+        if not self._yield_in_loops or native is None or native.closed:
+            yield
+            return
+        self._loops += 1
+        if self._loops == 1:
+            native.set_yield_cpu(True)
+        try:
+            yield
+        finally:
+            self._loops -= 1
+            if self._loops == 0:
+                native.set_yield_cpu(False)
+
     def __iter__(self) -> Iterator[Event]:
-        while True:
-            native = self._native
-            if native is None or native.closed:
-                return
-            try:
-                batch = native.poll(_BATCH, _POLL_INTERVAL)
-                if not batch and native.drained:
-                    return  # stopped, and all of it handed out
-            except KeyboardInterrupt:
-                self.close()
-                raise
-            except (TracerError, ValueError):
-                if native.closed:  # closed by another thread
+        with self._yielding():
+            while True:
+                native = self._native
+                if native is None or native.closed:
                     return
-                raise
-            yield from batch
+                try:
+                    batch = native.poll(_BATCH, _POLL_INTERVAL)
+                    if not batch and native.drained:
+                        return  # stopped, and all of it handed out
+                except KeyboardInterrupt:
+                    self.close()
+                    raise
+                except (TracerError, ValueError):
+                    if native.closed:  # closed by another thread
+                        return
+                    raise
+                yield from batch
 
     def collect(self, duration: float) -> List[Event]:
         """Every event of the next ``duration`` seconds (the tracer keeps
@@ -358,11 +388,12 @@ class Tracer:
         end = time.monotonic() + checks.duration("duration", duration)
         native = self._n()
         try:
-            while True:
-                left = end - time.monotonic()
-                if left <= 0:
-                    break
-                out.extend(native.poll(_BATCH, min(left, _POLL_INTERVAL)))
+            with self._yielding():
+                while True:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        break
+                    out.extend(native.poll(_BATCH, min(left, _POLL_INTERVAL)))
         except KeyboardInterrupt:
             out.extend(self._finish())
             self.close()
@@ -395,14 +426,15 @@ class Tracer:
         got = 0
         native = self._n()
         try:
-            while True:
-                left = end - time.monotonic()
-                want = _BATCH if limit is None else min(_BATCH, limit - got)
-                batch = native.poll_arrow(want, max(0.0, min(left, _POLL_INTERVAL)))
-                batches.append(batch)
-                got += len(batch)
-                if left <= 0 or (limit is not None and got >= limit):
-                    break
+            with self._yielding():
+                while True:
+                    left = end - time.monotonic()
+                    want = _BATCH if limit is None else min(_BATCH, limit - got)
+                    batch = native.poll_arrow(want, max(0.0, min(left, _POLL_INTERVAL)))
+                    batches.append(batch)
+                    got += len(batch)
+                    if left <= 0 or (limit is not None and got >= limit):
+                        break
         except KeyboardInterrupt:
             # Ctrl-C: what was captured until now, then closed.
             native.stop()

@@ -395,6 +395,16 @@ impl NativeTracer {
         py.detach(|| self.inner.lock().map(|mut t| t.stop()).map_err(|_| ())).map_err(|_| poisoned())?.map_err(|e| to_py(py, e))
     }
 
+    /// Switches yield_cpu on or off from the next poll on (off: the polling
+    /// thread's policy is given back now); returns whether it switches.
+    /// Does nothing once closed or in a forked child.
+    fn set_yield_cpu(&self, py: Python<'_>, on: bool) -> PyResult<bool> {
+        if self.forked() {
+            return Ok(false);
+        }
+        py.detach(|| self.inner.lock().map(|mut t| t.set_yield_cpu(on)).map_err(|_| ())).map_err(|_| poisoned())
+    }
+
     /// Whether stop() was called.
     #[getter]
     fn stopped(&self) -> PyResult<bool> {
