@@ -16,10 +16,9 @@ bcc ring-buffer tracer of bench/bcc_tracer.py, one path at a time:
   while the Python loop does not iterate (tracer-ebpf), what the drain
   itself costs the writer;
 - as users run them: the Python iterator and the Rust example with default
-  settings (and each with the other choice of `yield_cpu`: the iterator's
-  loop at SCHED_IDLE while the queue is light, the Rust example's formatting
-  thread at the writer's priority), bcc with its 64 MiB ring and its Python
-  callback.
+  settings (both yield the CPU while the queue is light: `yield_cpu`), and
+  each without yielding (`yield_cpu=False`, `--no-yield-cpu`), bcc with its
+  64 MiB ring and its Python callback.
 
 Each row: the writer's wall time (tbwork's own clock), its slowdown against
 the untraced run, and the tool's BPF run time per write (kernel BPF
@@ -204,6 +203,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=50_000, help="writes per burst")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3, help="measurements per row (median reported)")
+    ap.add_argument("--rows", action="append", default=[],
+                    help="only the rows whose name contains this (repeatable; untraced always runs)")
     a = ap.parse_args()
     burst = a.n * a.size
     # A pool holding the whole burst: chunks per CPU x CPUs >= burst (+ a chunk per CPU in use).
@@ -223,11 +224,13 @@ def main() -> int:
          lambda: tracer_ebpf(a, {"reader_thread": False, "payload_bytes_per_cpu": 2 * MIB, "ring_bytes": ring}, False, True)),
         ("tracer-ebpf: defaults, reader thread drains, loop idle", lambda: tracer_ebpf(a, {}, False, False)),
         ("tracer-ebpf: defaults, Python iterator", lambda: tracer_ebpf(a, {}, True, False)),
-        ("tracer-ebpf: Python iterator, yield_cpu=True", lambda: tracer_ebpf(a, {"yield_cpu": True}, True, False)),
+        ("tracer-ebpf: Python iterator, yield_cpu=False", lambda: tracer_ebpf(a, {"yield_cpu": False}, True, False)),
         ("tracer-ebpf: defaults, Rust example", lambda: rust_example(a, [])),
         ("tracer-ebpf: Rust example --no-yield-cpu", lambda: rust_example(a, ["--no-yield-cpu"])),
         ("bcc: 64 MiB ring, Python callback", lambda: bcc_consumer(a)),
     ]
+    if a.rows:
+        rows = rows[:1] + [r for r in rows[1:] if any(w in r[0] for w in a.rows)]
     stats = Path("/proc/sys/kernel/bpf_stats_enabled")
     old = stats.read_text().strip()
     stats.write_text("1")
