@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from writer_cost import finish  # noqa: E402  (ends a tool process, bounded in time)
+
 EXAMPLE = ROOT / "target" / "release" / "example"
 TBWORK = ROOT / "target" / "bench" / "tbwork"
 COUNTERS = ("task-clock", "context-switches", "cpu-migrations")
@@ -43,12 +46,7 @@ def one_run(extra: List[str], n: int, size: int) -> Tuple[float, Dict[str, float
                                 str(TBWORK), "-n", str(n), "-s", str(size), "-t", "1"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120)
         finally:
-            p.send_signal(signal.SIGINT)
-            try:
-                p.communicate(timeout=120)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.communicate()
+            finish(p, signal.SIGINT)
         out.seek(0)
         kept = 0
         for line in out:
